@@ -1,0 +1,15 @@
+"""The 25 KADID-10k distortions as pure functions (float32 RGB in [0, 1] in and out).
+
+>>> import numpy as np, distortions
+>>> out = distortions.apply(image, 1, 3, rng=np.random.default_rng(0))   # gaussian blur, level 3
+
+``apply`` reproduces the reference generator ``imdist_generator``: global min-max stretch of the input,
+the distortion with the level's parameter from :data:`distortions.params.TABLE`, then the same stretch of
+the output. The per-type kernels (``distortions.registry.KERNELS``) take the already stretched image and
+the *parameter* (not the level), like the generator's per-type functions.
+"""
+
+from distortions.params import TABLE, DistortionSpec, parameter
+from distortions.registry import KERNELS, apply, get_kernel, names, resolve_type
+
+__all__ = ["KERNELS", "TABLE", "DistortionSpec", "apply", "get_kernel", "names", "parameter", "resolve_type"]
