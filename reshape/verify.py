@@ -1,0 +1,216 @@
+"""`reshape verify DIR`: check a published dataset and list every problem found (not just the first)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from reshape.artifacts import load_schema, read_csv
+from reshape.errors import BadInputError
+from reshape.fileio import TMP_PREFIX, check_relative, resolve_under_root, sha256_file
+from reshape.publish import (
+    DATASET_JSON,
+    HF_METADATA,
+    IMAGES_DIR,
+    META_CSV,
+    REFERENCED_SOURCE_DIR,
+    SOURCE_SUMS,
+    SUMS,
+    TRAIN_CSV,
+)
+
+_SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+#: CSV path columns whose values must be files listed in the checksums.
+_CSV_CHECKS = {
+    TRAIN_CSV: ("train", ["dist_img", "ref_img"], "dmos", ""),
+    META_CSV: ("pyiqa_meta", ["path"], "score", ""),
+    "labels.csv": ("labels", ["dist_img", "ref_img"], "dmos", ""),
+    HF_METADATA: (None, ["file_name"], "dmos", IMAGES_DIR + "/"),
+}
+
+
+@dataclass
+class VerifyReport:
+    root: Path
+    problems: list[str] = field(default_factory=list)
+    files_checked: int = 0
+    rows_checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, where: str, problem: str) -> None:
+        self.problems.append(f"{where}: {problem}")
+
+
+def parse_sha256sums(text: str, name: str, report: VerifyReport) -> dict[str, str]:
+    """Parse sha256sum lines; malformed lines and unsafe paths are reported, not fatal."""
+    entries: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        m = _SUM_LINE.match(line)
+        if not m:
+            report.add(f"{name}, line {n}", "not a sha256sum line ('<64 hex>  <path>')")
+            continue
+        digest, rel = m.groups()
+        try:
+            clean = check_relative(rel)
+        except BadInputError as exc:
+            report.add(f"{name}, line {n}", str(exc))
+            continue
+        if clean in entries:
+            report.add(f"{name}, line {n}", f"{clean!r} listed twice")
+        entries[clean] = digest
+    return entries
+
+
+def _check_sums(
+    root: Path, name: str, entries: dict[str, str], report: VerifyReport, mount: str = ""
+) -> None:
+    """Check listed files; with ``mount`` (the referenced source/ folder, usually a symlink to the source
+    dataset) paths are confined to that mount instead of the dataset root."""
+    for rel, digest in sorted(entries.items()):
+        try:
+            if mount:
+                if not rel.startswith(mount + "/"):
+                    raise BadInputError(f"path {rel!r} is not under {mount}/")
+                full = resolve_under_root(root / mount, rel[len(mount) + 1 :])
+            else:
+                full = resolve_under_root(root, rel)
+        except BadInputError as exc:
+            report.add(name, str(exc))
+            continue
+        if not full.is_file():
+            report.add(rel, "listed in " + name + " but missing")
+            continue
+        report.files_checked += 1
+        if sha256_file(full) != digest:
+            report.add(rel, f"checksum does not match {name} (file modified or corrupted)")
+
+
+def _check_csv(
+    root: Path,
+    rel: str,
+    schema: str | None,
+    path_cols: list[str],
+    label_col: str,
+    prefix: str,
+    listed: set[str],
+    label_range: tuple[float, float] | None,
+    report: VerifyReport,
+) -> None:
+    path = root / rel
+    if not path.is_file():
+        report.add(rel, "missing")
+        return
+    if schema is not None:
+        try:
+            read_csv(path, schema)
+        except BadInputError as exc:
+            report.add(rel, f"does not follow the {schema} schema: {str(exc).removeprefix(str(path) + ', ')}")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        report.add(rel, f"not a readable CSV ({str(exc).splitlines()[0]})")
+        return
+    wanted = [c for c in path_cols + [label_col] if c not in df.columns]
+    if wanted:
+        report.add(rel, f"missing column(s) {', '.join(wanted)}")
+        return
+    report.rows_checked += len(df)
+    for i, row in enumerate(df.itertuples(index=False), start=2):
+        values = row._asdict()
+        for col in path_cols:
+            value = values[col]
+            try:
+                clean = prefix + check_relative(value)
+            except BadInputError as exc:
+                report.add(f"{rel}, line {i}", f"column {col!r}: {exc}")
+                continue
+            if clean not in listed:
+                report.add(f"{rel}, line {i}", f"column {col!r}: {clean!r} is not listed in {SUMS}")
+        raw = values[label_col]
+        try:
+            label = float(raw)
+        except ValueError:
+            report.add(f"{rel}, line {i}", f"label {label_col!r} value {raw!r} is not a number")
+            continue
+        if not math.isfinite(label):
+            report.add(f"{rel}, line {i}", f"label {label_col!r} is not finite ({raw!r})")
+        elif label_range is not None and not label_range[0] <= label <= label_range[1]:
+            report.add(f"{rel}, line {i}", f"label {label} outside the dataset range {list(label_range)}")
+
+
+def verify_dataset(root: str | os.PathLike[str]) -> VerifyReport:
+    """Check every invariant of a published dataset and collect all problems."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BadInputError(f"{root}: not a folder")
+    report = VerifyReport(root=root)
+
+    card: dict = {}
+    card_path = root / DATASET_JSON
+    if not card_path.is_file():
+        report.add(DATASET_JSON, "missing")
+    else:
+        try:
+            card = json.loads(card_path.read_text("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            report.add(DATASET_JSON, f"invalid JSON ({exc})")
+        if card:
+            missing = [c.name for c in load_schema("dataset_card").columns if c.name not in card]
+            if missing:
+                report.add(DATASET_JSON, f"lacks key(s) {', '.join(missing)}")
+
+    sums: dict[str, str] = {}
+    if not (root / SUMS).is_file():
+        report.add(SUMS, "missing")
+    else:
+        sums = parse_sha256sums((root / SUMS).read_text("utf-8", errors="replace"), SUMS, report)
+        _check_sums(root, SUMS, sums, report)
+
+    referenced = card.get("source", {}).get("mode") == "referenced"
+    source_sums: dict[str, str] = {}
+    if referenced:
+        if (root / SOURCE_SUMS).is_file():
+            source_sums = parse_sha256sums(
+                (root / SOURCE_SUMS).read_text("utf-8", errors="replace"), SOURCE_SUMS, report
+            )
+            # Source files are checked only once someone has mounted the source dataset there.
+            if (root / REFERENCED_SOURCE_DIR).exists():
+                _check_sums(root, SOURCE_SUMS, source_sums, report, mount=REFERENCED_SOURCE_DIR)
+        else:
+            report.add(SOURCE_SUMS, "missing (dataset.json says source images are referenced)")
+
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if referenced and (rel == REFERENCED_SOURCE_DIR or rel.startswith(REFERENCED_SOURCE_DIR + "/")):
+            continue
+        if path.is_symlink():
+            try:
+                resolve_under_root(root, rel)
+            except BadInputError:
+                report.add(rel, "symbolic link pointing outside the dataset")
+                continue
+        if path.is_file() and rel != SUMS and rel not in sums:
+            what = "leftover temporary file" if path.name.startswith(TMP_PREFIX) else "file"
+            report.add(rel, f"{what} not listed in {SUMS}")
+
+    label_range = None
+    rng = card.get("labels", {}).get("range")
+    if isinstance(rng, list) and len(rng) == 2:
+        label_range = (float(rng[0]), float(rng[1]))
+    listed = set(sums) | set(source_sums)
+    for rel, (schema, cols, label_col, prefix) in _CSV_CHECKS.items():
+        if rel == "labels.csv" and not (root / rel).exists() and "labels" not in card.get("files", {}):
+            continue
+        _check_csv(root, rel, schema, cols, label_col, prefix, listed, label_range, report)
+    return report
