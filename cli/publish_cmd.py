@@ -82,6 +82,9 @@ def _range(text: str | None) -> tuple[float, float] | None:
     "label fits KADID's DMOS scale, else the observed range].",
 )
 @click.option(
+    "--note", "notes", multiple=True, help="A note for the card (repeatable), e.g. how the labels were made."
+)
+@click.option(
     "--fingerprint", hidden=True, default=None, help="Stored in dataset.json (used by `reshape run`)."
 )
 def command(
@@ -101,6 +104,7 @@ def command(
     link: bool,
     name: str | None,
     label_range: str | None,
+    notes: tuple[str, ...],
     fingerprint: str | None,
 ) -> None:
     """Publish the reshaped dataset into OUT_DIR: images, train.csv (KADID layout), meta_info.csv (pyiqa),
@@ -127,6 +131,7 @@ def command(
     for key, value in explicit.items():
         if value is not None:
             setattr(inputs, key, value)
+    inputs.notes = [*inputs.notes, *notes]
     result = run_publish(
         out_dir,
         inputs,

@@ -101,6 +101,7 @@ class PublishInputs:
     train_features: Path | None = None
     candidate_features: Path | None = None
     source_name: str = "KADID-10k"
+    notes: list[str] = field(default_factory=list)
     extra_parameters: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -424,6 +425,7 @@ def render_card(card: dict[str, Any]) -> str:
         "KADID-10k distortions and pseudo-labelled from their nearest training references, merged with the "
         "source training rows (optionally pruned by DRCDown).",
         weights_note,
+        *(["## Notes", "", *[f"* {n}" for n in card.get("notes", [])], ""] if card.get("notes") else []),
         "## Contents",
         "",
         _md_table(
@@ -701,6 +703,8 @@ def run_publish(
                 "licence": LICENCE_NOTES,
             },
         }
+        if inputs.notes:
+            card["notes"] = list(inputs.notes)
         if fingerprint is not None:
             card["fingerprint"] = fingerprint
         write_json(staging / DATASET_JSON, card)
