@@ -29,14 +29,12 @@ def command(out: Path, smoke: bool) -> None:
     result = run_demo(out, smoke=smoke, echo=click.echo)
     click.echo("")
     click.echo("reshape demo summary")
-    click.echo(
-        f"  encoder weights : {'ImageNet (local cache)' if result.weights == 'default' else 'random init (none)'}"
-    )
+    weights = "ImageNet (local cache)" if result.weights == "default" else "random init (none)"
+    click.echo(f"  encoder weights : {weights}")
     click.echo(f"  selected refs   : {result.n_selected}")
     click.echo(f"  images written  : {result.n_images} new distorted images")
-    click.echo(
-        f"  pseudo labels   : {result.label_range[0]:.3f} .. {result.label_range[1]:.3f} (1..5, higher = better)"
-    )
+    lo, hi = result.label_range
+    click.echo(f"  pseudo labels   : {lo:.3f} .. {hi:.3f} (1..5, higher = better)")
     click.echo(f"  data build      : {result.build_seconds:.1f}s")
     for stage, seconds in result.stage_seconds.items():
         click.echo(f"  {stage:<16}: {seconds:.1f}s" if seconds else f"  {stage:<16}: up to date")

@@ -156,7 +156,7 @@ def write_config(
             "Features were computed with a randomly initialised ResNet-50 (no pretrained weights in the "
             "local torch cache), so the selection and the pseudo-labels only demonstrate the pipeline."
         )
-    text = f"""# Written by `reshape demo`; `reshape run {path.name}` reruns it (up-to-date stages are skipped).
+    text = f"""# Written by `reshape demo`; `reshape run {path.name}` reruns it, skipping up-to-date stages.
 [inputs]
 train_refs = "{rel["refs"]}"
 source_labels = "{rel["labels"]}"
