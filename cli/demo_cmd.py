@@ -15,7 +15,9 @@ import click
     show_default=True,
     help="Folder for the demo data, the run's artifacts and the published dataset.",
 )
-@click.option("--smoke", is_flag=True, help="A tiny variant (3 refs, 2 distortion types) for a quick check.")
+@click.option(
+    "--smoke", is_flag=True, help="A small variant (2 distortion types, 12 candidates) for a quick check."
+)
 def command(out: Path, smoke: bool) -> None:
     """Build a small source dataset from scikit-image's bundled photos (labels: an SSIM proxy, documented in
     the card), a candidate pool of crops/rescales/flips of other bundled photos, write OUT/pipeline.toml

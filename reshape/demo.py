@@ -98,7 +98,7 @@ def build_demo_data(
 
     import distortions
     from reshape.fileio import atomic_open
-    from reshape.imageio import save_image
+    from reshape.imageio import load_image, save_image
 
     refs_dir, source_dir, pool_dir = root / "refs", root / "source", root / "pool"
     rows = []
@@ -106,13 +106,17 @@ def build_demo_data(
         ref = _fit(_photo(name), SIZE)
         save_image(refs_dir / f"{name}.png", ref)
         save_image(source_dir / f"{name}.png", ref)
+        saved_ref = load_image(source_dir / f"{name}.png")
         for t in types:
             for lvl in LEVELS:
                 rng = np.random.default_rng([seed, t, lvl, len(rows)])
                 dist = np.clip(distortions.apply(ref, t, lvl, rng=rng), 0.0, 1.0).astype(np.float32)
                 fname = f"{name}_{t:02d}_{lvl:02d}.png"
                 save_image(source_dir / fname, dist)
-                ssim = structural_similarity(ref, dist, channel_axis=2, data_range=1.0)
+                # SSIM of the images as saved (8-bit), i.e. exactly what a trainer will read.
+                ssim = structural_similarity(
+                    saved_ref, load_image(source_dir / fname), channel_axis=2, data_range=1.0
+                )
                 rows.append([fname, f"{name}.png", round(ssim_to_dmos(ssim), 4), 0.0])
     with atomic_open(source_dir / "dmos.csv", "w") as fh:
         pd.DataFrame(rows, columns=["dist_img", "ref_img", "dmos", "var"]).to_csv(
@@ -183,6 +187,7 @@ k = 5
 
 [publish]
 copy-source = true
+name = "reshape-demo"
 note = {json.dumps(notes)}
 """
     path.write_text(text, encoding="utf-8")
@@ -197,7 +202,7 @@ def run_demo(out: str | os.PathLike[str], *, smoke: bool = False, echo=print) ->
     out.mkdir(parents=True, exist_ok=True)
     types = SMOKE_TYPES if smoke else DEMO_TYPES
     start = time.perf_counter()
-    data = build_demo_data(out / "data", types=types, n_train=3 if smoke else 6, n_pool=6 if smoke else 21)
+    data = build_demo_data(out / "data", types=types, n_train=6, n_pool=12 if smoke else 21)
     build_seconds = time.perf_counter() - start
     cached = local_resnet_weights()
     weights = "default" if cached else "none"

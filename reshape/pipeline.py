@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -466,7 +467,7 @@ def run_pipeline(
     if dry_run:
         for p in plans:
             echo(f"{p.name:<{width}}  {'up to date' if p.up_to_date else 'will run':<10}  {p.reason}")
-            echo(f"{'':<{width}}  $ reshape {p.command} {' '.join(p.args[:-2])}")
+            echo(f"{'':<{width}}  $ reshape {p.command} {shlex.join(p.args[:-2])}")
         return result
     config.out.mkdir(parents=True, exist_ok=True)
     # publish --from-run reads the roots from run.json, so it is written before the stages run as well.

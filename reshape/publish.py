@@ -397,7 +397,12 @@ def render_card(card: dict[str, Any]) -> str:
         type_rows.append([t] + [levels.get(str(lvl), 0) for lvl in range(1, 6)] + [counts["type"][t]])
     weights_note = ""
     for meta in card["parameters"].values():
-        if isinstance(meta, dict) and str(meta.get("weights", "")).lower() in ("none", "random"):
+        noted = any("random" in n for n in card.get("notes", []))
+        if (
+            not noted
+            and isinstance(meta, dict)
+            and str(meta.get("weights", "")).lower() in ("none", "random")
+        ):
             weights_note = (
                 "\n> **Warning:** features were computed with a randomly initialised encoder "
                 "(`--weights none`); the selection and pseudo-labels are therefore not meaningful beyond "
@@ -420,7 +425,7 @@ def render_card(card: dict[str, Any]) -> str:
     parts = [
         f"# {card['name']}",
         "",
-        "A synthetic image-quality training set reshaped with [reshape](https://github.com/) (SynDR-IQA, "
+        "A synthetic image-quality training set reshaped with reshape (SynDR-IQA, "
         "NeurIPS 2025): new reference contents chosen by DDCUp from a candidate pool, distorted with the "
         "KADID-10k distortions and pseudo-labelled from their nearest training references, merged with the "
         "source training rows (optionally pruned by DRCDown).",
