@@ -370,3 +370,34 @@ def test_verify_checks_mounted_referenced_source(pipeline_output: dict[str, Path
     code, text = _verify_cli(out)
     assert code == 1
     assert "source/I02_01_03.png: checksum does not match SOURCE_SHA256SUMS" in text
+
+
+def _readme_block(after: str) -> str:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index(after)
+    begin = text.index("```python\n", start) + len("```python\n")
+    return text[begin : text.index("```", begin)]
+
+
+def test_readme_trainer_snippets_load_a_published_dataset(
+    pipeline_output: dict[str, Path], monkeypatch
+) -> None:
+    out = pipeline_output["tmp"] / "kadid-reshaped-livec"
+    _publish(out, "--from-run", str(pipeline_output["run"]), "--copy-source", "--note", "labels by a proxy")
+    assert "* labels by a proxy" in (out / "README.md").read_text()
+    monkeypatch.chdir(pipeline_output["tmp"])
+    scope: dict = {}
+    exec(_readme_block("**pandas**"), scope)
+    assert len(scope["train"]) == 16
+    assert all(Path(p).is_file() for p in scope["paths"])
+    scope = {}
+    # The crop must fit the tiny test images (24x32).
+    exec(
+        _readme_block("**Plain PyTorch**").replace(
+            '"kadid-reshaped-livec")', '"kadid-reshaped-livec", crop=16)'
+        ),
+        scope,
+    )
+    x, y = next(iter(scope["loader"]))
+    assert tuple(x.shape) == (16, 3, 16, 16)
+    assert set(np.round(y.numpy(), 4)) <= set(np.round(pd.read_csv(out / "train.csv")["dmos"].to_numpy(), 4))
