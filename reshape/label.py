@@ -27,7 +27,14 @@ from tqdm import tqdm
 from reshape.artifacts import read_csv, read_features, read_parquet, write_csv
 from reshape.errors import BadInputError
 from reshape.fileio import check_relative
-from reshape.sources import PRESET_TYPES, SourceTable, match_names, read_source_labels, scale_to_0_10
+from reshape.sources import (
+    PRESET_TYPES,
+    SourceTable,
+    clean_relative,
+    match_names,
+    read_source_labels,
+    scale_to_0_10,
+)
 
 log = logging.getLogger("reshape.label")
 
@@ -148,20 +155,20 @@ def neighbour_weights(
 
 def pseudo_labels(
     neighbour_refs: np.ndarray,
-    neighbour_weights_: np.ndarray,
+    weights: np.ndarray,
     label_cube: np.ndarray,
     dist_type: np.ndarray,
     dist_level: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted mean and variance of the neighbours' labels for each image's (type, level).
 
-    ``neighbour_refs``/``neighbour_weights_``: (n_images, m) source-reference indices and weights, padded with
+    ``neighbour_refs``/``weights``: (n_images, m) source-reference indices and weights, padded with
     -1 / 0. ``label_cube[ref, type, level]`` holds the source labels (NaN where absent). Returns
     (mean, var, missing) where ``missing[i, j]`` is True when kept neighbour j has no label for image i's
     (type, level); rows with any missing neighbour get NaN mean and var.
     """
     refs = np.asarray(neighbour_refs, dtype=np.int64)
-    w = np.asarray(neighbour_weights_, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
     t = np.asarray(dist_type, dtype=np.int64)[:, None]
     lv = np.asarray(dist_level, dtype=np.int64)[:, None]
     in_cube = (t < label_cube.shape[1]) & (lv < label_cube.shape[2]) & (t >= 0) & (lv >= 0)
@@ -410,9 +417,7 @@ def run_label(
     if manifest.empty:
         raise BadInputError(f"{manifest_path}: distortion manifest has no rows")
     for col in ("dist_img", "ref_img"):
-        manifest[col] = [
-            check_relative(str(v), source=manifest_path, row=i + 2) for i, v in enumerate(manifest[col])
-        ]
+        manifest[col] = [clean_relative(str(v), manifest_path, i + 2) for i, v in enumerate(manifest[col])]
     new_refs = list(dict.fromkeys(manifest["ref_img"]))
 
     if recompute:

@@ -64,6 +64,18 @@ def ref_stem(path: str) -> str:
     return PurePosixPath(path.replace("\\", "/")).stem
 
 
+def clean_relative(rel: str, source: Path, line: int) -> str:
+    """``check_relative`` with a fast path: a plain ``a/b/c.png`` is already in its checked form."""
+    plain = (
+        rel
+        and rel[0] != "/"
+        and not rel.endswith("/")
+        and not any(c in rel for c in ("\\", ":", "\x00", "//"))
+        and all(part not in (".", "..") for part in rel.split("/"))
+    )
+    return rel if plain else check_relative(rel, source=source, row=line)
+
+
 @dataclass
 class SourceTable:
     """A source label table in normalised form plus where it came from."""
@@ -126,8 +138,8 @@ def read_source_labels(
         raise BadInputError(f"{p}: label table has no rows")
 
     lines = np.arange(len(raw)) + 2  # header is line 1
-    dist = [check_relative(v.strip(), source=p, row=int(n)) for v, n in zip(raw[dist_col], lines)]
-    refs = [check_relative(v.strip(), source=p, row=int(n)) for v, n in zip(raw[ref_col], lines)]
+    dist = [clean_relative(v.strip(), p, int(n)) for v, n in zip(raw[dist_col], lines)]
+    refs = [clean_relative(v.strip(), p, int(n)) for v, n in zip(raw[ref_col], lines)]
 
     types = np.empty(len(raw), dtype=np.int64)
     levels = np.empty(len(raw), dtype=np.int64)

@@ -11,10 +11,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
+from reshape.cli.main import cli
 
 from distortions.params import TABLE
 from reshape.artifacts import Features, read_csv, sidecar_path, write_csv, write_features, write_parquet
-from reshape.cli.main import cli
 from reshape.errors import BadInputError
 from reshape.label import cosine_distances, neighbour_weights, weights_from_distances
 from reshape.sources import read_source_labels, scale_to_0_10
@@ -266,7 +266,8 @@ def test_source_layouts_parse_to_the_same_table(
         np.testing.assert_array_equal(
             t.frame[["dist_type", "dist_level"]], iqa.frame[["dist_type", "dist_level"]]
         )
-    assert (kad.frame["var"] == 0.25).all() and (pyi.frame["var"] == 0.25).all()  # std 0.5 -> var 0.25
+    assert (kad.frame["var"] == 0.25).all()
+    assert (pyi.frame["var"] == 0.25).all()
 
 
 # ----------------------------------------------------------------------------------------------- stage
@@ -340,7 +341,9 @@ def test_scale_0_10_matches_official_formula(setup, kadid: pd.DataFrame) -> None
         assert row["dmos"] == pytest.approx(want[c], abs=1e-6)
     assert got["dmos"].between(0, 10).all()
     meta = json.loads(sidecar_path(out).read_text())
-    assert meta["scale"] == "0-10" and meta["source_min"] == lo and meta["source_max"] == hi
+    assert meta["scale"] == "0-10"
+    assert meta["source_min"] == lo
+    assert meta["source_max"] == hi
     np.testing.assert_allclose(scale_to_0_10(np.array([lo, hi]), lo, hi), [0.0, 10.0])
 
 
@@ -382,9 +385,11 @@ def test_exclude_refs_with_recomputed_neighbours(setup, kadid: pd.DataFrame, tmp
 def test_exclude_refs_without_enough_stored_neighbours_is_an_error(setup) -> None:
     res = _run([*setup["base"], "--out", setup["dir"] / "x.csv", "--exclude-refs", "I01.png"])
     assert res.exit_code == 2
-    assert "--train-features" in res.output and "selection.parquet" in res.output
+    assert "--train-features" in res.output
+    assert "selection.parquet" in res.output
     res = _run([*setup["base"], "--out", setup["dir"] / "x.csv", "--exclude-refs", "I99"])
-    assert res.exit_code == 2 and "I99" in res.output
+    assert res.exit_code == 2
+    assert "I99" in res.output
 
 
 def test_merge_source_and_pyiqa_meta(setup, kadid: pd.DataFrame) -> None:
@@ -412,7 +417,7 @@ def test_merge_source_and_pyiqa_meta(setup, kadid: pd.DataFrame) -> None:
     assert (train["origin"] == "pseudo").sum() == len(labels)
     pseudo = train[train["origin"] == "pseudo"]
     assert all(p == f"new/{q}" for p, q in zip(pseudo["dist_img"], labels["dist_img"]))
-    # pyiqa's GeneralNRDataset: pd.read_csv(meta_info_file), row[0] joined to the root, float(row[1]) the label
+    # pyiqa's GeneralNRDataset: pd.read_csv(meta_info_file), row[0] joined to the root, float(row[1]) = label
     meta = pd.read_csv(d / "meta_info.csv")
     assert list(meta.columns[:2]) == ["path", "score"]
     paths = [row[0] for row in meta.values]
@@ -478,7 +483,8 @@ def test_unparseable_name_is_a_one_line_error(setup, kadid: pd.DataFrame) -> Non
     res = _run([*base, "--out", setup["dir"] / "l.csv"])
     assert res.exit_code == 2
     assert res.output.count("\n") == 1
-    assert "dmos_bad.csv, line 43" in res.output and "I01_blur_2.png" in res.output
+    assert "dmos_bad.csv, line 43" in res.output
+    assert "I01_blur_2.png" in res.output
     assert not (setup["dir"] / "l.csv").exists()
 
 
@@ -490,7 +496,9 @@ def test_missing_type_level_for_a_neighbour(setup, kadid: pd.DataFrame) -> None:
     base = [a if a != setup["base"][3] else holey for a in setup["base"]]
     res = _run([*base, "--out", setup["dir"] / "l.csv"])
     assert res.exit_code == 2
-    assert "manifest.csv, line" in res.output and "I02.png" in res.output and "type 7 level 3" in res.output
+    assert "manifest.csv, line" in res.output
+    assert "I02.png" in res.output
+    assert "type 7 level 3" in res.output
     res = _run([*base, "--out", setup["dir"] / "l.csv", "--skip-missing"])
     assert res.exit_code == 0, res.output
     assert "mid_I01_I02_07_03.png" in res.output  # listed as skipped
@@ -508,7 +516,8 @@ def test_nan_label_is_an_error_or_skipped(setup, kadid: pd.DataFrame) -> None:
     base = [a if a != setup["base"][3] else nan for a in setup["base"]]
     res = _run([*base, "--out", setup["dir"] / "l.csv"])
     assert res.exit_code == 2
-    assert "dmos_nan.csv, line 202" in res.output and "'dmos'" in res.output
+    assert "dmos_nan.csv, line 202" in res.output
+    assert "'dmos'" in res.output
     res = _run([*base, "--out", setup["dir"] / "l.csv", "--skip-missing"])
     assert res.exit_code == 0, res.output
     assert "line 202" in res.output
@@ -519,7 +528,8 @@ def test_new_ref_without_selection_row(setup, tmp_path: Path) -> None:
     base = [a if a != setup["man"] else man for a in setup["base"]]
     res = _run([*base, "--out", tmp_path / "l.csv"])
     assert res.exit_code == 2
-    assert "manifest2.csv, line" in res.output and "pool/stranger.jpg" in res.output
+    assert "manifest2.csv, line" in res.output
+    assert "pool/stranger.jpg" in res.output
     res = _run([*base, "--out", tmp_path / "l.csv", "--skip-missing"])
     assert res.exit_code == 0
     assert "stranger" in res.output
@@ -531,7 +541,8 @@ def test_new_ref_without_embedding(setup, tmp_path: Path) -> None:
     feats = ["--train-features", setup["train"], "--candidate-features", cand]
     res = _run([*setup["base"], "--out", tmp_path / "l.csv", *feats])
     assert res.exit_code == 2
-    assert "near_I03.jpg" in res.output and "pool2.parquet" in res.output
+    assert "near_I03.jpg" in res.output
+    assert "pool2.parquet" in res.output
 
 
 def test_training_ref_without_labels(setup, tmp_path: Path) -> None:
@@ -539,7 +550,8 @@ def test_training_ref_without_labels(setup, tmp_path: Path) -> None:
     feats = ["--train-features", train, "--candidate-features", setup["cand"]]
     res = _run([*setup["base"], "--out", tmp_path / "l.csv", *feats])
     assert res.exit_code == 2
-    assert "train2.parquet, row 80" in res.output and "X99.png" in res.output
+    assert "train2.parquet, row 80" in res.output
+    assert "X99.png" in res.output
 
 
 def test_unknown_header_and_bad_option_values(setup, tmp_path: Path) -> None:
@@ -547,7 +559,8 @@ def test_unknown_header_and_bad_option_values(setup, tmp_path: Path) -> None:
     bad.write_text("image,mos\na.png,3.2\n")
     base = [a if a != setup["base"][3] else bad for a in setup["base"]]
     res = _run([*base, "--out", tmp_path / "l.csv"])
-    assert res.exit_code == 2 and "scores.csv" in res.output
+    assert res.exit_code == 2
+    assert "scores.csv" in res.output
     assert _run([*setup["base"], "--out", tmp_path / "l.csv", "--temperature", "0"]).exit_code == 2
     with pytest.raises(BadInputError):
         neighbour_weights(_train_embeddings(), _train_embeddings()[:1], k=0)
