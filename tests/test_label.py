@@ -564,3 +564,27 @@ def test_unknown_header_and_bad_option_values(setup, tmp_path: Path) -> None:
     assert _run([*setup["base"], "--out", tmp_path / "l.csv", "--temperature", "0"]).exit_code == 2
     with pytest.raises(BadInputError):
         neighbour_weights(_train_embeddings(), _train_embeddings()[:1], k=0)
+
+
+def test_k_beyond_stored_list_is_exact_when_margin_rules_out_the_rest(setup, tmp_path: Path) -> None:
+    # each stored list ends at distance 1 and starts <= 0.3: no unseen ref can pass a 0.05 margin
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert _run([*setup["base"], "--out", a, "--k", "8"]).exit_code == 0
+    feats = ["--train-features", setup["train"], "--candidate-features", setup["cand"]]
+    assert _run([*setup["base"], "--out", b, "--k", "8", *feats]).exit_code == 0
+    pd.testing.assert_frame_equal(
+        read_csv(a, "labels").drop(columns="distances"), read_csv(b, "labels").drop(columns="distances")
+    )
+    res = _run([*setup["base"], "--out", a, "--k", "8", "--margin", "1.5"])
+    assert res.exit_code == 2
+    assert "too few for k=8" in res.output
+
+
+def test_needs_selection_or_features(setup, kadid_dmos_table: Path, tmp_path: Path) -> None:
+    args = ["--source-labels", kadid_dmos_table, "--distorted", setup["man"], "--out", tmp_path / "l.csv"]
+    res = _run(args)
+    assert res.exit_code == 2
+    assert "--selection" in res.output
+    res = _run([*args, "--train-features", setup["train"]])
+    assert res.exit_code == 2
+    assert "together" in res.output
