@@ -212,6 +212,16 @@ def _fmt_list(values: np.ndarray) -> str:
     return ";".join(f"{float(v):.6g}" for v in values)
 
 
+@dataclass(frozen=True)
+class RefNeighbours:
+    """Kept neighbours of one new reference, as labelled training references, nearest first."""
+
+    names: list[str]  # as named in the selection / training features
+    source_refs: list[int]  # their positions in SourceTable.refs
+    weights: np.ndarray
+    distances: np.ndarray
+
+
 @dataclass
 class LabelResult:
     labels: pd.DataFrame
@@ -224,9 +234,8 @@ def _label_cube(source: pd.DataFrame, n_refs: int, ref_index: np.ndarray) -> np.
     max_t = int(source["dist_type"].max())
     max_l = int(source["dist_level"].max())
     cube = np.full((n_refs, max_t + 1, max_l + 1), np.nan)
-    cube[ref_index, source["dist_type"].to_numpy(), source["dist_level"].to_numpy()] = source[
-        "dmos"
-    ].to_numpy()
+    labels = source["dmos"].to_numpy(dtype=np.float64)
+    cube[ref_index, source["dist_type"].to_numpy(), source["dist_level"].to_numpy()] = labels
     return cube
 
 
@@ -242,7 +251,7 @@ def _neighbours_from_embeddings(
     temperature: float,
     weighting: str,
     progress: bool,
-) -> tuple[dict[str, tuple[list[int], Neighbours]], dict[str, str]]:
+) -> tuple[dict[str, RefNeighbours], dict[str, str]]:
     train = read_features(train_features)
     cand = read_features(candidate_features)
     train_src = match_names(train.images, source_refs, what="training reference", source=train_features)
@@ -271,11 +280,12 @@ def _neighbours_from_embeddings(
         exclude=exclude,
         progress=progress,
     )
-    names = train.images
     result = {
-        ref: (
-            [int(train_src[i]) for i in nb.indices],
-            Neighbours(np.array([names[i] for i in nb.indices], dtype=object), nb.weights, nb.distances),
+        ref: RefNeighbours(
+            names=[train.images[i] for i in nb.indices],
+            source_refs=[int(train_src[i]) for i in nb.indices],
+            weights=nb.weights,
+            distances=nb.distances,
         )
         for ref, nb in zip(found, sets)
     }
@@ -292,7 +302,7 @@ def _neighbours_from_selection(
     margin: float,
     temperature: float,
     weighting: str,
-) -> tuple[dict[str, tuple[list[int], Neighbours]], dict[str, str]]:
+) -> tuple[dict[str, RefNeighbours], dict[str, str]]:
     table, meta = read_parquet(selection, "selection")
     images = [str(v) for v in table.column("image").to_pylist()]
     stored_names = table.column("neighbour_images").to_pylist()
@@ -303,7 +313,7 @@ def _neighbours_from_selection(
     name_src = dict(
         zip(all_names, match_names(all_names, source_refs, what="training reference", source=selection))
     )
-    result: dict[str, tuple[list[int], Neighbours]] = {}
+    result: dict[str, RefNeighbours] = {}
     missing: dict[str, str] = {}
     for ref, row in zip(new_refs, sel_idx):
         if row < 0:
@@ -346,11 +356,39 @@ def _neighbours_from_selection(
         rem_src = [s for s, kk in zip(src, keep) if kk][:k]
         nb = weights_from_distances(rem_d[:k], margin=margin, temperature=temperature, weighting=weighting)
         kept = len(nb.indices)
-        result[ref] = (
-            rem_src[:kept],
-            Neighbours(np.array(rem_names[:kept], dtype=object), nb.weights, nb.distances),
-        )
+        result[ref] = RefNeighbours(rem_names[:kept], rem_src[:kept], nb.weights, nb.distances)
     return result, missing
+
+
+def merged_train_table(
+    source: pd.DataFrame,
+    labels: pd.DataFrame,
+    *,
+    preset: str | None = None,
+    image_prefix: str | None = None,
+    source_prefix: str | None = None,
+) -> pd.DataFrame:
+    """Source rows then pseudo rows in the 'train' layout, ``origin`` = source|pseudo.
+
+    Source rows are those of the preset's types at every level (as the official training loader takes
+    them) or, without a preset, those whose type and level both occur among the pseudo-labelled images.
+    """
+    if preset is not None:
+        keep = source["dist_type"].isin(PRESET_TYPES[preset])
+    else:
+        keep = source["dist_type"].isin(set(labels["dist_type"])) & source["dist_level"].isin(
+            set(labels["dist_level"])
+        )
+    kept = source[keep]
+    columns = ["dist_img", "ref_img", "dmos", "var", "dist_type", "dist_level"]
+    from_source = kept[columns].assign(origin="source")
+    pseudo = labels[columns].assign(origin="pseudo")
+    for col in ("dist_img", "ref_img"):
+        from_source[col] = [
+            _join_prefix(source_prefix, p, source="--source-prefix") for p in from_source[col]
+        ]
+    pseudo["dist_img"] = [_join_prefix(image_prefix, p, source="--image-prefix") for p in pseudo["dist_img"]]
+    return pd.concat([from_source, pseudo], ignore_index=True)
 
 
 # ----------------------------------------------------------------------------------------------- stage
@@ -455,13 +493,13 @@ def run_label(
         skipped.append(f"{manifest_path}: {n} image(s) of {why}")
 
     rows = manifest[manifest["ref_img"].isin(nb_by_ref.keys())].reset_index(drop=True)
-    width = max((len(v[0]) for v in nb_by_ref.values()), default=1)
+    width = max((len(v.names) for v in nb_by_ref.values()), default=1)
     ref_pos = {r: i for i, r in enumerate(nb_by_ref)}
     pad_src = np.full((len(nb_by_ref), width), -1, dtype=np.int64)
     pad_w = np.zeros((len(nb_by_ref), width))
-    for r, (src_idx, nb) in nb_by_ref.items():
-        pad_src[ref_pos[r], : len(src_idx)] = src_idx
-        pad_w[ref_pos[r], : len(src_idx)] = nb.weights
+    for r, nb in nb_by_ref.items():
+        pad_src[ref_pos[r], : len(nb.source_refs)] = nb.source_refs
+        pad_w[ref_pos[r], : len(nb.source_refs)] = nb.weights
     which = np.array([ref_pos[r] for r in rows["ref_img"]], dtype=np.int64)
     mean, var, missing = pseudo_labels(
         pad_src[which], pad_w[which], cube, rows["dist_type"].to_numpy(), rows["dist_level"].to_numpy()
@@ -482,7 +520,6 @@ def run_label(
     if not good.any():
         raise BadInputError(f"{manifest_path}: no image could be labelled ({len(skipped)} skipped)")
 
-    nb_cols = {r: nb_by_ref[r][1] for r in nb_by_ref}
     labels = pd.DataFrame(
         {
             "dist_img": rows["dist_img"],
@@ -491,9 +528,9 @@ def run_label(
             "var": var,
             "dist_type": rows["dist_type"].astype(np.int64),
             "dist_level": rows["dist_level"].astype(np.int64),
-            "neighbours": [";".join(map(str, nb_cols[r].indices)) for r in rows["ref_img"]],
-            "weights": [_fmt_list(nb_cols[r].weights) for r in rows["ref_img"]],
-            "distances": [_fmt_list(nb_cols[r].distances) for r in rows["ref_img"]],
+            "neighbours": [";".join(nb_by_ref[r].names) for r in rows["ref_img"]],
+            "weights": [_fmt_list(nb_by_ref[r].weights) for r in rows["ref_img"]],
+            "distances": [_fmt_list(nb_by_ref[r].distances) for r in rows["ref_img"]],
             "origin": "pseudo",
         }
     )[good].reset_index(drop=True)
@@ -519,47 +556,9 @@ def run_label(
     write_csv(out, labels, "labels", options, float_format="%.8g")
 
     result = LabelResult(labels=labels, skipped=skipped)
-    pseudo_paths = [_join_prefix(image_prefix, p, source="--image-prefix") for p in labels["dist_img"]]
     if merge_source is not None:
-        if preset is not None:
-            keep = source["dist_type"].isin(PRESET_TYPES[preset])
-        else:
-            keep = source["dist_type"].isin(set(labels["dist_type"])) & source["dist_level"].isin(
-                set(labels["dist_level"])
-            )
-        kept_source = source[keep]
-        train = pd.concat(
-            [
-                pd.DataFrame(
-                    {
-                        "dist_img": [
-                            _join_prefix(source_prefix, p, source="--source-prefix")
-                            for p in kept_source["dist_img"]
-                        ],
-                        "ref_img": [
-                            _join_prefix(source_prefix, p, source="--source-prefix")
-                            for p in kept_source["ref_img"]
-                        ],
-                        "dmos": kept_source["dmos"].to_numpy(),
-                        "var": kept_source["var"].to_numpy(),
-                        "dist_type": kept_source["dist_type"].to_numpy(),
-                        "dist_level": kept_source["dist_level"].to_numpy(),
-                        "origin": "source",
-                    }
-                ),
-                pd.DataFrame(
-                    {
-                        "dist_img": pseudo_paths,
-                        "ref_img": labels["ref_img"],
-                        "dmos": labels["dmos"],
-                        "var": labels["var"],
-                        "dist_type": labels["dist_type"],
-                        "dist_level": labels["dist_level"],
-                        "origin": "pseudo",
-                    }
-                ),
-            ],
-            ignore_index=True,
+        train = merged_train_table(
+            source, labels, preset=preset, image_prefix=image_prefix, source_prefix=source_prefix
         )
         train_meta = {"scale": scale, "preset": preset, "source_min": low, "source_max": high}
         if fingerprint is not None:
@@ -570,6 +569,9 @@ def run_label(
         if result.train is not None:
             meta_frame = pd.DataFrame({"path": result.train["dist_img"], "score": result.train["dmos"]})
         else:
+            pseudo_paths = [
+                _join_prefix(image_prefix, p, source="--image-prefix") for p in labels["dist_img"]
+            ]
             meta_frame = pd.DataFrame({"path": pseudo_paths, "score": labels["dmos"].to_numpy()})
         meta_meta: dict[str, Any] = {"scale": scale}
         if fingerprint is not None:
