@@ -15,8 +15,12 @@ log = logging.getLogger("reshape")
 
 
 def setup_logging(verbosity: int) -> None:
-    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(max(-1, min(verbosity, 2)), logging.DEBUG)
-    logging.basicConfig(level=level, format="reshape: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(
+        max(-1, min(verbosity, 2)), logging.DEBUG
+    )
+    logging.basicConfig(
+        level=level, format="reshape: %(levelname)s: %(message)s", stream=sys.stderr, force=True
+    )
     logging.captureWarnings(True)
 
 

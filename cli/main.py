@@ -10,7 +10,9 @@ from reshape.cli.common import ReshapeGroup, setup_logging
 STAGES = ["features", "select", "distort", "label", "prune", "publish", "verify", "run", "demo"]
 
 
-@click.group(cls=ReshapeGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(
+    cls=ReshapeGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
 @click.version_option(__version__, "--version", prog_name="reshape")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", count=True, help="Only errors.")

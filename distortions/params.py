@@ -33,7 +33,9 @@ TABLE: dict[int, DistortionSpec] = {
         DistortionSpec(11, "white_noise", "AWGN", (0.001, 0.002, 0.003, 0.005, 0.01), False),
         DistortionSpec(12, "white_noise_color", "AWGN_YCbCr", (0.0001, 0.0005, 0.001, 0.002, 0.003), False),
         DistortionSpec(13, "impulse_noise", "Impulse_Noise", (0.001, 0.005, 0.01, 0.02, 0.03), False),
-        DistortionSpec(14, "multiplicative_noise", "Multiplicative_Noise", (0.001, 0.005, 0.01, 0.02, 0.05), False),
+        DistortionSpec(
+            14, "multiplicative_noise", "Multiplicative_Noise", (0.001, 0.005, 0.01, 0.02, 0.05), False
+        ),
         DistortionSpec(15, "denoise", "Denoising", (0.01, 0.03, 0.05, 0.1, 0.15), False),
         DistortionSpec(16, "brighten", "Brighten", (0.1, 0.2, 0.4, 0.7, 1.1), True),
         DistortionSpec(17, "darken", "Darken", (0.05, 0.1, 0.2, 0.4, 0.8), True),

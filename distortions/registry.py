@@ -42,7 +42,9 @@ def resolve_type(dist_type: int | str) -> int:
         return resolve_type(int(text))
     found = _aliases().get(text.lower()) or _aliases().get(text.lower().replace("-", "_"))
     if found is None:
-        raise ValueError(f"unknown distortion type {dist_type!r}; use an id 1..25 or one of: {', '.join(names())}")
+        raise ValueError(
+            f"unknown distortion type {dist_type!r}; use an id 1..25 or one of: {', '.join(names())}"
+        )
     return found
 
 

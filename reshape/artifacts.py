@@ -163,7 +163,9 @@ def validate_table(table: pa.Table, schema: Schema, path: object) -> None:
             raise BadInputError(f"{path}, row {idx}: column {col.name!r} is null")
 
 
-def write_parquet(path: str | os.PathLike[str], table: pa.Table, schema_name: str, metadata: dict[str, Any]) -> None:
+def write_parquet(
+    path: str | os.PathLike[str], table: pa.Table, schema_name: str, metadata: dict[str, Any]
+) -> None:
     """Validate ``table`` against the schema and write it atomically with ``metadata``."""
     schema = load_schema(schema_name)
     meta = {**base_metadata(), **metadata}
@@ -192,7 +194,9 @@ def read_parquet(path: str | os.PathLike[str], schema_name: str) -> tuple[pa.Tab
     if name != schema.name:
         raise BadInputError(f"{p}: is a {name} artifact, expected {schema.name}")
     if not version.isdigit() or int(version) > schema.version:
-        raise BadInputError(f"{p}: {name} schema version {version} is newer than supported ({schema.version})")
+        raise BadInputError(
+            f"{p}: {name} schema version {version} is newer than supported ({schema.version})"
+        )
     meta = _decode_meta(raw)
     _check_metadata(schema, meta, p)
     validate_table(table, schema, p)
@@ -266,7 +270,12 @@ def read_features(path: str | os.PathLike[str]) -> Features:
     dim = emb_col.type.list_size
     if int(meta["dim"]) != dim:
         raise BadInputError(f"{path}: metadata dim {meta['dim']} != embedding length {dim}")
-    emb = emb_col.flatten().to_numpy(zero_copy_only=False).reshape(len(table), dim).astype(np.float32, copy=False)
+    emb = (
+        emb_col.flatten()
+        .to_numpy(zero_copy_only=False)
+        .reshape(len(table), dim)
+        .astype(np.float32, copy=False)
+    )
     frame = table.select(["image", "sha256", "width", "height"]).to_pandas()
     bad = ~np.isfinite(emb).all(axis=1)
     if bad.any():
@@ -310,6 +319,10 @@ def _coerce_frame(df: pd.DataFrame, schema: Schema, path: object) -> pd.DataFram
             bad = conv.isna() & ~empty
             if bad.any():
                 i = int(np.flatnonzero(bad.to_numpy())[0])
+                if str(s.iloc[i]).strip().lower().lstrip("+-") == "nan":
+                    raise BadInputError(
+                        f"{path}, line {i + 2}: column {col.name!r} is not finite ({s.iloc[i]!r})"
+                    )
                 raise BadInputError(
                     f"{path}, line {i + 2}: column {col.name!r} value {s.iloc[i]!r} is not a valid {col.type}"
                 )
@@ -317,12 +330,16 @@ def _coerce_frame(df: pd.DataFrame, schema: Schema, path: object) -> pd.DataFram
                 nonfinite = ~np.isfinite(conv.to_numpy(dtype=float, na_value=0.0))
                 if nonfinite.any():
                     i = int(np.flatnonzero(nonfinite)[0])
-                    raise BadInputError(f"{path}, line {i + 2}: column {col.name!r} is not finite ({s.iloc[i]!r})")
+                    raise BadInputError(
+                        f"{path}, line {i + 2}: column {col.name!r} is not finite ({s.iloc[i]!r})"
+                    )
             if col.type == "int64":
                 as_float = conv.to_numpy(dtype=float, na_value=0.0)
                 if not np.all(as_float == np.round(as_float)):
                     i = int(np.flatnonzero(as_float != np.round(as_float))[0])
-                    raise BadInputError(f"{path}, line {i + 2}: column {col.name!r} value {s.iloc[i]!r} is not an integer")
+                    raise BadInputError(
+                        f"{path}, line {i + 2}: column {col.name!r} value {s.iloc[i]!r} is not an integer"
+                    )
                 conv = conv.astype("Int64") if empty.any() else conv.astype(np.int64)
             if col.type == "bool":
                 conv = conv.astype("boolean") if empty.any() else conv.astype(bool)
@@ -361,7 +378,9 @@ def write_csv(
         fh.write(buf.getvalue())
     if metadata is not None:
         meta = {SCHEMA_KEY: schema.tag, **base_metadata(), **metadata}
-        atomic_write_text(sidecar_path(path), json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n")
+        atomic_write_text(
+            sidecar_path(path), json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n"
+        )
 
 
 def read_csv(path: str | os.PathLike[str], schema_name: str) -> pd.DataFrame:

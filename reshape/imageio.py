@@ -136,7 +136,9 @@ def load_image(
         with Image.open(p) as im:
             w, h = im.size
             if max_pixels is not None and w * h > max_pixels:
-                raise _fail(p, f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} (decompression bomb?)")
+                raise _fail(
+                    p, f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} (decompression bomb?)"
+                )
             _check_min_size(p, w, h, min_size, purpose)
             fmt = im.format
             needs_16bit = (fmt == "PNG" and _png_bit_depth(p) == 16) or (
@@ -221,9 +223,11 @@ def encode_image(image: np.ndarray, fmt: str = "PNG") -> bytes:
     arr = to_uint8(image)
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"expected an HxW or HxWx3 image, got shape {arr.shape}")
     buf = io.BytesIO()
     kwargs = {"compress_level": 6} if fmt.upper() == "PNG" else {}
-    Image.fromarray(np.ascontiguousarray(arr), mode="RGB").save(buf, format=fmt.upper(), **kwargs)
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format=fmt.upper(), **kwargs)
     return buf.getvalue()
 
 
