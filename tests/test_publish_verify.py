@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -192,11 +193,17 @@ def test_copy_source_and_loaders(pipeline_output: dict[str, Path]) -> None:
     assert all((out / p).is_file() for p in train["dist_img"])
     assert all((out / p).is_file() for p in train["ref_img"])
     assert verify_dataset(out).ok
-    # pyiqa's general NR dataset: first column joined to dataroot_target, second column the float score.
+    # pyiqa (0.1.16) is not installed (it pulls transformers, bitsandbytes and opencv-python); this is what
+    # its GeneralNRDataset does: pd.read_csv(meta_info_file).values, path = join(dataroot_target, row[0]),
+    # label = float(row[1]), image = PIL.Image.open(path).convert("RGB").
+    from PIL import Image
+
     meta = pd.read_csv(out / "meta_info.csv")
-    pairs = [(str(out / name), float(score)) for name, score in meta.values.tolist()]
+    pairs = [(os.path.join(str(out), row[0]), float(row[1])) for row in meta.values]
     assert len(pairs) == 16
-    assert all(Path(p).is_file() for p, _ in pairs)
+    for path, _ in pairs:
+        with Image.open(path) as im:
+            assert im.convert("RGB").size == (32, 24)
     assert meta.columns[0] == "path"
     assert np.allclose(meta["score"], train["dmos"])
     hf = pd.read_csv(out / "images" / "metadata.csv")
