@@ -14,9 +14,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
-from reshape.cli.main import cli
 
 from reshape.artifacts import Features, read_csv, write_csv, write_features, write_parquet
+from reshape.cli.main import cli
 from reshape.fileio import sha256_file
 from reshape.imageio import load_image, save_image
 from reshape.verify import verify_dataset
