@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -418,7 +419,8 @@ def read_references(
         return References(root=root, images=images, source=src)
     if src.suffix.lower() in (".csv", ".txt", ".tsv"):
         try:
-            df = pd.read_csv(src, dtype=str, keep_default_na=False, sep=None, engine="python")
+            sep = "\t" if src.suffix.lower() == ".tsv" else ","
+            df = pd.read_csv(src, dtype=str, keep_default_na=False, sep=sep)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise BadInputError(f"{src}: not a readable CSV ({str(exc).splitlines()[0]})") from None
         headerless = "image" not in df.columns and _looks_like_image_path(str(df.columns[0]))
@@ -629,10 +631,12 @@ def run_distort(
         raise BadInputError(f"--seed must be in 0..2^63-1, got {seed}")
     type_ids = resolve_types(types, preset)
     level_ids = resolve_levels(levels)
-    _check_implemented(type_ids)
     out = Path(out_dir).resolve()
     manifest_path = Path(manifest).resolve() if manifest else out / "manifest.csv"
 
+    src = Path(source).resolve()
+    if src.is_dir() and (src == out or out in src.parents):
+        raise BadInputError(f"{out}: the output folder must not be the folder holding the references")
     refs = read_references(source, ref_root=ref_root, exclude=out)
     paths = refs.paths()
     if any(p.parent == out for p in paths):
@@ -641,6 +645,7 @@ def run_distort(
     if resize is not None and (resize[0] < min_size or resize[1] < min_size):
         raise BadInputError(f"--resize {resize[0]}x{resize[1]} is below the minimum {min_size}x{min_size}")
     jobs = plan_jobs(refs.images, paths, type_ids, level_ids, int(seed), fmt)
+    _check_implemented(type_ids)
     _check_writable(out)
     _check_writable(manifest_path.parent)
 
@@ -756,6 +761,23 @@ def _manifest_columns() -> list[str]:
     return load_schema("distortion_manifest").column_names
 
 
+def _exit_with_parent() -> None:
+    """Pool initializer: on Linux, have the kernel kill this worker when the driver dies (even by kill -9).
+
+    Without it, workers of a killed driver block forever on their task queue.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() == 1:  # the driver died before prctl took effect
+            os._exit(1)
+
+
 def _execute(
     shards: list[list[DistortJob]],
     options: ShardOptions,
@@ -779,7 +801,7 @@ def _execute(
             return
         # a bounded window of in-flight shards keeps memory flat for 100k-reference inputs
         window = workers * 4
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_exit_with_parent) as pool:
             pending: dict[Future, int] = {}
             queue = iter(shards)
             try:
