@@ -242,6 +242,8 @@ class ShardOptions:
     resize: tuple[int, int] | None = None
     dncnn_weights: str | None = None
     min_size: int = DEFAULT_MIN_SIZE
+    #: what the manifest's denoiser column says for type 15 (name + weights hash); None: the denoiser's name
+    denoiser_label: str | None = None
 
 
 _DENOISERS: dict[str | None, Any] = {}
@@ -253,10 +255,12 @@ def load_denoiser(weights: str | None, *, quiet: bool = False) -> Any:
         loader: Callable[[str | None], Any] | None = getattr(distortions, "load_denoiser", None)
         if loader is None:
             raise StageError("the installed distortions library has no load_denoiser (type 15 unavailable)")
-        with warnings.catch_warnings():
-            if quiet:
-                warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             _DENOISERS[weights] = loader(weights)
+        if not quiet:  # the fallback's warning, as one log line (workers stay silent: the driver said it)
+            for w in caught:
+                log.warning("%s", str(w.message).replace("\n", " "))
     return _DENOISERS[weights]
 
 
@@ -312,7 +316,7 @@ def distort_shard(jobs: Sequence[DistortJob], options: ShardOptions) -> list[dic
         denoiser_name = None
         if job.dist_type == DENOISE_TYPE:
             kwargs["denoiser"] = load_denoiser(options.dncnn_weights, quiet=True)
-            denoiser_name = _denoiser_name(kwargs["denoiser"])
+            denoiser_name = options.denoiser_label or _denoiser_name(kwargs["denoiser"])
         try:
             result = distortions.apply(image, job.dist_type, job.dist_level, **kwargs)
         except Exception as exc:
@@ -480,9 +484,14 @@ def _load_previous(manifest: Path, settings: dict[str, Any]) -> dict[str, dict[s
     return records
 
 
-def _still_valid(job: DistortJob, record: dict[str, Any] | None, out_dir: Path) -> bool:
+def _still_valid(job: DistortJob, record: dict[str, Any] | None, out_dir: Path, denoiser: str | None) -> bool:
     if record is None:
         return False
+    recorded_denoiser = record.get("denoiser")
+    if not isinstance(recorded_denoiser, str) or not recorded_denoiser:
+        recorded_denoiser = None
+    if recorded_denoiser != (denoiser if job.dist_type == DENOISE_TYPE else None):
+        return False  # other DnCNN weights (or none now): only type-15 outputs are redone
     same = (
         str(record.get("ref_img")) == job.ref_img
         and int(record.get("dist_type", -1)) == job.dist_type
@@ -629,6 +638,8 @@ def run_distort(
         raise BadInputError(f"--workers must be at least 1, got {workers}")
     if not 0 <= int(seed) < 2**63:
         raise BadInputError(f"--seed must be in 0..2^63-1, got {seed}")
+    if dncnn_weights is not None and not Path(dncnn_weights).is_file():
+        raise BadInputError(f"{dncnn_weights}: DnCNN weights file not found (--dncnn-weights)")
     type_ids = resolve_types(types, preset)
     level_ids = resolve_levels(levels)
     out = Path(out_dir).resolve()
@@ -652,7 +663,13 @@ def run_distort(
     denoiser_name = None
     weights = str(Path(dncnn_weights).resolve()) if dncnn_weights else None
     if DENOISE_TYPE in type_ids:
-        denoiser_name = _denoiser_name(load_denoiser(weights))
+        try:
+            denoiser_name = _denoiser_name(load_denoiser(weights))
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BadInputError(f"{weights}: cannot load DnCNN weights ({first})") from None
+        if weights:
+            denoiser_name += f" sha256:{sha256_file(weights)}"
     elif weights:
         log.info("--dncnn-weights ignored: type 15 (denoise) is not requested")
         weights = None
@@ -666,7 +683,6 @@ def run_distort(
             "seed": int(seed),
             "format": fmt,
             "resize": list(resize) if resize else None,
-            "denoiser": denoiser_name,
             "reshape_version": __version__,
         }
     )
@@ -678,7 +694,7 @@ def run_distort(
     done: dict[str, dict[str, Any]] = {}
     todo: list[DistortJob] = []
     for job in planned:
-        if _still_valid(job, previous.get(job.dist_img), out):
+        if _still_valid(job, previous.get(job.dist_img), out, denoiser_name):
             done[job.dist_img] = previous[job.dist_img]
         else:
             todo.append(job)
@@ -692,7 +708,14 @@ def run_distort(
         n_reused,
     )
 
-    options = ShardOptions(out_dir=str(out), fmt=fmt, resize=resize, dncnn_weights=weights, min_size=min_size)
+    options = ShardOptions(
+        out_dir=str(out),
+        fmt=fmt,
+        resize=resize,
+        dncnn_weights=weights,
+        min_size=min_size,
+        denoiser_label=denoiser_name,
+    )
     journal = _Journal(journal_path(manifest_path), settings, list(done.values()))
     failures: dict[str, str] = {}
     results = _execute(shard_by_reference(todo), options, workers, progress, len(planned), n_reused)

@@ -440,6 +440,28 @@ def test_denoiser_is_passed_for_type_15_and_recorded(
     assert {d for t, d in seen if t == 18} == {None}
     assert read_artifact_metadata(summary.manifest)["denoiser"] == "classical:test"
 
+    # another denoiser on the rerun: only the type-15 images are redone
+    class Other:
+        name = "other-denoiser"
+
+    monkeypatch.setattr(distortions, "load_denoiser", lambda path: Other(), raising=False)
+    monkeypatch.setattr(distort_mod, "_DENOISERS", {})
+    again = run_distort(refs, tmp_path / "out", types=[15, 18], levels=[2])
+    assert (again.n_written, again.n_reused) == (4, 4)
+    manifest = read_csv(again.manifest, "distortion_manifest")
+    assert set(manifest.loc[manifest.dist_type == 15, "denoiser"]) == {"other-denoiser"}
+
+
+def test_missing_dncnn_weights_file(kernels, refs: Path, tmp_path: Path) -> None:
+    if 15 not in registry.KERNELS:
+        pytest.skip("type 15 is not in the installed distortions library")
+    missing = tmp_path / "dncnn.pth"
+    code, output = invoke(
+        str(refs), "--out", str(tmp_path / "out"), "--types", "15", "--dncnn-weights", str(missing)
+    )
+    assert code == 2
+    assert f"{missing}: DnCNN weights file not found" in output
+
 
 # ----------------------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
