@@ -453,8 +453,6 @@ def test_denoiser_is_passed_for_type_15_and_recorded(
 
 
 def test_missing_dncnn_weights_file(kernels, refs: Path, tmp_path: Path) -> None:
-    if 15 not in registry.KERNELS:
-        pytest.skip("type 15 is not in the installed distortions library")
     missing = tmp_path / "dncnn.pth"
     code, output = invoke(
         str(refs), "--out", str(tmp_path / "out"), "--types", "15", "--dncnn-weights", str(missing)
