@@ -620,3 +620,25 @@ def test_help_documents_every_option() -> None:
         assert opt in result.output
     assert "--fingerprint" not in result.output
     assert json.dumps(PRESETS["livec"])  # presets are plain data
+
+
+def test_features_parquet_input_with_relative_image_root(kernels, refs: Path, tmp_path: Path) -> None:
+    from reshape.artifacts import Features, write_features
+
+    frame = pd.DataFrame(
+        {
+            "image": ["coffee.png", "rocket.png"],
+            "sha256": ["0" * 64] * 2,
+            "width": [64] * 2,
+            "height": [48] * 2,
+        }
+    )
+    meta = {"encoder": "toy", "weights": "none", "preprocessing": "none", "image_root": "refs"}
+    features = tmp_path / "pool.parquet"
+    write_features(features, Features(frame, np.zeros((2, 4), dtype=np.float32), meta))
+    out = tmp_path / "out"
+    code, output = invoke(str(features), "--out", str(out), "--types", "1", "--levels", "4")
+    assert code == 0, output
+    manifest = read_csv(out / "manifest.csv", "distortion_manifest")
+    assert manifest["ref_img"].tolist() == ["coffee.png", "rocket.png"]
+    assert read_artifact_metadata(out / "manifest.csv")["ref_root"] == str(refs.resolve())
