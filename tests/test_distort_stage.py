@@ -301,7 +301,7 @@ def test_kill_9_then_rerun_gives_the_same_bytes(refs: Path, tmp_path: Path) -> N
     assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
 
     out = tmp_path / "killed"
-    proc = _run_cli([str(refs), "--out", str(out), *common, "--workers", "2"], 0.05)
+    proc = _run_cli([str(refs), "--out", str(out), *common, "--workers", "2"], 0.08)
     journal = out / "manifest.csv.journal.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
