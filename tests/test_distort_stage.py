@@ -642,3 +642,29 @@ def test_features_parquet_input_with_relative_image_root(kernels, refs: Path, tm
     manifest = read_csv(out / "manifest.csv", "distortion_manifest")
     assert manifest["ref_img"].tolist() == ["coffee.png", "rocket.png"]
     assert read_artifact_metadata(out / "manifest.csv")["ref_root"] == str(refs.resolve())
+
+
+def test_reference_failing_only_at_decode(monkeypatch, kernels, refs: Path, tmp_path: Path) -> None:
+    # a file whose header check passes but whose pixels cannot be decoded is found by the shard itself
+    bad = refs / "mid_bad.png"
+    bad.write_bytes(b"garbage")
+    monkeypatch.setattr(distort_mod, "_precheck", lambda *a, **k: {})
+    out = tmp_path / "out"
+    with pytest.raises(BadInputError, match=str(bad)):
+        run_distort(refs, out, types=[18], levels=[1])
+    assert not (out / "manifest.csv").exists()
+    journal = out / "manifest.csv.journal.jsonl"
+    assert journal.is_file()  # the references done before the bad one are kept for the rerun
+    done_before = [json.loads(line)["dist_img"] for line in journal.read_text().splitlines()[1:]]
+    assert done_before == ["astronaut_18_01.png", "chelsea_18_01.png", "coffee_18_01.png"]
+
+    summary = run_distort(refs, out, types=[18], levels=[1], skip_bad=True)
+    assert summary.n_reused == 3
+    assert summary.n_written == 1
+    assert [s["ref_img"] for s in summary.skipped] == ["mid_bad.png"]
+    assert read_csv(summary.manifest, "distortion_manifest")["ref_img"].tolist() == [
+        "astronaut.png",
+        "chelsea.png",
+        "coffee.png",
+        "rocket.png",
+    ]
