@@ -143,7 +143,7 @@ def output_name(ref_img: str, dist_type: int, dist_level: int, fmt: str = "png")
     return f"{stem}_{dist_type:02d}_{dist_level:02d}.{fmt}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # millions of jobs at KADIS-700k scale
 class DistortJob:
     """One output image to produce."""
 
@@ -233,7 +233,7 @@ def prepare_reference(image: np.ndarray, resize: tuple[int, int] | None) -> np.n
 
 
 # ----------------------------------------------------------------------------------------------- shard work
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ShardOptions:
     """Everything :func:`distort_shard` needs besides the jobs (plain data, picklable, JSON-able)."""
 
