@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import click
-from reshape.cli.common import int_list
 
+from reshape.cli.common import int_list
 from reshape.errors import BadInputError
 
 PRESET_HELP = "livec, koniq, bid, pipal1..pipal6 (the official per-target subsets) or all (1..25)"
@@ -122,7 +122,6 @@ def command(
     --resize.
     """
     from reshape.cli.common import log
-
     from reshape.distort import run_distort, split_list, summary_lines
 
     quiet = logging.getLogger().getEffectiveLevel() >= logging.ERROR

@@ -42,22 +42,10 @@ from reshape.artifacts import SCHEMA_KEY, read_artifact_metadata, read_csv, read
 from reshape.errors import BadInputError, StageError
 from reshape.fileio import TMP_PREFIX, atomic_write_text, remove_stale_temps, resolve_under_root, sha256_file
 from reshape.imageio import image_size, load_image, save_image, to_uint8
+from reshape.presets import PRESETS
 
 log = logging.getLogger("reshape.distort")
 
-#: Official per-target type subsets (the SynDR-IQA code's KADID loader); "all" = every KADID type.
-PRESETS: dict[str, tuple[int, ...]] = {
-    "livec": (1, 3, 10, 17, 18, 25),
-    "koniq": (1, 3, 16, 17, 18, 25),
-    "bid": (1, 3, 9, 21, 23, 25),
-    "pipal1": (1, 2, 3, 9, 17, 18, 25),
-    "pipal2": (1, 2, 3, 9, 17, 23),
-    "pipal3": (1, 3, 16, 17, 18, 19, 25),
-    "pipal4": (1, 3, 7, 9, 10, 17, 18, 25),
-    "pipal5": (1, 2, 3, 4, 9),
-    "pipal6": (1, 2, 3, 9, 10, 11, 12, 16, 17, 18, 19, 21, 22, 25),
-    "all": tuple(range(1, 26)),
-}
 DEFAULT_LEVELS: tuple[int, ...] = (1, 3, 5)
 FORMATS = ("png", "bmp")
 REFERENCE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}

@@ -18,12 +18,12 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from reshape.cli.main import cli
 
 import distortions
 from distortions import registry
 from reshape import distort as distort_mod
 from reshape.artifacts import read_artifact_metadata, read_csv, write_parquet
+from reshape.cli.main import cli
 from reshape.distort import (
     PRESETS,
     DistortJob,
