@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from reshape.label import SCALES, WEIGHTINGS, parse_exclude_refs, progress_enabled, run_label
-from reshape.sources import PRESET_TYPES, SOURCE_FORMATS
+from reshape.presets import PRESETS
+from reshape.sources import SOURCE_FORMATS
 
 _FILE = click.Path(dir_okay=False)
 
@@ -106,7 +107,7 @@ _FILE = click.Path(dir_okay=False)
 )
 @click.option(
     "--preset",
-    type=click.Choice(list(PRESET_TYPES)),
+    type=click.Choice(list(PRESETS)),
     help="Official per-target type subset for the source rows of --merge-source.",
 )
 @click.option(

@@ -27,8 +27,8 @@ from tqdm import tqdm
 from reshape.artifacts import read_csv, read_features, read_parquet, write_csv
 from reshape.errors import BadInputError
 from reshape.fileio import check_relative
+from reshape.presets import PRESETS
 from reshape.sources import (
-    PRESET_TYPES,
     SourceTable,
     clean_relative,
     match_names,
@@ -374,7 +374,7 @@ def merged_train_table(
     them) or, without a preset, those whose type and level both occur among the pseudo-labelled images.
     """
     if preset is not None:
-        keep = source["dist_type"].isin(PRESET_TYPES[preset])
+        keep = source["dist_type"].isin(PRESETS[preset])
     else:
         keep = source["dist_type"].isin(set(labels["dist_type"])) & source["dist_level"].isin(
             set(labels["dist_level"])
@@ -420,8 +420,8 @@ def run_label(
     _check_params(k, margin, temperature, weighting)
     if scale not in SCALES:
         raise BadInputError(f"scale must be one of {', '.join(SCALES)} (got {scale!r})")
-    if preset is not None and preset not in PRESET_TYPES:
-        raise BadInputError(f"unknown preset {preset!r}; known: {', '.join(PRESET_TYPES)}")
+    if preset is not None and preset not in PRESETS:
+        raise BadInputError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     recompute = train_features is not None or candidate_features is not None
     if recompute and (train_features is None or candidate_features is None):
         raise BadInputError("--train-features and --candidate-features must be given together")

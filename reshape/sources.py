@@ -34,20 +34,6 @@ SOURCE_FORMATS: dict[str, tuple[str, str, str, str | None, bool]] = {
     "pyiqa": ("dist_name", "ref_name", "dmos", "std", True),
 }
 
-#: Official per-target distortion subsets (the SynDR-IQA / DGQA training code); ``all`` = every KADID type.
-PRESET_TYPES: dict[str, tuple[int, ...]] = {
-    "all": tuple(range(1, 26)),
-    "livec": (1, 3, 10, 17, 18, 25),
-    "koniq": (1, 3, 16, 17, 18, 25),
-    "bid": (1, 3, 9, 21, 23, 25),
-    "pipal1": (1, 2, 3, 9, 17, 18, 25),
-    "pipal2": (1, 2, 3, 9, 17, 23),
-    "pipal3": (1, 3, 16, 17, 18, 19, 25),
-    "pipal4": (1, 3, 7, 9, 10, 17, 18, 25),
-    "pipal5": (1, 2, 3, 4, 9),
-    "pipal6": (1, 2, 3, 9, 10, 11, 12, 16, 17, 18, 19, 21, 22, 25),
-}
-
 _KADID_NAME = re.compile(r"^(?P<ref>.+)_(?P<type>\d{2})_(?P<level>\d{2})\.[A-Za-z0-9]+$")
 
 

@@ -11,10 +11,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
-from reshape.cli.main import cli
 
 from distortions.params import TABLE
 from reshape.artifacts import Features, read_csv, sidecar_path, write_csv, write_features, write_parquet
+from reshape.cli.main import cli
 from reshape.errors import BadInputError
 from reshape.label import cosine_distances, neighbour_weights, weights_from_distances
 from reshape.sources import read_source_labels, scale_to_0_10
