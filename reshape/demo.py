@@ -90,6 +90,23 @@ def ssim_to_dmos(ssim: float) -> float:
     return 1.0 + 4.0 * float(np.clip(ssim, 0.0, 1.0))
 
 
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """Leave an identical file untouched so its mtime (part of `reshape run`'s folder fingerprint) stays."""
+    from reshape.fileio import atomic_write_bytes
+
+    if path.is_file() and path.read_bytes() == data:
+        return
+    atomic_write_bytes(path, data)
+
+
+def _save(path: Path, image: np.ndarray) -> np.ndarray:
+    """Write ``image`` as PNG (only if changed); returns it as a trainer will read it back (8-bit)."""
+    from reshape.imageio import encode_image, to_uint8
+
+    _write_if_changed(path, encode_image(image, "PNG"))
+    return to_uint8(image).astype(np.float32) / 255.0
+
+
 def build_demo_data(
     root: Path, *, types: tuple[int, ...], n_train: int, n_pool: int, seed: int = 0
 ) -> dict[str, Path]:
@@ -97,33 +114,30 @@ def build_demo_data(
     from skimage.metrics import structural_similarity
 
     import distortions
-    from reshape.fileio import atomic_open
-    from reshape.imageio import load_image, save_image
 
     refs_dir, source_dir, pool_dir = root / "refs", root / "source", root / "pool"
+    for folder in (refs_dir, source_dir, pool_dir):
+        folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in TRAIN_PHOTOS[:n_train]:
         ref = _fit(_photo(name), SIZE)
-        save_image(refs_dir / f"{name}.png", ref)
-        save_image(source_dir / f"{name}.png", ref)
-        saved_ref = load_image(source_dir / f"{name}.png")
+        _save(refs_dir / f"{name}.png", ref)
+        saved_ref = _save(source_dir / f"{name}.png", ref)
         for t in types:
             for lvl in LEVELS:
                 rng = np.random.default_rng([seed, t, lvl, len(rows)])
                 dist = np.clip(distortions.apply(ref, t, lvl, rng=rng), 0.0, 1.0).astype(np.float32)
                 fname = f"{name}_{t:02d}_{lvl:02d}.png"
-                save_image(source_dir / fname, dist)
                 # SSIM of the images as saved (8-bit), i.e. exactly what a trainer will read.
                 ssim = structural_similarity(
-                    saved_ref, load_image(source_dir / fname), channel_axis=2, data_range=1.0
+                    saved_ref, _save(source_dir / fname, dist), channel_axis=2, data_range=1.0
                 )
                 rows.append([fname, f"{name}.png", round(ssim_to_dmos(ssim), 4), 0.0])
-    with atomic_open(source_dir / "dmos.csv", "w") as fh:
-        pd.DataFrame(rows, columns=["dist_img", "ref_img", "dmos", "var"]).to_csv(
-            fh, index=False, lineterminator="\n"
-        )
+    table = pd.DataFrame(rows, columns=["dist_img", "ref_img", "dmos", "var"])
+    _write_if_changed(source_dir / "dmos.csv", table.to_csv(index=False, lineterminator="\n").encode())
     rng = np.random.default_rng(seed)
     variants = 0
+    pool_written: list[Path] = []
     for name in POOL_PHOTOS:
         img = _photo(name)
         boxes = [(0.5, 0.5, 1.0), (rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), 0.55), (0.5, 0.5, 0.8)]
@@ -133,8 +147,17 @@ def build_demo_data(
             out = _fit(img, SIZE, box=box)
             if i == 2:
                 out = np.ascontiguousarray(out[:, ::-1])
-            save_image(pool_dir / f"{name}_{i}.png", out)
+            _save(pool_dir / f"{name}_{i}.png", out)
+            pool_written.append(pool_dir / f"{name}_{i}.png")
             variants += 1
+    # A previous run with other settings (e.g. the full demo, then --smoke) may have left extra images.
+    wanted = {refs_dir / f"{n}.png" for n in TRAIN_PHOTOS[:n_train]}
+    wanted |= {source_dir / r[0] for r in rows} | {source_dir / r[1] for r in rows}
+    wanted |= set(pool_written)
+    for folder in (refs_dir, source_dir, pool_dir):
+        for stale in folder.glob("*.png"):
+            if stale not in wanted:
+                stale.unlink()
     return {"refs": refs_dir, "source": source_dir, "labels": source_dir / "dmos.csv", "pool": pool_dir}
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from reshape.cli.main import cli
 
 from reshape import demo, pipeline
+from reshape.cli.main import cli
 from reshape.imageio import load_image
 from reshape.verify import verify_dataset
 
@@ -75,7 +75,10 @@ def test_demo_smoke_end_to_end_then_up_to_date(tmp_path: Path) -> None:
     text = (dataset / "README.md").read_text()
     assert "SSIM" in text
     assert "randomly initialised" in text or demo.local_resnet_weights() is not None
-    # A second run finds every stage up to date.
+    # A second demo (same data, rebuilt) and a plain `reshape run` find every stage up to date.
+    res = CliRunner().invoke(cli, ["demo", "--out", str(out), "--smoke"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert res.output.count("up to date, skipped") == 6
     res = CliRunner().invoke(cli, ["run", str(out / "pipeline.toml")], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert res.output.count("up to date, skipped") == 6
