@@ -20,11 +20,12 @@ def command(config: Path, dry_run: bool, force: bool) -> None:
     \b
     [inputs]   train_refs, source_labels, source_root, candidates, out, dataset, source_name
                (paths relative to CONFIG's folder)
-    [features] options of both `reshape features` runs; [features_train] / [features_candidates]
-               override them per run
+    [features] options of every `reshape features` run; [features_train] / [features_candidates] /
+               [features_samples] override them per run
     [select] [distort] [label] [prune] [publish]
                each stage's options, keys = its CLI option names (`batch-size = 16`, flags true/false);
-               [prune] runs only with `enabled = true`
+               [prune] runs only with `enabled = true`; without `features = <Parquet>` the
+               training images are embedded first (features_samples, keyed by train.csv's dist_img)
 
     A stage whose artifacts carry the fingerprint of its current options and inputs is skipped; a
     changed option reruns that stage and every stage after it.

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
+SAMPLES_DIR = "samples"
 #: Stage name -> the `reshape` sub-command it runs.
 STAGES: dict[str, str] = {
     "features_train": "features",
@@ -42,6 +44,7 @@ STAGES: dict[str, str] = {
     "select": "select",
     "distort": "distort",
     "label": "label",
+    "features_samples": "features",
     "prune": "prune",
     "publish": "publish",
 }
@@ -52,6 +55,7 @@ OUTPUTS = {
     "select": [RUN_LAYOUT["selection"]],
     "distort": [RUN_LAYOUT["manifest"]],
     "label": [RUN_LAYOUT["labels"], RUN_LAYOUT["train_csv"], "meta_info.csv"],
+    "features_samples": [RUN_LAYOUT["sample_features"]],
     "prune": [RUN_LAYOUT["pruned_csv"], "prune_indices.csv"],
 }
 #: The artifact whose metadata holds each stage's fingerprint.
@@ -61,6 +65,7 @@ FINGERPRINT_ARTIFACT = {
     "select": RUN_LAYOUT["selection"],
     "distort": RUN_LAYOUT["manifest"],
     "label": RUN_LAYOUT["train_csv"],
+    "features_samples": RUN_LAYOUT["sample_features"],
     "prune": RUN_LAYOUT["pruned_csv"],
 }
 
@@ -308,7 +313,12 @@ def plan_pipeline(
 
     fps: dict[str, str] = {}
     plans: list[StagePlan] = []
-    order = [s for s in STAGES if s != "prune" or config.prune]
+    own_sample_features = config.prune and "features" not in config.options["prune"]
+    order = [
+        s
+        for s in STAGES
+        if (s != "prune" or config.prune) and (s != "features_samples" or own_sample_features)
+    ]
     for name in order:
         cmd_name = STAGES[name]
         command = commands[name]
@@ -356,14 +366,20 @@ def plan_pipeline(
                 "features_candidates": fps["features_candidates"],
                 "source_labels": raw("source_labels"),
             }
+        elif name == "features_samples":
+            # Run-time step before it: out/samples/ is filled with hard links named by train.csv's dist_img,
+            # so the features' image ids are exactly the keys prune joins on.
+            io_args = [str(out / SAMPLES_DIR), "--out", a["sample_features"]]
+            inputs = {"label": fps["label"], "source_root": raw("source_root")}
         elif name == "prune":
-            if "features" not in table:
-                raise BadInputError(
-                    f"{config.path}: [prune] enabled needs features = <training-sample features Parquet>"
-                )
-            sample_features = (base / str(table.pop("features"))).resolve()
-            if not sample_features.is_file():
-                raise BadInputError(f"{config.path}: [prune] features: {sample_features}: no such file")
+            if "features" in table:
+                sample_features = (base / str(table.pop("features"))).resolve()
+                if not sample_features.is_file():
+                    raise BadInputError(f"{config.path}: [prune] features: {sample_features}: no such file")
+                features_fp = input_fingerprint(sample_features)
+            else:
+                sample_features = Path(a["sample_features"])
+                features_fp = fps["features_samples"]
             io_args = [
                 "--features",
                 str(sample_features),
@@ -374,9 +390,15 @@ def plan_pipeline(
             ]
             if _has_option(command, "--indices"):
                 io_args += ["--indices", str(out / "prune_indices.csv")]
-            inputs = {"label": fps["label"], "features": input_fingerprint(sample_features)}
+            inputs = {"label": fps["label"], "features": features_fp}
         else:  # publish
-            io_args = [str(config.dataset), "--from-run", str(out)]
+            io_args = [
+                str(config.dataset),
+                "--from-run",
+                str(out),
+                "--train-csv",
+                a["pruned_csv"] if config.prune else a["train_csv"],
+            ]
             if "source_root" in config.inputs and not table.get("source-root"):
                 io_args += ["--source-root", str(config.inputs["source_root"])]
             if "source_name" in config.inputs and not table.get("source-name"):
@@ -410,7 +432,47 @@ def plan_pipeline(
 
 
 # ----------------------------------------------------------------------------------------------- run
+def materialize_samples(config: PipelineConfig) -> int:
+    """Fill out/samples/ with hard links (copies across file systems) to every training image, named by its
+    train.csv dist_img, and remove anything else there. Returns the number of images."""
+    from reshape.artifacts import read_csv
+    from reshape.fileio import check_relative, resolve_under_root
+
+    out = config.out
+    train_csv = out / RUN_LAYOUT["train_csv"]
+    train = read_csv(train_csv, "train")
+    folder = out / SAMPLES_DIR
+    wanted: dict[Path, Path] = {}
+    for i, row in enumerate(train.itertuples(index=False), start=2):
+        root = (
+            Path(config.inputs["source_root"]) if row.origin == "source" else out / RUN_LAYOUT["images_root"]
+        )
+        src = resolve_under_root(root, row.dist_img, source=train_csv, row=i)
+        dst = folder / check_relative(row.dist_img, source=train_csv, row=i)
+        if dst in wanted and wanted[dst] != src:
+            raise BadInputError(
+                f"{train_csv}, line {i}: image name {row.dist_img!r} is used by two different files"
+            )
+        wanted[dst] = src
+    for path in folder.rglob("*") if folder.exists() else []:
+        if path.is_file() and path not in wanted:
+            path.unlink()
+    for dst, src in wanted.items():
+        if dst.exists() and os.path.samefile(dst, src):
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.exists():
+            dst.unlink()
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+    return len(wanted)
+
+
 def _invoke(plan: StagePlan, command: click.Command, config: PipelineConfig) -> None:
+    if plan.name == "features_samples":
+        materialize_samples(config)
     try:
         rc = command.main(plan.args, prog_name=f"reshape {plan.command}", standalone_mode=False)
     except ReshapeError as exc:

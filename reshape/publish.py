@@ -69,6 +69,7 @@ HISTOGRAM_PNG = f"{PLOTS_DIR}/label_histogram.png"
 RUN_LAYOUT = {
     "train_features": "features/train.parquet",
     "candidate_features": "features/candidates.parquet",
+    "sample_features": "features/samples.parquet",
     "selection": "selection.parquet",
     "images_root": "distorted",
     "manifest": "distorted/manifest.csv",

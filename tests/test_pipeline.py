@@ -12,14 +12,15 @@ import textwrap
 from pathlib import Path
 
 import click
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from reshape.cli.main import cli
 
 from reshape import pipeline
-from reshape.artifacts import read_artifact_metadata
+from reshape.artifacts import read_artifact_metadata, write_csv
+from reshape.cli.main import cli
 from reshape.errors import BadInputError
 from reshape.pipeline import run_pipeline
 
@@ -40,7 +41,7 @@ OPTIONS = {
         "--scale",
     ],  # fmt: skip
     "prune": ["--features", "--labels", "--out", "--indices", "--seed"],
-    "publish": ["--from-run", "--source-root", "--source-name", "--name"],
+    "publish": ["--from-run", "--train-csv", "--source-root", "--source-name", "--name"],
 }
 FLAGS = {"publish": [("--copy-source", "--reference-source")], "label": [("--skip-missing", None)]}
 
@@ -68,9 +69,21 @@ def make_stage(command: str, calls: list[tuple[str, list[str]]], fail: bool = Fa
             _write_parquet(Path(str(opts["out"])), fingerprint)
         elif command == "distort":
             _write_csv(Path(str(opts["out"])) / "manifest.csv", fingerprint)
+            (Path(str(opts["out"])) / "c1_01_01.png").write_bytes(b"distorted")
         elif command == "label":
-            for key in ("out", "merge_source", "pyiqa_meta"):
+            for key in ("out", "pyiqa_meta"):
                 _write_csv(Path(str(opts[key])), fingerprint)
+            rows = [
+                ["I01.png", "I01.png", 4.0, 0.1, 1, 1, "source"],
+                ["c1_01_01.png", "c1.png", 3.5, 0.2, 1, 1, "pseudo"],
+            ]
+            columns = ["dist_img", "ref_img", "dmos", "var", "dist_type", "dist_level", "origin"]
+            write_csv(
+                Path(str(opts["merge_source"])),
+                pd.DataFrame(rows, columns=columns),
+                "train",
+                {"fingerprint": fingerprint},
+            )
         elif command == "prune":
             _write_csv(Path(str(opts["out"])), fingerprint)
             _write_csv(Path(str(opts["indices"])), fingerprint)
@@ -243,6 +256,28 @@ def test_prune_runs_when_enabled(project, stages, calls) -> None:
     assert run_pipeline(config, commands=stages, echo=lambda _: None).ran == []
 
 
+def test_prune_embeds_the_training_images_itself(project, stages, calls) -> None:
+    config = write_config(project, prune="enabled = true\nseed = 1")
+    result = run_pipeline(config, commands=stages, echo=lambda _: None)
+    out = project / "out"
+    assert result.ran[-4:] == ["label", "features_samples", "prune", "publish"]
+    # The samples folder holds every train.csv image under its dist_img name, as links to the real files.
+    samples = out / "samples"
+    assert sorted(p.name for p in samples.iterdir()) == ["I01.png", "c1_01_01.png"]
+    assert (samples / "I01.png").samefile(project / "refs" / "I01.png")
+    assert (samples / "c1_01_01.png").samefile(out / "distorted" / "c1_01_01.png")
+    args = dict(calls[-4:])
+    assert calls[-3][1][0] == str(samples)
+    assert f"features={out / 'features' / 'samples.parquet'}" in args["prune"]
+    assert f"train_csv={out / 'pruned.csv'}" in args["publish"]
+    calls.clear()
+    assert run_pipeline(config, commands=stages, echo=lambda _: None).ran == []
+    # Switching prune off publishes the unpruned table again.
+    result = run_pipeline(write_config(project), commands=stages, echo=lambda _: None)
+    assert result.ran == ["publish"]
+    assert f"train_csv={out / 'train.csv'}" in calls[-1][1]
+
+
 def _cli_run(monkeypatch, stages, *args: str):
     monkeypatch.setattr(pipeline, "default_commands", lambda: stages)
     return CliRunner().invoke(cli, ["run", *args])
@@ -294,7 +329,7 @@ def test_example_config_uses_real_stage_options() -> None:
         command = commands[stage]
         if "not built yet" in (command.help or ""):
             continue
-        options = {k: v for k, v in options.items() if k not in ("enabled", "features") or table != "prune"}
+        options = {k: v for k, v in options.items() if k != "enabled" or table != "prune"}
         args = pipeline.option_args(command, options, where=table, base=example.parent, reserved=set())
         assert args
         checked += 1
