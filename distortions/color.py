@@ -34,14 +34,8 @@ def edge_weights(image: np.ndarray) -> np.ndarray:
     return _clip_percentiles(np.clip(magnitude, 0.1, 1.0))
 
 
-@register(5)
-def color_shift(image: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
-    """Shift green by ``amount`` pixels in a random down-right direction, blended in near edges only."""
-    u = rng.random(2)
-    norm = np.hypot(u[0], u[1])
-    direction = u / norm if norm > 0 else np.array([1.0, 0.0])
-    # MATLAB round(): halves away from zero (all values are >= 0 here).
-    dy, dx = (int(v) for v in np.floor(direction * amount + 0.5))
+def shift_green(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Blend green shifted down by ``dy`` and right by ``dx`` (edge-replicated) into the image near edges."""
     h, w = image.shape[:2]
     green = image[..., 1]
     rows = np.clip(np.arange(h) - dy, 0, h - 1)
@@ -51,6 +45,17 @@ def color_shift(image: np.ndarray, amount: float, rng: np.random.Generator) -> n
     out = image.copy()
     out[..., 1] = weights * shifted + (1.0 - weights) * green
     return out
+
+
+@register(5)
+def color_shift(image: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    """Shift green by ``amount`` pixels in a random down-right direction, blended in near edges only."""
+    u = rng.random(2)
+    norm = np.hypot(u[0], u[1])
+    direction = u / norm if norm > 0 else np.array([1.0, 0.0])
+    # MATLAB round(): halves away from zero (all values are >= 0 here).
+    dy, dx = (int(v) for v in np.floor(direction * amount + 0.5))
+    return shift_green(image, dy, dx)
 
 
 @register(7)
