@@ -52,13 +52,23 @@ def gaussian_kernel_1d(sigma: float) -> np.ndarray:
     return g / g.sum()
 
 
+#: Above this kernel side a 2-D correlation through OpenCV's DFT path beats two direct 1-D passes.
+_DFT_MIN_SIDE = 31
+
+
 def imgaussfilt(image: np.ndarray, sigma: float) -> np.ndarray:
     """MATLAB ``imgaussfilt(I, sigma)``: isotropic Gaussian, replicate border, each plane separately.
 
-    The 2-D kernel is separable and its normalisation factors, so two 1-D passes equal the square kernel.
+    The square kernel is the outer product of the normalised 1-D kernel, so small kernels run as two 1-D
+    passes; large ones (colour diffusion's sigma up to 20) as one 2-D correlation, which OpenCV does by DFT.
     """
     g = gaussian_kernel_1d(sigma)
     src = np.ascontiguousarray(image, dtype=np.float64)
+    if g.size >= _DFT_MIN_SIDE:
+        square = np.outer(g, g)
+        return _per_channel(
+            src, lambda plane: cv2.filter2D(plane, cv2.CV_64F, square, borderType=cv2.BORDER_REPLICATE)
+        )
     return _per_channel(
         src, lambda plane: cv2.sepFilter2D(plane, cv2.CV_64F, g, g, borderType=cv2.BORDER_REPLICATE)
     )
@@ -136,21 +146,28 @@ def fspecial_motion(length: float, angle_deg: float) -> np.ndarray:
 
 
 def _srgb_to_linear(v: np.ndarray) -> np.ndarray:
+    if v.min() >= 0:
+        return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
     # Odd extension keeps out-of-gamut values monotone instead of producing NaN.
-    a = np.abs(v)
-    out = np.where(a <= 0.04045, a / 12.92, ((a + 0.055) / 1.055) ** 2.4)
-    return np.copysign(out, v)
+    return np.copysign(_srgb_to_linear(np.abs(v)), v)
 
 
 def _linear_to_srgb(v: np.ndarray) -> np.ndarray:
-    a = np.abs(v)
-    out = np.where(a <= 0.0031308, 12.92 * a, 1.055 * a ** (1.0 / 2.4) - 0.055)
-    return np.copysign(out, v)
+    if v.min() >= 0:
+        return np.where(v <= 0.0031308, 12.92 * v, 1.055 * v ** (1.0 / 2.4) - 0.055)
+    return np.copysign(_linear_to_srgb(np.abs(v)), v)
+
+
+def _apply_matrix(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``image @ matrix.T`` on the colour axis (OpenCV's per-pixel transform, in double)."""
+    shape = image.shape
+    flat = np.ascontiguousarray(image, dtype=np.float64).reshape(-1, 1, 3)
+    return cv2.transform(flat, matrix).reshape(shape)
 
 
 def rgb2lab(rgb: np.ndarray) -> np.ndarray:
     """MATLAB ``rgb2lab`` for double input: sRGB (IEC 61966-2-1) with a D65 white, L* in 0..100."""
-    xyz = _srgb_to_linear(rgb) @ _RGB_TO_XYZ.T / _WHITE_D65
+    xyz = _apply_matrix(_srgb_to_linear(rgb), _RGB_TO_XYZ / _WHITE_D65[:, None])
     delta = 6.0 / 29.0
     f = np.where(xyz > delta**3, np.cbrt(xyz), xyz / (3 * delta**2) + 4.0 / 29.0)
     lab = np.empty_like(f)
@@ -166,7 +183,7 @@ def lab2rgb(lab: np.ndarray) -> np.ndarray:
     fy = (lab[..., 0] + 16.0) / 116.0
     f = np.stack([fy + lab[..., 1] / 500.0, fy, fy - lab[..., 2] / 200.0], axis=-1)
     xyz = np.where(f > delta, f**3, 3 * delta**2 * (f - 4.0 / 29.0)) * _WHITE_D65
-    return _linear_to_srgb(xyz @ _XYZ_TO_RGB.T)
+    return _linear_to_srgb(_apply_matrix(xyz, _XYZ_TO_RGB))
 
 
 def rgb2hsv(rgb: np.ndarray) -> np.ndarray:
@@ -202,13 +219,18 @@ def rgb2gray(rgb: np.ndarray) -> np.ndarray:
     return rgb @ np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
 
 
-def spline_curve(knots_x: np.ndarray, knots_y: np.ndarray, values: np.ndarray) -> np.ndarray:
+def spline_curve(knots_x: list[float], knots_y: list[float], values: np.ndarray) -> np.ndarray:
     """MATLAB ``spline`` (not-a-knot ends) through the knots, evaluated at ``values`` and clipped to [0, 1].
 
-    With three knots not-a-knot is the interpolating parabola, as in MATLAB.
+    With three knots not-a-knot is the interpolating parabola (as in MATLAB), evaluated directly.
     """
-    curve = CubicSpline(np.asarray(knots_x, float), np.asarray(knots_y, float), bc_type="not-a-knot")
-    return np.clip(curve(values), 0.0, 1.0)
+    if len(knots_x) == 3:
+        coeffs = np.polyfit(np.asarray(knots_x, float), np.asarray(knots_y, float), 2)
+        curve = (coeffs[0] * values + coeffs[1]) * values + coeffs[2]
+    else:
+        spline = CubicSpline(np.asarray(knots_x, float), np.asarray(knots_y, float), bc_type="not-a-knot")
+        curve = spline(values)
+    return np.clip(curve, 0.0, 1.0)
 
 
 def minmax(a: np.ndarray) -> np.ndarray:

@@ -202,3 +202,27 @@ def test_stronger_levels_distort_more(photo: np.ndarray) -> None:
             float(np.mean((distortions.apply(photo, dist_type, lv) - stretched) ** 2)) for lv in range(1, 6)
         ]
         assert errors == sorted(errors), (dist_type, errors)
+
+
+def test_hsv_saturation_shortcut_equals_the_hsv_round_trip(photo: np.ndarray) -> None:
+    from distortions._common import hsv2rgb, rgb2hsv
+
+    image = minmax_stretch(photo / 255.0)
+    kernel = distortions.get_kernel(7)
+    for factor in TABLE[7].levels:
+        hsv = rgb2hsv(image)
+        hsv[..., 1] *= factor
+        np.testing.assert_allclose(kernel(image, factor, np.random.default_rng(0)), hsv2rgb(hsv), atol=1e-12)
+    # the round trip itself is lossless
+    np.testing.assert_allclose(hsv2rgb(rgb2hsv(image)), image, atol=1e-12)
+
+
+def test_lab_round_trip_and_white_point() -> None:
+    from distortions._common import lab2rgb, rgb2lab
+
+    rgb = np.random.default_rng(4).random((20, 30, 3))
+    np.testing.assert_allclose(lab2rgb(rgb2lab(rgb)), rgb, atol=1e-10)
+    white = rgb2lab(np.ones((1, 1, 3)))[0, 0]
+    # MATLAB's whitepoint('d65') is rounded to four decimals, so white is L* = 100, a*, b* ~ 0
+    np.testing.assert_allclose(white, [100.0, 0.0, 0.0], atol=0.05)
+    np.testing.assert_allclose(rgb2lab(np.zeros((1, 1, 3))), 0.0, atol=1e-12)
