@@ -146,44 +146,61 @@ def fspecial_motion(length: float, angle_deg: float) -> np.ndarray:
 
 
 def _srgb_to_linear(v: np.ndarray) -> np.ndarray:
-    if v.min() >= 0:
-        return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
-    # Odd extension keeps out-of-gamut values monotone instead of producing NaN.
-    return np.copysign(_srgb_to_linear(np.abs(v)), v)
+    """sRGB decoding; odd-extended so out-of-gamut negatives stay monotone instead of becoming NaN."""
+    a = np.abs(v)
+    out = a + 0.055
+    out /= 1.055
+    np.power(out, 2.4, out=out)
+    np.divide(a, 12.92, out=out, where=a <= 0.04045)
+    return np.copysign(out, v, out=out)
 
 
 def _linear_to_srgb(v: np.ndarray) -> np.ndarray:
-    if v.min() >= 0:
-        return np.where(v <= 0.0031308, 12.92 * v, 1.055 * v ** (1.0 / 2.4) - 0.055)
-    return np.copysign(_linear_to_srgb(np.abs(v)), v)
+    """sRGB encoding, odd-extended like :func:`_srgb_to_linear`; values above 1 are extrapolated."""
+    a = np.abs(v)
+    out = np.power(a, 1.0 / 2.4)
+    out *= 1.055
+    out -= 0.055
+    np.multiply(a, 12.92, out=out, where=a <= 0.0031308)
+    return np.copysign(out, v, out=out)
 
 
 def _apply_matrix(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """``image @ matrix.T`` on the colour axis (OpenCV's per-pixel transform, in double)."""
+    """Per-pixel ``matrix @ colour`` (3x3, or 3x4 with an offset column), in double, by OpenCV."""
     shape = image.shape
     flat = np.ascontiguousarray(image, dtype=np.float64).reshape(-1, 1, 3)
     return cv2.transform(flat, matrix).reshape(shape)
 
 
+_DELTA = 6.0 / 29.0
+# f(X/Xn, Y/Yn, Z/Zn) -> (L*, a*, b*) and back, as affine maps on the colour axis.
+_F_TO_LAB = np.array([[0.0, 116.0, 0.0, -16.0], [500.0, -500.0, 0.0, 0.0], [0.0, 200.0, -200.0, 0.0]])
+_LAB_TO_F = np.array(
+    [
+        [1 / 116.0, 1 / 500.0, 0.0, 16.0 / 116.0],
+        [1 / 116.0, 0.0, 0.0, 16.0 / 116.0],
+        [1 / 116.0, 0.0, -1 / 200.0, 16.0 / 116.0],
+    ]
+)
+
+
 def rgb2lab(rgb: np.ndarray) -> np.ndarray:
     """MATLAB ``rgb2lab`` for double input: sRGB (IEC 61966-2-1) with a D65 white, L* in 0..100."""
-    xyz = _apply_matrix(_srgb_to_linear(rgb), _RGB_TO_XYZ / _WHITE_D65[:, None])
-    delta = 6.0 / 29.0
-    f = np.where(xyz > delta**3, np.cbrt(xyz), xyz / (3 * delta**2) + 4.0 / 29.0)
-    lab = np.empty_like(f)
-    lab[..., 0] = 116.0 * f[..., 1] - 16.0
-    lab[..., 1] = 500.0 * (f[..., 0] - f[..., 1])
-    lab[..., 2] = 200.0 * (f[..., 1] - f[..., 2])
-    return lab
+    t = _apply_matrix(_srgb_to_linear(rgb), _RGB_TO_XYZ / _WHITE_D65[:, None])
+    f = np.cbrt(t)
+    linear = t <= _DELTA**3
+    np.add(t / (3 * _DELTA**2), 4.0 / 29.0, out=f, where=linear)
+    return _apply_matrix(f, _F_TO_LAB)
 
 
 def lab2rgb(lab: np.ndarray) -> np.ndarray:
     """MATLAB ``lab2rgb`` for double input (inverse of :func:`rgb2lab`); the result is not clipped."""
-    delta = 6.0 / 29.0
-    fy = (lab[..., 0] + 16.0) / 116.0
-    f = np.stack([fy + lab[..., 1] / 500.0, fy, fy - lab[..., 2] / 200.0], axis=-1)
-    xyz = np.where(f > delta, f**3, 3 * delta**2 * (f - 4.0 / 29.0)) * _WHITE_D65
-    return _linear_to_srgb(_apply_matrix(xyz, _XYZ_TO_RGB))
+    f = _apply_matrix(lab, _LAB_TO_F)
+    t = f * f
+    t *= f
+    linear = f <= _DELTA
+    np.multiply(f - 4.0 / 29.0, 3 * _DELTA**2, out=t, where=linear)
+    return _linear_to_srgb(_apply_matrix(t, _XYZ_TO_RGB * _WHITE_D65[None, :]))
 
 
 def rgb2hsv(rgb: np.ndarray) -> np.ndarray:
