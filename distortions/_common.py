@@ -91,8 +91,8 @@ def _quarter_disk_area(x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarra
     return rect + arc
 
 
-def fspecial_disk(radius: float) -> np.ndarray:
-    """MATLAB ``fspecial('disk', r)``: each cell weighted by the area of its unit square inside the circle."""
+def disk_cell_areas(radius: float) -> np.ndarray:
+    """Exact area inside the circle of ``radius`` of each unit cell of the (2*ceil(r-0.5)+1)^2 grid."""
     crad = int(math.ceil(radius - 0.5))
     c = np.arange(-crad, crad + 1, dtype=np.float64)
     y, x = np.meshgrid(c, c, indexing="ij")
@@ -100,12 +100,17 @@ def fspecial_disk(radius: float) -> np.ndarray:
     def signed_area(px: np.ndarray, py: np.ndarray) -> np.ndarray:
         return np.sign(px) * np.sign(py) * _quarter_disk_area(np.abs(px), np.abs(py), radius)
 
-    area = (
+    return (
         signed_area(x + 0.5, y + 0.5)
         - signed_area(x - 0.5, y + 0.5)
         - signed_area(x + 0.5, y - 0.5)
         + signed_area(x - 0.5, y - 0.5)
     )
+
+
+def fspecial_disk(radius: float) -> np.ndarray:
+    """MATLAB ``fspecial('disk', r)``: each cell weighted by the area of its unit square inside the circle."""
+    area = disk_cell_areas(radius)
     return area / area.sum()
 
 
@@ -118,7 +123,7 @@ def fspecial_motion(length: float, angle_deg: float) -> np.ndarray:
     """
     length = max(1.0, float(length))
     half = (length - 1.0) / 2.0
-    phi = math.radians(math.fmod(float(angle_deg), 180.0) if angle_deg >= 0 else float(angle_deg) % 180.0)
+    phi = math.radians(float(angle_deg) % 180.0)
     cosphi, sinphi = math.cos(phi), math.sin(phi)
     xsign = 1.0 if cosphi > 0 else (-1.0 if cosphi < 0 else 0.0)
     width = 1.0

@@ -6,8 +6,11 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import distortions
+from distortions._common import fspecial_motion
 from distortions.params import TABLE
 from distortions.registry import KERNELS, _load_kernels, minmax_stretch
 
@@ -226,3 +229,47 @@ def test_lab_round_trip_and_white_point() -> None:
     # MATLAB's whitepoint('d65') is rounded to four decimals, so white is L* = 100, a*, b* ~ 0
     np.testing.assert_allclose(white, [100.0, 0.0, 0.0], atol=0.05)
     np.testing.assert_allclose(rgb2lab(np.zeros((1, 1, 3))), 0.0, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(min_value=0.5, max_value=12.0))
+def test_disk_cells_cover_exactly_the_circle(radius: float) -> None:
+    from distortions._common import disk_cell_areas, fspecial_disk
+
+    areas = disk_cell_areas(radius)
+    # the grid holds the whole circle, so the cell areas add up to pi r^2, each within [0, 1]
+    assert areas.sum() == pytest.approx(np.pi * radius**2, rel=1e-9)
+    assert areas.min() >= -1e-12
+    assert areas.max() <= 1.0 + 1e-12
+    np.testing.assert_allclose(areas, areas.T, atol=1e-12)
+    np.testing.assert_allclose(areas, areas[::-1, ::-1], atol=1e-12)
+    kernel = fspecial_disk(radius)
+    assert kernel.sum() == pytest.approx(1.0)
+
+
+def test_disk_radius_one_cells() -> None:
+    from distortions._common import disk_cell_areas
+
+    areas = disk_cell_areas(1.0)
+    # centre cell fully inside; edge cell: 2*(0.5*(sqrt(3)/2 - 0.5) + circle segment), by hand
+    segment = 0.5 * (np.pi / 2) - 0.5 * (np.sqrt(3) / 2 * 0.5 + np.pi / 3)
+    edge = 2 * (0.5 * (np.sqrt(3) / 2 - 0.5) + segment)
+    corner = (np.pi - 1.0 - 4 * edge) / 4
+    np.testing.assert_allclose(areas[1, 1], 1.0)
+    np.testing.assert_allclose(areas[0, 1], edge, rtol=1e-12)
+    np.testing.assert_allclose(areas[0, 0], corner, rtol=1e-12)
+    assert corner == pytest.approx(0.0788, abs=1e-4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(min_value=1.0, max_value=15.0), st.integers(min_value=0, max_value=360))
+def test_motion_kernel_properties(length: float, angle: int) -> None:
+    k = fspecial_motion(length, angle)
+    assert k.shape[0] % 2 == 1
+    assert k.shape[1] % 2 == 1
+    assert k.min() >= 0
+    assert k.sum() == pytest.approx(1.0, abs=1e-9)
+    np.testing.assert_allclose(k, k[::-1, ::-1], atol=1e-12)
+    # the kernel is just big enough for a segment of this length
+    assert max(k.shape) <= 2 * int(np.ceil((length - 1) / 2)) + 3
+    np.testing.assert_array_equal(k, fspecial_motion(length, angle % 180))
