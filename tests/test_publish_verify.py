@@ -408,3 +408,35 @@ def test_readme_trainer_snippets_load_a_published_dataset(
     x, y = next(iter(scope["loader"]))
     assert tuple(x.shape) == (16, 3, 16, 16)
     assert set(np.round(y.numpy(), 4)) <= set(np.round(pd.read_csv(out / "train.csv")["dmos"].to_numpy(), 4))
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        ("dmos", "abc", "column 'dmos' value 'abc' is not a valid float64"),
+        ("origin", "synthetic", "origin 'synthetic' is not source/pseudo"),
+        ("ref_img", "/abs/I01.png", "is absolute"),
+    ],
+)
+def test_publish_bad_train_csv_is_exit_2_naming_it(
+    pipeline_output: dict[str, Path], column: str, value: str, expected: str
+) -> None:
+    train_csv = pipeline_output["run"] / "train.csv"
+    _edit_csv(train_csv, 3, column, value)
+    res = CliRunner().invoke(
+        cli, ["publish", str(pipeline_output["tmp"] / "d"), "--from-run", str(pipeline_output["run"])]
+    )
+    assert res.exit_code == 2
+    assert str(train_csv) in res.output
+    assert expected in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_publish_label_outside_given_range(pipeline_output: dict[str, Path]) -> None:
+    args = ["publish", str(pipeline_output["tmp"] / "d"), "--from-run", str(pipeline_output["run"])]
+    res = CliRunner().invoke(cli, [*args, "--label-range", "2,5"])
+    assert res.exit_code == 2
+    assert "train.csv, line 11: label 1.5 outside the range [2.0, 5.0]" in res.output
+    res = CliRunner().invoke(cli, [*args, "--label-range", "5,1"])
+    assert res.exit_code == 2
+    assert "--label-range '5,1'" in res.output
