@@ -30,9 +30,10 @@ def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
     return rgb @ (_YCBCR_FROM_RGB / 255.0).T + _YCBCR_OFFSET
 
 
-def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
-    # MATLAB's ycbcr2rgb clips double results to [0,1] (Octave does not; see the reference README).
-    return np.clip((ycbcr - _YCBCR_OFFSET) @ _RGB_FROM_YCBCR.T, 0.0, 1.0)
+def ycbcr_to_rgb(ycbcr: np.ndarray, clip: bool = True) -> np.ndarray:
+    """MATLAB ``ycbcr2rgb`` for doubles, which clips to [0,1]; ``clip=False`` is Octave's unclipped result."""
+    rgb = (ycbcr - _YCBCR_OFFSET) @ _RGB_FROM_YCBCR.T
+    return np.clip(rgb, 0.0, 1.0) if clip else rgb
 
 
 def gaussian_noise(image: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndarray:
@@ -47,10 +48,16 @@ def white_noise(image: np.ndarray, variance: float, rng: np.random.Generator) ->
 
 
 @register(12)
-def white_noise_color(image: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndarray:
-    # Noise goes into all three planes, Y included, as the generator does despite the type's name.
+def white_noise_color(
+    image: np.ndarray, variance: float, rng: np.random.Generator, clip_rgb: bool = True
+) -> np.ndarray:
+    """Noise in YCbCr, all three planes (Y included, as the generator does despite the type's name).
+
+    ``clip_rgb=False`` reproduces the Octave run behind ``../shared/kadid_reference`` (no clip after the
+    inverse transform), for comparison only; MATLAB, and the default, clip.
+    """
     noisy = gaussian_noise(rgb_to_ycbcr(image), variance, rng)
-    return ycbcr_to_rgb(noisy)
+    return ycbcr_to_rgb(noisy, clip=clip_rgb)
 
 
 @register(13)
