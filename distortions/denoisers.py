@@ -183,17 +183,19 @@ class DnCNN:
         modules: list[nn.Module] = []
         for layer in layers:
             if layer[0] == "conv":
-                weight = torch.from_numpy(np.asarray(layer[1], np.float32))
+                weight = torch.from_numpy(np.ascontiguousarray(layer[1], np.float32))
                 cout, cin, kh, kw = weight.shape
                 conv = nn.Conv2d(cin, cout, (kh, kw), padding=(kh // 2, kw // 2), bias=True)
                 conv.weight.data.copy_(weight)
-                conv.bias.data.copy_(torch.from_numpy(np.asarray(layer[2], np.float32)))
+                conv.bias.data.copy_(torch.from_numpy(np.ascontiguousarray(layer[2], np.float32)))
                 modules.append(conv)
             elif layer[0] == "bn":
                 channels = len(layer[1])
                 affine = nn.Conv2d(channels, channels, 1, groups=channels, bias=True)
-                affine.weight.data.copy_(torch.from_numpy(np.asarray(layer[1], np.float32)).view(-1, 1, 1, 1))
-                affine.bias.data.copy_(torch.from_numpy(np.asarray(layer[2], np.float32)))
+                affine.weight.data.copy_(
+                    torch.from_numpy(np.ascontiguousarray(layer[1], np.float32)).view(-1, 1, 1, 1)
+                )
+                affine.bias.data.copy_(torch.from_numpy(np.ascontiguousarray(layer[2], np.float32)))
                 modules.append(affine)
             elif layer[0] == "relu":
                 modules.append(nn.ReLU(inplace=True))
@@ -235,7 +237,10 @@ def load_denoiser(weights: str | Path | None = None, device: str = "cpu") -> NLM
     if suffix == ".mat":
         layers = layers_from_matconvnet(path)
     elif suffix == ".safetensors":
-        from safetensors.numpy import load_file
+        try:
+            from safetensors.numpy import load_file
+        except ImportError as exc:
+            raise ValueError(f"{path}: reading .safetensors needs the 'safetensors' package") from exc
 
         layers = layers_from_state_dict(load_file(str(path)), str(path))
     else:
