@@ -13,6 +13,9 @@ from PIL import Image
 
 from distortions.registry import register
 
+#: MATLAB imwrite's default 'ReductionLevels' for JPEG 2000
+MATLAB_REDUCTION_LEVELS = 4
+
 
 def to_uint8(image: np.ndarray, rounding: str = "round") -> np.ndarray:
     """Quantise [0,1] doubles to 8 bits as MATLAB's writer does (``round``: round half up, im2uint8).
@@ -45,8 +48,12 @@ def jpeg2000_encode(image: np.ndarray, ratio: float) -> tuple[np.ndarray, int]:
 
     MATLAB's ``CompressionRatio`` is raw 24-bit size over compressed size, which is exactly OpenJPEG's
     ``rates`` quality mode. MATLAB's lossy mode is the irreversible 9/7 wavelet with the irreversible colour
-    transform, one quality layer, no tiling; Pillow's ``irreversible`` + ``mct`` select the same.
+    transform, one quality layer, no tiling, LRCP progression and 4 reduction (wavelet decomposition)
+    levels (``ReductionLevels`` default), i.e. OpenJPEG's ``num_resolutions`` = 5 (its own default is 6).
     """
+    # OpenJPEG needs 2^(resolutions-1) <= the smaller side; tiny images get fewer levels
+    shortest = max(1, min(image.shape[:2]))
+    resolutions = max(1, min(MATLAB_REDUCTION_LEVELS + 1, int(np.log2(shortest)) + 1))
     return _roundtrip(
         image,
         "JPEG2000",
@@ -54,6 +61,8 @@ def jpeg2000_encode(image: np.ndarray, ratio: float) -> tuple[np.ndarray, int]:
         quality_layers=[float(ratio)],
         irreversible=True,
         mct=1,
+        num_resolutions=resolutions,
+        progression="LRCP",
         no_jp2=False,
     )
 

@@ -74,7 +74,9 @@ def test_jpeg2000_hits_compression_ratio(refs, level):
     x = _stretched(refs["coffee"])
     decoded, n_bytes = compression.jpeg2000_encode(x, ratio)
     achieved = x.size / n_bytes  # raw 24-bit size over file size, MATLAB's CompressionRatio
-    assert achieved == pytest.approx(ratio, rel=0.03)
+    # OpenJPEG's rate control never exceeds the byte budget and undershoots a little at 400:1
+    assert achieved == pytest.approx(ratio, rel=0.05)
+    assert achieved >= ratio * 0.995
     assert decoded.shape == x.shape
     # lossy, and the loss matches the bit budget: 1.5 bpp looks much better than 0.06 bpp
     psnr = _psnr(_to8(decoded), _to8(x))
