@@ -1,7 +1,9 @@
 """Type 19 jitter: five rounds of per-pixel random displacement, resampled with MATLAB's bicubic ``interp2``.
 
 MATLAB's ``interp2(..., 'bicubic')`` is Keys' cubic convolution with a = -0.5 (not OpenCV's INTER_CUBIC,
-a = -0.75, nor a B-spline), so it is implemented here directly, vectorised over all pixels.
+a = -0.75, nor a B-spline), so it is implemented here directly, vectorised over all pixels. Images are
+kept channel-first float32 between rounds: per-pixel weight planes then broadcast over contiguous rows,
+and float32's error (~1e-7) is far below one 8-bit step.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import numpy as np
 from distortions.registry import register
 
 JITTER_ROUNDS = 5
+#: largest tap window (rows x columns of offsets) evaluated as a sum of shifted images; beyond it, gathers
+MAX_SHIFT_SPAN = 100
 
 
 def keys_weights(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -36,40 +40,42 @@ def bicubic_sample(
     weighted per pixel (no gathers; fast when displacements are below a pixel or two), ``"gather"`` fetches
     each pixel's 4x4 neighbourhood; ``"auto"`` chooses by the displacement range.
     """
-    h, w, channels = image.shape
-    sy = sample_y - np.arange(h, dtype=np.float64)[:, None]
-    sx = sample_x - np.arange(w, dtype=np.float64)[None, :]
-    fy = np.floor(sy)
-    fx = np.floor(sx)
+    h, w = image.shape[:2]
+    planar = np.ascontiguousarray(np.moveaxis(image, 2, 0), dtype=np.float32)
+    offset_y = sample_y - np.arange(h, dtype=np.float64)[:, None]
+    offset_x = sample_x - np.arange(w, dtype=np.float64)[None, :]
+    return np.moveaxis(_resample(planar, offset_y, offset_x, method), 0, 2).astype(np.float64)
+
+
+def _resample(planar: np.ndarray, offset_y: np.ndarray, offset_x: np.ndarray, method: str) -> np.ndarray:
+    """Keys-resample a CxHxW float32 image at (y + offset_y, x + offset_x); returns CxHxW float32."""
+    fy = np.floor(offset_y)
+    fx = np.floor(offset_x)
+    wy = keys_weights((offset_y - fy).astype(np.float32))
+    wx = keys_weights((offset_x - fx).astype(np.float32))
+    fy = fy.astype(np.intp)
+    fx = fx.astype(np.intp)
     # taps sit at integer offsets floor(s)-1 .. floor(s)+2 from each pixel
-    lo_y, hi_y = int(fy.min()) - 1, int(fy.max()) + 2
-    lo_x, hi_x = int(fx.min()) - 1, int(fx.max()) + 2
-    pad = max(-lo_y, hi_y, -lo_x, hi_x, 0)
-    padded = np.pad(image.astype(np.float32), ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-    # float32 halves the memory traffic; its error (~1e-7) is far below one 8-bit step
-    wy = keys_weights((sy - fy).astype(np.float32))
-    wx = keys_weights((sx - fx).astype(np.float32))
-    span = (hi_y - lo_y + 1) * (hi_x - lo_x + 1)
-    if method == "shift" or (method == "auto" and span <= 100):
-        out = _sum_of_shifts(
-            padded, pad, fy.astype(np.intp), fx.astype(np.intp), wy, wx, (lo_y, hi_y, lo_x, hi_x)
-        )
-    elif method in ("gather", "auto"):
-        out = _gather(padded, pad, fy.astype(np.intp), fx.astype(np.intp), wy, wx)
-    else:
-        raise ValueError(f"method must be 'auto', 'shift' or 'gather', got {method!r}")
-    return out.astype(np.float64)
+    bounds = (int(fy.min()) - 1, int(fy.max()) + 2, int(fx.min()) - 1, int(fx.max()) + 2)
+    pad = max(-bounds[0], bounds[1], -bounds[2], bounds[3], 0)
+    padded = np.pad(planar, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    span = (bounds[1] - bounds[0] + 1) * (bounds[3] - bounds[2] + 1)
+    if method == "shift" or (method == "auto" and span <= MAX_SHIFT_SPAN):
+        return _sum_of_shifts(padded, pad, fy, fx, wy, wx, bounds)
+    if method in ("gather", "auto"):
+        return _gather(padded, pad, fy, fx, wy, wx)
+    raise ValueError(f"method must be 'auto', 'shift' or 'gather', got {method!r}")
 
 
 def _tap_weight_planes(offset: np.ndarray, weights: tuple, lo: int, hi: int) -> np.ndarray:
     """Per absolute tap offset a in lo..hi, each pixel's weight (0 where a is not among its four taps)."""
-    planes = np.zeros((hi - lo + 1,) + offset.shape, dtype=np.float32)
-    flat = planes.reshape(hi - lo + 1, -1)
-    cols = np.arange(offset.size)
+    count = hi - lo + 1
+    planes = np.zeros(count * offset.size, dtype=np.float32)
+    # flat index of (plane offset + m - 1 - lo, pixel); a pixel's four taps never share a plane
+    first = (offset.reshape(-1) - 1 - lo) * offset.size + np.arange(offset.size)
     for m in range(4):
-        # a pixel's four taps have distinct offsets, so one fancy assignment per tap never collides
-        flat[offset.reshape(-1) + (m - 1) - lo, cols] = weights[m].reshape(-1)
-    return planes
+        planes[first + m * offset.size] = weights[m].reshape(-1)
+    return planes.reshape((count,) + offset.shape)
 
 
 def _sum_of_shifts(padded, pad, fy, fx, wy, wx, bounds) -> np.ndarray:
@@ -77,47 +83,46 @@ def _sum_of_shifts(padded, pad, fy, fx, wy, wx, bounds) -> np.ndarray:
     h, w = fy.shape
     planes_y = _tap_weight_planes(fy, wy, lo_y, hi_y)
     planes_x = _tap_weight_planes(fx, wx, lo_x, hi_x)
-    # channel-first, so the per-pixel weight planes broadcast over whole contiguous rows
-    planar = np.ascontiguousarray(padded.transpose(2, 0, 1))
-    out = np.zeros((padded.shape[2], h, w), dtype=np.float32)
+    channels = padded.shape[0]
+    out = np.zeros((channels, h, w), dtype=np.float32)
     row = np.empty_like(out)
     term = np.empty_like(out)
     for i, a in enumerate(range(lo_y, hi_y + 1)):
-        band = planar[:, pad + a : pad + a + h]
+        band = padded[:, pad + a : pad + a + h]
         np.multiply(band[:, :, pad + lo_x : pad + lo_x + w], planes_x[0], out=row)
         for j, b in enumerate(range(lo_x + 1, hi_x + 1), start=1):
             np.multiply(band[:, :, pad + b : pad + b + w], planes_x[j], out=term)
             row += term
         row *= planes_y[i]
         out += row
-    return out.transpose(1, 2, 0)
+    return out
 
 
 def _gather(padded, pad, fy, fx, wy, wx) -> np.ndarray:
     h, w = fy.shape
-    hp, wp, channels = padded.shape
-    # four horizontally adjacent pixels side by side, so each of the four tap rows is one 4*C gather
-    row_windows = np.ascontiguousarray(np.stack([padded[:, n : wp - 3 + n] for n in range(4)], axis=2))
-    row_windows = row_windows.reshape(hp * (wp - 3), 4 * channels)
+    channels, hp, wp = padded.shape
     rows = np.arange(h)[:, None] + pad + fy - 1
     cols = np.arange(w)[None, :] + pad + fx - 1
     base = (rows * (wp - 3) + cols).reshape(-1)
     wx_stack = np.stack([x.reshape(-1) for x in wx], axis=-1)
-    out = np.zeros((h * w, channels), dtype=np.float32)
-    for m in range(4):
-        taps = np.take(row_windows, base + m * (wp - 3), axis=0).reshape(-1, 4, channels)
-        out += wy[m].reshape(-1, 1) * np.einsum("pnc,pn->pc", taps, wx_stack)
-    return out.reshape(h, w, channels)
+    out = np.empty((channels, h * w), dtype=np.float32)
+    for c in range(channels):
+        # four horizontally adjacent pixels side by side, so each tap row is one contiguous 4-wide gather
+        windows = np.stack([padded[c, :, n : wp - 3 + n] for n in range(4)], axis=-1).reshape(-1, 4)
+        acc = np.zeros(h * w, dtype=np.float32)
+        for m in range(4):
+            taps = np.take(windows, base + m * (wp - 3), axis=0)
+            acc += wy[m].reshape(-1) * np.einsum("pn,pn->p", taps, wx_stack)
+        out[c] = acc
+    return out.reshape(channels, h, w)
 
 
 @register(19)
 def jitter(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Each round: dy, dx ~ N(0, sigma^2) per pixel (shared by the channels); J(y,x) = I(y - dy, x - dx)."""
     h, w = image.shape[:2]
-    rows = np.arange(h, dtype=np.float64)[:, None]
-    cols = np.arange(w, dtype=np.float64)[None, :]
-    out = np.asarray(image, dtype=np.float64)
+    planar = np.ascontiguousarray(np.moveaxis(np.asarray(image), 2, 0), dtype=np.float32)
     for _ in range(JITTER_ROUNDS):
         displacement = sigma * rng.standard_normal((h, w, 2))
-        out = bicubic_sample(out, rows - displacement[..., 0], cols - displacement[..., 1])
-    return out
+        planar = _resample(planar, -displacement[..., 0], -displacement[..., 1], "auto")
+    return np.moveaxis(planar, 0, 2).astype(np.float64)
