@@ -28,81 +28,76 @@ def minimum_variance_palette(pixels_u8: np.ndarray, n_colors: int) -> np.ndarray
     cell = (pixels >> (8 - HIST_BITS)).astype(np.intp)
     flat = (cell[:, 0] * side + cell[:, 1]) * side + cell[:, 2]
     values = pixels.astype(np.float64) / 255.0
-    size = side**3
-    count = np.bincount(flat, minlength=size).reshape(side, side, side)
-    sums = np.stack([np.bincount(flat, values[:, c], minlength=size) for c in range(3)], axis=-1)
-    sums = sums.reshape(side, side, side, 3)
-    sq = np.bincount(flat, (values**2).sum(axis=1), minlength=size).reshape(side, side, side)
+    moments = np.stack(
+        [np.bincount(flat, minlength=side**3).astype(np.float64)]
+        + [np.bincount(flat, values[:, c], minlength=side**3) for c in range(3)]
+        + [np.bincount(flat, (values**2).sum(axis=1), minlength=side**3)],
+        axis=-1,
+    ).reshape(side, side, side, 5)
+    # summed-volume table: any box's (count, sum r, g, b, sum of squares) from its 8 corners
+    table = np.zeros((side + 1, side + 1, side + 1, 5))
+    table[1:, 1:, 1:] = moments.cumsum(0).cumsum(1).cumsum(2)
 
-    def stats(box: tuple[slice, slice, slice]) -> tuple[float, np.ndarray, float]:
-        n = float(count[box].sum())
-        s = sums[box].reshape(-1, 3).sum(axis=0)
-        return n, s, float(sq[box].sum())
+    def box_moments(lo: list, hi: list) -> np.ndarray:
+        """Moments of boxes [lo, hi) (entries may be index arrays, broadcast together)."""
+        total = 0.0
+        for corner in range(8):
+            idx = tuple(hi[a] if corner >> a & 1 else lo[a] for a in range(3))
+            sign = -1.0 if (3 - bin(corner).count("1")) % 2 else 1.0
+            total = total + sign * table[idx]
+        return total
 
-    def sse(n: float, s: np.ndarray, q: float) -> float:
-        return q - float(s @ s) / n if n > 0 else 0.0
+    def sse(m: np.ndarray) -> float:
+        return float(m[4] - (m[1:4] @ m[1:4]) / m[0]) if m[0] > 0 else 0.0
 
-    def best_cut(box: tuple[slice, slice, slice]) -> tuple[float, int, int] | None:
-        """(gain, axis, cut offset) of the best cut of ``box``, or None when it cannot be cut."""
+    def best_cut(lo: list, hi: list) -> tuple[float, int, int] | None:
+        whole = box_moments(lo, hi)
         best: tuple[float, int, int] | None = None
         for axis in range(3):
-            length = box[axis].stop - box[axis].start
-            if length < 2:
+            if hi[axis] - lo[axis] < 2:
                 continue
-            other = tuple(a for a in range(3) if a != axis)
-            n_line = count[box].sum(axis=other)
-            s_line = sums[box].sum(axis=other)
-            n_low = np.cumsum(n_line)[:-1].astype(np.float64)
-            s_low = np.cumsum(s_line, axis=0)[:-1]
-            n_all, s_all = n_low[-1] + n_line[-1], s_low[-1] + s_line[-1]
-            n_high = n_all - n_low
-            s_high = s_all - s_low
-            with np.errstate(divide="ignore", invalid="ignore"):
-                # Minimising the halves' SSE = maximising sum |S|^2 / N over the two halves.
-                score = np.where(n_low > 0, (s_low**2).sum(1) / n_low, 0.0) + np.where(
-                    n_high > 0, (s_high**2).sum(1) / n_high, 0.0
-                )
-            valid = (n_low > 0) & (n_high > 0)
+            cuts = np.arange(lo[axis] + 1, hi[axis])
+            upper = list(hi)
+            upper[axis] = cuts
+            low = box_moments(lo, upper)
+            high = whole - low
+            valid = (low[:, 0] > 0) & (high[:, 0] > 0)
             if not valid.any():
                 continue
+            with np.errstate(divide="ignore", invalid="ignore"):
+                # minimising the halves' SSE = maximising sum |S|^2 / N over the two halves
+                score = (low[:, 1:4] ** 2).sum(1) / low[:, 0] + (high[:, 1:4] ** 2).sum(1) / high[:, 0]
             score = np.where(valid, score, -np.inf)
-            cut = int(np.argmax(score))
-            gain = float(score[cut]) - float(s_all @ s_all) / n_all
+            k = int(np.argmax(score))
+            gain = float(score[k]) - float(whole[1:4] @ whole[1:4]) / whole[0]
             if best is None or gain > best[0]:
-                best = (gain, axis, cut + 1)
+                best = (gain, axis, int(cuts[k]))
         return best
 
-    full = (slice(0, side), slice(0, side), slice(0, side))
-    boxes = [full]
-    errors = [sse(*stats(full))]
+    boxes = [([0, 0, 0], [side, side, side])]
+    errors = [sse(box_moments(*boxes[0]))]
     while len(boxes) < n_colors:
-        order = np.argsort(errors)[::-1]
         chosen = None
-        for i in order:
+        for i in np.argsort(errors)[::-1]:
             if errors[i] <= 0:
                 break
-            cut = best_cut(boxes[i])
+            cut = best_cut(*boxes[int(i)])
             if cut is not None:
                 chosen = (int(i), cut)
                 break
         if chosen is None:
             break
-        i, (_, axis, offset) = chosen
-        box = boxes.pop(i)
+        i, (_, axis, position) = chosen
+        lo, hi = boxes.pop(i)
         errors.pop(i)
-        start = box[axis].start
-        low = list(box)
-        high = list(box)
-        low[axis] = slice(start, start + offset)
-        high[axis] = slice(start + offset, box[axis].stop)
-        for part in (tuple(low), tuple(high)):
+        low_hi = list(hi)
+        low_hi[axis] = position
+        high_lo = list(lo)
+        high_lo[axis] = position
+        for part in ((lo, low_hi), (high_lo, hi)):
             boxes.append(part)
-            errors.append(sse(*stats(part)))
-    palette = []
-    for box in boxes:
-        n, s, _ = stats(box)
-        if n > 0:
-            palette.append(s / n)
+            errors.append(sse(box_moments(*part)))
+    palette = [m[1:4] / m[0] for m in (box_moments(*box) for box in boxes) if m[0] > 0]
     return np.array(palette, dtype=np.float64)
 
 
