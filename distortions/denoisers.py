@@ -96,7 +96,14 @@ def layers_from_matconvnet(path: str | Path) -> list[Layer]:
     """Read a MatConvNet SimpleNN ``net`` (``net.layers{i}`` with ``type`` conv/bnorm/relu) from a .mat."""
     import scipy.io
 
-    mat = scipy.io.loadmat(str(path), squeeze_me=False, struct_as_record=False)
+    try:
+        mat = scipy.io.loadmat(str(path), squeeze_me=False, struct_as_record=False)
+    except NotImplementedError as exc:  # MATLAB v7.3 files are HDF5
+        raise ValueError(
+            f"{path}: MATLAB v7.3 (HDF5) .mat files are not supported; re-save with -v7"
+        ) from exc
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a readable .mat file ({exc})") from exc
     if "net" not in mat:
         raise ValueError(f"{path}: no 'net' variable (expected a MatConvNet SimpleNN model)")
     net = _unwrap(mat["net"])

@@ -145,6 +145,10 @@ def test_bad_weight_files_name_the_file(tmp_path):
     scipy.io.savemat(path, {"net": {"layers": _cell(layers)}})
     with pytest.raises(ValueError, match=r"pooling\.mat: layer 2 has unsupported type 'pool'"):
         distortions.load_denoiser(path)
+    garbage = tmp_path / "garbage.mat"
+    garbage.write_bytes(b"this is not a MAT file at all" * 10)
+    with pytest.raises(ValueError, match="garbage.mat"):
+        distortions.load_denoiser(garbage)
     not_a_net = tmp_path / "other.mat"
     scipy.io.savemat(not_a_net, {"weights": np.ones(3)})
     with pytest.raises(ValueError, match="other.mat"):
