@@ -35,7 +35,7 @@ def _roundtrip(
     image: np.ndarray, fmt: str, rounding: str = "round", **params: object
 ) -> tuple[np.ndarray, int]:
     buf = io.BytesIO()
-    Image.fromarray(to_uint8(image, rounding), mode="RGB").save(buf, format=fmt, **params)
+    Image.fromarray(to_uint8(image, rounding)).save(buf, format=fmt, **params)
     size = buf.tell()
     buf.seek(0)
     with Image.open(buf) as decoded:

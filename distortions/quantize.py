@@ -109,7 +109,7 @@ def dither_to_palette(pixels_u8: np.ndarray, palette: np.ndarray) -> np.ndarray:
     table[: len(colours)] = colours
     palette_image = Image.new("P", (1, 1))
     palette_image.putpalette(table.reshape(-1).tolist())
-    indexed = Image.fromarray(pixels_u8, mode="RGB").quantize(
+    indexed = Image.fromarray(np.ascontiguousarray(pixels_u8)).quantize(
         palette=palette_image, dither=Image.Dither.FLOYDSTEINBERG
     )
     index = np.asarray(indexed, dtype=np.intp)

@@ -44,7 +44,9 @@ def resolve_type(dist_type: int | str) -> int:
         return resolve_type(int(text))
     found = _aliases().get(text.lower()) or _aliases().get(text.lower().replace("-", "_"))
     if found is None:
-        raise ValueError(f"unknown distortion type {dist_type!r}; use an id 1..25 or one of: {', '.join(names())}")
+        raise ValueError(
+            f"unknown distortion type {dist_type!r}; use an id 1..25 or one of: {', '.join(names())}"
+        )
     return found
 
 
@@ -70,7 +72,7 @@ def minmax_stretch(image: np.ndarray) -> np.ndarray:
 
 
 def as_rgb_float(image: np.ndarray) -> np.ndarray:
-    """Accept float (any precision) in [0,1], uint8, uint16, grey (HxW or HxWx1) or RGBA; return HxWx3 float64."""
+    """Accept float in [0,1], uint8, uint16, grey (HxW, HxWx1) or RGBA; return HxWx3 float64."""
     arr = np.asarray(image)
     if arr.dtype == np.uint8:
         arr = arr.astype(np.float64) / 255.0
