@@ -216,6 +216,13 @@ def test_denoise_output_less_noisy_than_its_input(refs, level):
     assert _psnr(_to8(out), _to8(x)) > _psnr(_to8(noisy), _to8(x)) + 3.0
 
 
+def test_type_15_without_denoiser_falls_back_loudly():
+    image = np.random.default_rng(0).random((24, 32, 3))
+    with pytest.warns(UserWarning, match="non-local means"):
+        out = distortions.apply(image, 15, 2, rng=np.random.default_rng(1))
+    assert out.shape == (24, 32, 3)
+
+
 class _Recorder:
     name = "recorder"
 
