@@ -14,7 +14,7 @@ from distortions.registry import register
 
 JITTER_ROUNDS = 5
 #: largest tap window (rows x columns of offsets) evaluated as a sum of shifted images; beyond it, gathers
-MAX_SHIFT_SPAN = 100
+MAX_SHIFT_SPAN = 150
 
 
 def keys_weights(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -78,6 +78,10 @@ def _tap_weight_planes(offset: np.ndarray, weights: tuple, lo: int, hi: int) -> 
     return planes.reshape((count,) + offset.shape)
 
 
+#: rows per block in the sum of shifts, so one block's working set stays in the CPU cache
+SHIFT_BLOCK_ROWS = 32
+
+
 def _sum_of_shifts(padded, pad, fy, fx, wy, wx, bounds) -> np.ndarray:
     lo_y, hi_y, lo_x, hi_x = bounds
     h, w = fy.shape
@@ -85,16 +89,20 @@ def _sum_of_shifts(padded, pad, fy, fx, wy, wx, bounds) -> np.ndarray:
     planes_x = _tap_weight_planes(fx, wx, lo_x, hi_x)
     channels = padded.shape[0]
     out = np.zeros((channels, h, w), dtype=np.float32)
-    row = np.empty_like(out)
-    term = np.empty_like(out)
-    for i, a in enumerate(range(lo_y, hi_y + 1)):
-        band = padded[:, pad + a : pad + a + h]
-        np.multiply(band[:, :, pad + lo_x : pad + lo_x + w], planes_x[0], out=row)
-        for j, b in enumerate(range(lo_x + 1, hi_x + 1), start=1):
-            np.multiply(band[:, :, pad + b : pad + b + w], planes_x[j], out=term)
-            row += term
-        row *= planes_y[i]
-        out += row
+    for top in range(0, h, SHIFT_BLOCK_ROWS):
+        rows = slice(top, min(top + SHIFT_BLOCK_ROWS, h))
+        n = rows.stop - rows.start
+        block = out[:, rows]
+        row = np.empty((channels, n, w), dtype=np.float32)
+        term = np.empty_like(row)
+        for i, a in enumerate(range(lo_y, hi_y + 1)):
+            band = padded[:, pad + a + rows.start : pad + a + rows.stop]
+            np.multiply(band[:, :, pad + lo_x : pad + lo_x + w], planes_x[0, rows], out=row)
+            for j, b in enumerate(range(lo_x + 1, hi_x + 1), start=1):
+                np.multiply(band[:, :, pad + b : pad + b + w], planes_x[j, rows], out=term)
+                row += term
+            row *= planes_y[i, rows]
+            block += row
     return out
 
 
