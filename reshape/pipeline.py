@@ -36,6 +36,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
+#: Stage options that do not change the artifacts (same seed, same bytes whatever the worker count).
+EXECUTION_OPTIONS = {"workers", "backend", "ray-address", "no-progress", "quiet"}
 SAMPLES_DIR = "samples"
 #: Stage name -> the `reshape` sub-command it runs.
 STAGES: dict[str, str] = {
@@ -407,7 +409,15 @@ def plan_pipeline(
             inputs["source_root"] = raw("source_root")
         reserved = {x for x in io_args if x.startswith("--")}
         opt_args = option_args(command, table, where=f"{config.path}: [{name}]", base=base, reserved=reserved)
-        components = {"stage": name, "reshape_version": __version__, "options": table, "inputs": inputs}
+        # Options that only say how the work is executed leave the artifact byte-identical (a project
+        # rule), so changing them does not make a stage out of date.
+        result_options = {k: v for k, v in table.items() if k.replace("_", "-") not in EXECUTION_OPTIONS}
+        components = {
+            "stage": name,
+            "reshape_version": __version__,
+            "options": result_options,
+            "inputs": inputs,
+        }
         fingerprint = stage_fingerprint(components)
         fps[name] = fingerprint
         stored = None if force else stored_fingerprint(name, config)

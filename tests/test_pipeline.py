@@ -205,6 +205,22 @@ def test_changed_option_reruns_that_stage_and_the_ones_after(project, stages, ca
     assert len(result.ran) == 6
 
 
+def test_execution_only_options_do_not_rerun(project, stages, calls) -> None:
+    distort = make_stage("distort", calls)
+    distort.params.insert(1, click.Option(["--workers"]))
+    stages = {**stages, "distort": distort}
+    run_pipeline(write_config(project), commands=stages, echo=lambda _: None)
+    calls.clear()
+    options = 'preset = "livec"\nseed = 3\nlevels = [1, 3, 5]\nworkers = 2'
+    assert (
+        run_pipeline(write_config(project, distort=options), commands=stages, echo=lambda _: None).ran == []
+    )
+    options = 'preset = "livec"\nseed = 4\nlevels = [1, 3, 5]\nworkers = 2'
+    result = run_pipeline(write_config(project, distort=options), commands=stages, echo=lambda _: None)
+    assert result.ran == ["distort", "label", "publish"]
+    assert "workers=2" in calls[0][1]
+
+
 def test_changed_input_file_reruns_dependants(project, stages, calls) -> None:
     config = write_config(project)
     run_pipeline(config, commands=stages, echo=lambda _: None)
