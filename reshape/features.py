@@ -290,8 +290,27 @@ def build_clip(spec: str, weights: str, device: str) -> Encoder:
     return Encoder(spec, desc, f"open_clip transforms of {model_name}", dim, prepare, wrapped, device, None)
 
 
+_ENCODER_CACHE: dict[tuple[str, str, str], Encoder] = {}
+
+
 def build_encoder(spec: str, weights: str = "default", device: str = "cpu") -> Encoder:
-    """``resnet50`` or ``clip:<model>[:<pretrained>]``; ``weights`` is ``default``, ``none`` or a file."""
+    """``resnet50`` or ``clip:<model>[:<pretrained>]``; ``weights`` is ``default``, ``none`` or a file.
+
+    Encoders with library weights are kept for the life of the process (a pipeline embeds the training
+    refs and the pool one after the other); a weights file is re-read every time since it may change.
+    """
+    key = (spec, weights, device)
+    if weights in ("default", "none"):
+        if key not in _ENCODER_CACHE:
+            _ENCODER_CACHE.clear()  # one model at a time: they are large
+            _ENCODER_CACHE[key] = _build_encoder(spec, weights, device)
+        elif weights == "none":
+            log.warning("!!! --weights none: the encoder has RANDOM weights (tests only) !!!")
+        return _ENCODER_CACHE[key]
+    return _build_encoder(spec, weights, device)
+
+
+def _build_encoder(spec: str, weights: str, device: str) -> Encoder:
     if spec == "resnet50":
         return build_resnet50(weights, device)
     if spec.startswith("clip:"):
