@@ -43,6 +43,8 @@ log = logging.getLogger("reshape.select")
 #: Margin within which a float32 distance is not trusted and the float64 canonical one is used.
 EPS = 5e-5
 DEFAULT_BLOCK = 256
+#: Passing candidates on which ``approximate=True`` also runs the exact algorithm to report agreement.
+AGREEMENT_SAMPLE = 4000
 
 
 # ---------------------------------------------------------------------------------------------- distances
@@ -248,17 +250,20 @@ def approximate_deletion_distances(
     tau: float,
     *,
     nlist: int | None = None,
-    nprobe: int = 4,
+    nprobe: int | None = None,
+    target_recall: float = 0.995,
     seed: int = 0,
     progress: bool = False,
+    stats: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Like :func:`deletion_distances`, but only pairs that share an inverted list are compared.
 
     An IVF search done by hand: FAISS k-means makes ``nlist`` coarse centroids, every vector probes its
     ``nprobe`` nearest ones, and each inverted list is compared (one BLAS product) against the vectors that
-    probe it. FAISS's own IVF range search scans lists one vector at a time and measured ~30x slower here.
-    Pairs in lists neither side probes are missed, and distances are float32: the result may differ
-    slightly from the exact one.
+    probe it; a pair is found when either side probes the other's list. FAISS's own IVF range search scans
+    lists one vector at a time and measured ~30x slower here. ``nprobe=None`` picks the smallest power of two
+    whose pair recall, measured exactly on a sample of 256 vectors, reaches ``target_recall``. Distances are
+    float32 and missed pairs keep candidates: the result may differ slightly from the exact one.
     """
     import faiss
     from tqdm import tqdm
@@ -268,16 +273,26 @@ def approximate_deletion_distances(
     if n < 2:
         return t, 0
     nlist = nlist or int(np.clip(round(math.sqrt(n) / 1.5), 1, 256))
-    nprobe = min(nprobe, nlist)
     rng = np.random.default_rng(seed)
     n_train = min(n, nlist * 40)
     sample = x[np.sort(rng.choice(n, n_train, replace=False))]
-    km = faiss.Kmeans(dim, nlist, niter=8, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1)
+    km = faiss.Kmeans(
+        dim, nlist, niter=8, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1
+    )
     km.train(sample)
     quantizer = faiss.IndexFlatIP(dim)
     quantizer.add(km.centroids)
-    _, probes = quantizer.search(x, nprobe)
+    max_probe = min(nlist, nprobe or 64)
+    _, probes = quantizer.search(x, max_probe)
     home = probes[:, 0]
+    if nprobe is None:
+        nprobe, recall = _pick_nprobe(x, tau, probes, home, rng, target_recall)
+    else:
+        nprobe = min(nprobe, nlist)
+        recall = float("nan")
+    if stats is not None:
+        stats.update({"nlist": nlist, "nprobe": nprobe, "estimated_pair_recall": recall})
+    probes = probes[:, :nprobe]
     order = np.argsort(home, kind="stable")
     bounds = np.searchsorted(home[order], np.arange(nlist + 1))
     edges_i, edges_j, edges_d = [], [], []
@@ -290,9 +305,8 @@ def approximate_deletion_distances(
             r, k = np.nonzero(d32 < tau)
             qi, mj = queries[r], members[k]
             keep = qi != mj
-            lo, hi = np.minimum(qi, mj)[keep], np.maximum(qi, mj)[keep]
-            edges_i.append(lo)
-            edges_j.append(hi)
+            edges_i.append(np.minimum(qi, mj)[keep])
+            edges_j.append(np.maximum(qi, mj)[keep])
             edges_d.append(d32[r, k][keep].astype(np.float64))
         bar.update(1)
     bar.close()
@@ -300,8 +314,7 @@ def approximate_deletion_distances(
         return t, 0
     ei, ej, ed = np.concatenate(edges_i), np.concatenate(edges_j), np.concatenate(edges_d)
     # a pair can be seen from both sides: keep it once, ordered by lower index
-    key = ei.astype(np.int64) * n + ej
-    key, first = np.unique(key, return_index=True)
+    key, first = np.unique(ei.astype(np.int64) * n + ej, return_index=True)
     ei, ej, ed = ei[first], ej[first], ed[first]
     starts = np.searchsorted(ei, np.arange(n + 1))
     for i in np.unique(ei)[::-1]:
@@ -310,6 +323,31 @@ def approximate_deletion_distances(
         if ok.any():
             t[i] = d[ok].min()
     return t, len(ei)
+
+
+def _pick_nprobe(
+    x: np.ndarray, tau: float, probes: np.ndarray, home: np.ndarray, rng: np.random.Generator, target: float
+) -> tuple[int, float]:
+    """Smallest power-of-two nprobe whose recall of pairs closer than tau reaches ``target`` on a sample."""
+    n = len(x)
+    rows = np.sort(rng.choice(n, min(n, 256), replace=False))
+    d32 = 1.0 - x[rows] @ x.T
+    r, j = np.nonzero(d32 < tau)
+    s = rows[r]
+    keep = s != j
+    s, j = s[keep], j[keep]
+    recall = 1.0
+    p = 1
+    while True:
+        if len(s) == 0:
+            return min(4, probes.shape[1]), 1.0
+        found = (probes[s, :p] == home[j][:, None]).any(axis=1) | (probes[j, :p] == home[s][:, None]).any(
+            axis=1
+        )
+        recall = float(found.mean())
+        if recall >= target or p >= probes.shape[1]:
+            return p, recall
+        p = min(2 * p, probes.shape[1])
 
 
 # ---------------------------------------------------------------------------------------------- core
@@ -335,7 +373,7 @@ def select_candidates(
     approximate: bool = False,
     block: int = DEFAULT_BLOCK,
     device: str = "cpu",
-    nprobe: int = 4,
+    nprobe: int | None = None,
     progress: bool = False,
     train_name: str = "train features",
     candidate_name: str = "candidate features",
@@ -374,8 +412,19 @@ def select_candidates(
     }
     # only the passing candidates are normalised and kept: one extra copy at most
     sub = normalize_rows(cand, passed, what=candidate_name)
+    extra: dict[str, Any] = {}
     if approximate:
-        t, n_close = approximate_deletion_distances(sub, tau, nprobe=nprobe, progress=progress)
+        t, n_close = approximate_deletion_distances(sub, tau, nprobe=nprobe, progress=progress, stats=extra)
+        # how far from exact: run both on a sample of the passing candidates
+        rng = np.random.default_rng(0)
+        probe_rows = np.sort(rng.choice(len(sub), min(len(sub), AGREEMENT_SAMPLE), replace=False))
+        sample = np.ascontiguousarray(sub[probe_rows])
+        t_exact, _ = deletion_distances(sample, tau, block=block, device=device)
+        t_approx, _ = approximate_deletion_distances(sample, tau, nprobe=nprobe)
+        extra["agreement_sample"] = len(sample)
+        extra["agreement_with_exact"] = agreement(
+            np.flatnonzero(np.isinf(t_exact)), np.flatnonzero(np.isinf(t_approx))
+        )
     else:
         t, n_close = deletion_distances(sub, tau, block=block, device=device, progress=progress)
     kept_local = np.flatnonzero(np.isinf(t))
@@ -405,6 +454,7 @@ def select_candidates(
         neighbour_distances=nn_d,
         passed=passed.astype(np.int64),
         approximate=approximate,
+        extra=extra,
     )
 
 
@@ -509,6 +559,8 @@ def run_select(
         "approximate": approximate,
         "max_select": max_select,
     }
+    if result.extra:
+        meta["approximate_check"] = result.extra
     if fingerprint is not None:
         meta["fingerprint"] = fingerprint
     write_parquet(out_path, table, "selection", meta)
@@ -530,7 +582,15 @@ def summary_lines(result: Selection) -> list[str]:
         f"  pairs closer than tau {c['n_close_pairs']:>9}",
         f"  removed as redundant  {c['n_removed_redundant']:>9}",
         f"selected                {c['n_selected']:>9}",
-    ]
+    ] + (
+        [
+            "approximate: nlist {nlist}, nprobe {nprobe}, estimated pair recall {estimated_pair_recall:.4f}; "
+            "agreement with exact on {agreement_sample} passing candidates: "
+            "{agreement_with_exact:.4f}".format(**result.extra)
+        ]
+        if result.extra
+        else []
+    )
 
 
 def plot_selection(
