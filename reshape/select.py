@@ -42,7 +42,7 @@ log = logging.getLogger("reshape.select")
 
 #: Margin within which a float32 distance is not trusted and the float64 canonical one is used.
 EPS = 5e-5
-DEFAULT_BLOCK = 256
+DEFAULT_BLOCK = 1024
 #: Passing candidates on which ``approximate=True`` also runs the exact algorithm to report agreement.
 AGREEMENT_SAMPLE = 4000
 

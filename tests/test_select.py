@@ -300,3 +300,39 @@ def test_cli_bad_inputs(tmp_path):
         bad_file = c if t == good_t else t
         assert str(bad_file) in line, (name, line)
         assert needle in line, (name, line)
+
+
+def test_cli_approximate_reports_agreement(tmp_path):
+    train, cand = make_case(12, 700)
+    write_feats(tmp_path / "t.parquet", train, "kadid")
+    write_feats(tmp_path / "c.parquet", cand, "kadis")
+    out = tmp_path / "a.parquet"
+    args = ["select", "--train", str(tmp_path / "t.parquet"), "--candidates", str(tmp_path / "c.parquet")]
+    res = CliRunner().invoke(cli, [*args, "--out", str(out), "--approximate", "--max-select", "20"])
+    assert res.exit_code == 0, res.output
+    assert "agreement with exact" in res.output
+    table, meta = read_parquet(out, "selection")
+    check = meta["approximate_check"]
+    assert meta["approximate"] is True
+    assert check["agreement_sample"] == meta["n_after_distance_filter"]  # small pool: sample = all of it
+    assert 0.9 <= check["agreement_with_exact"] <= 1.0
+    assert check["estimated_pair_recall"] >= 0.995
+    assert table.num_rows == meta["n_selected"] == 20
+    assert meta["max_select"] == 20
+    exact = official_dense(train, cand)
+    assert len(set(table.column("candidate_index").to_pylist()) - set(exact)) <= 2
+
+
+def test_cli_cuda_unavailable_is_usage_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    train, cand = make_case(1, 50)
+    write_feats(tmp_path / "t.parquet", train, "kadid")
+    write_feats(tmp_path / "c.parquet", cand, "kadis")
+    res = CliRunner().invoke(cli, ["select", "--train", str(tmp_path / "t.parquet"), "--candidates",
+                                   str(tmp_path / "c.parquet"), "--out", str(tmp_path / "o.parquet"),
+                                   "--device", "cuda"])  # fmt: skip
+    assert res.exit_code == 2
+    assert "CUDA is not available" in res.output
