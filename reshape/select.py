@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from reshape.errors import BadInputError
+from reshape.errors import BadInputError, StageError
 
 log = logging.getLogger("reshape.select")
 
@@ -194,6 +194,11 @@ def _resolve_rows(
     n_close = int(((d32 < tau - EPS) & ~check).sum())
     ck = np.flatnonzero(check)
     d64 = pair_distances(x, x, rows[ck] + row_offset, cols[ck])
+    if len(ck):
+        # the exactness argument needs |float32 - float64| < EPS; checked on every re-decided entry
+        worst = float(np.abs(d64 - d32[ck]).max())
+        if worst > EPS / 2:
+            raise StageError(f"float32 screening error {worst:.2e} exceeds the margin {EPS / 2:.1e}")
     n_close += int((d64 < tau).sum())
     valid = (d64 < tau) & (d64 <= t_cols[ck])
     out_min = np.full(n_rows, np.inf)
@@ -304,21 +309,27 @@ def approximate_deletion_distances(
             d32 = 1.0 - x[queries] @ x[members].T
             r, k = np.nonzero(d32 < tau)
             qi, mj = queries[r], members[k]
-            keep = qi != mj
-            edges_i.append(np.minimum(qi, mj)[keep])
-            edges_j.append(np.maximum(qi, mj)[keep])
-            edges_d.append(d32[r, k][keep].astype(np.float64))
+            # pair {i < j} is kept once: from query i's side when i probes j's list, else from j's side
+            from_low = qi < mj
+            from_high = (qi > mj) & ~(probes[mj] == home[qi][:, None]).any(axis=1)
+            keep = from_low | from_high
+            edges_i.append(np.where(from_low, qi, mj)[keep].astype(np.int32))
+            edges_j.append(np.where(from_low, mj, qi)[keep].astype(np.int32))
+            edges_d.append(d32[r, k][keep])
+            del d32, r, k, qi, mj
         bar.update(1)
     bar.close()
-    if not edges_i:
-        return t, 0
-    ei, ej, ed = np.concatenate(edges_i), np.concatenate(edges_j), np.concatenate(edges_d)
-    # a pair can be seen from both sides: keep it once, ordered by lower index
-    key, first = np.unique(ei.astype(np.int64) * n + ej, return_index=True)
-    ei, ej, ed = ei[first], ej[first], ed[first]
+    ei = np.concatenate(edges_i) if edges_i else np.zeros(0, np.int32)
+    del edges_i
+    by_row = np.argsort(ei, kind="stable")
+    ei = ei[by_row]
+    ej = np.concatenate(edges_j)[by_row] if edges_j else np.zeros(0, np.int32)
+    del edges_j
+    ed = np.concatenate(edges_d)[by_row] if edges_d else np.zeros(0, np.float32)
+    del edges_d, by_row
     starts = np.searchsorted(ei, np.arange(n + 1))
-    for i in np.unique(ei)[::-1]:
-        j, d = ej[starts[i] : starts[i + 1]], ed[starts[i] : starts[i + 1]]
+    for i in np.flatnonzero(np.diff(starts))[::-1]:
+        j, d = ej[starts[i] : starts[i + 1]], ed[starts[i] : starts[i + 1]].astype(np.float64)
         ok = t[j] >= d
         if ok.any():
             t[i] = d[ok].min()
