@@ -53,14 +53,15 @@ import click
 @click.option(
     "--approximate",
     is_flag=True,
-    help="Find close candidate pairs with a FAISS IVF range search (fast, may differ slightly).",
+    help="Compare candidates only within FAISS k-means inverted lists (IVF, nprobe set for 99.5 %% pair "
+    "recall); prints its agreement with exact on a 4,000-candidate sample.",
 )
 @click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),
     default="auto",
     show_default=True,
-    help="Where the exact pair screening runs (results are identical on either).",
+    help="Where the float32 pair screening runs; decisions are re-checked in float64 on the CPU.",
 )
 @click.option(
     "--plot",
