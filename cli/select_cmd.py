@@ -53,7 +53,7 @@ import click
 @click.option(
     "--approximate",
     is_flag=True,
-    help="Compare candidates only within FAISS k-means inverted lists (IVF, nprobe set for 99.5 %% pair "
+    help="Compare candidates only within FAISS k-means inverted lists (IVF, nprobe set for 99.5 % pair "
     "recall); prints its agreement with exact on a 4,000-candidate sample.",
 )
 @click.option(
