@@ -91,3 +91,25 @@ def test_full_demo(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo")], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert verify_dataset(tmp_path / "demo" / "dataset").ok
+
+
+@pytest.mark.slow
+def test_demo_with_prune_enabled(tmp_path: Path) -> None:
+    """The real stages with DRCDown on: only the new stages and publish run, and the output still verifies."""
+    _require_stages()
+    if "not built yet" in (pipeline.default_commands()["prune"].help or ""):
+        pytest.skip("prune not merged into this branch yet")
+    out = tmp_path / "demo"
+    assert CliRunner().invoke(cli, ["demo", "--out", str(out), "--smoke"]).exit_code == 0
+    rows_before = len(pd.read_csv(out / "dataset" / "train.csv"))
+    config = out / "pipeline.toml"
+    config.write_text(config.read_text() + '\n[prune]\nenabled = true\nlabel-scale = "1-5"\nseed = 0\n')
+    res = CliRunner().invoke(cli, ["run", str(config)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert res.output.count("up to date, skipped") == 5
+    assert "[features_samples] running" in res.output
+    assert "[prune] running" in res.output
+    train = pd.read_csv(out / "dataset" / "train.csv")
+    pruned = pd.read_csv(out / "run" / "pruned.csv")
+    assert len(train) == len(pruned) <= rows_before
+    assert verify_dataset(out / "dataset").ok
