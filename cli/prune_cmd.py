@@ -82,6 +82,14 @@ from reshape.prune import indices_path_for, run_prune
     type=click.IntRange(min=1),
     help="Rows per exact range-search block (memory vs. overhead; results do not depend on it).",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "faiss", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="Exact search: faiss (FAISS BLAS range search, float32), bf16 (bf16 GEMM pre-filter, float64 "
+    "decision; fast on CPUs with AVX-512 BF16) or auto (bf16 where the CPU has it).",
+)
 @click.option("--fingerprint", default=None, hidden=True, help="Stored in the output metadata (reshape run).")
 def command(
     features_path: Path,
@@ -95,6 +103,7 @@ def command(
     seed: int,
     approximate: bool,
     block_size: int,
+    backend: str,
     fingerprint: str | None,
 ) -> None:
     """Remove redundant samples (DRCDown): link samples with similar features AND close labels, and
@@ -117,6 +126,7 @@ def command(
         seed=seed,
         approximate=approximate,
         block_size=block_size,
+        backend=backend,
         progress=sys.stderr.isatty() and not quiet,
         fingerprint=fingerprint,
     )

@@ -119,24 +119,46 @@ def test_same_kept_set_as_dense_reference(seed: int) -> None:
     assert len(partition) >= 6
     assert len(expected) < len(labels)
 
-    clusters = find_clusters(features, labels, block_size=37)
-    got = np.flatnonzero(keep_mask(clusters, min_cluster=10, seed=seed))
-    np.testing.assert_array_equal(got, expected)
+    for backend in ("faiss", "bf16"):
+        clusters = find_clusters(features, labels, block_size=37, backend=backend)
+        got = np.flatnonzero(keep_mask(clusters, min_cluster=10, seed=seed))
+        np.testing.assert_array_equal(got, expected)
+        assert sorted(clusters.members(c).tolist() for c in range(clusters.n_clusters)) == partition
+        np.testing.assert_array_equal(clusters.links, np.argwhere(np.triu(linked)))
     np.testing.assert_array_equal(drcdown(features, labels, min_cluster=10, seed=seed), expected)
-    assert sorted(clusters.members(c).tolist() for c in range(clusters.n_clusters)) == partition
-    assert len(clusters.links) == int(np.triu(linked).sum())
 
 
 def test_block_size_and_approximate_do_not_change_the_result() -> None:
     features, labels = clustered(7, n_clusters=10, loners=200)
-    reference = find_clusters(features, labels, block_size=4096)
-    for block in (1, 13, 100):
-        other = find_clusters(features, labels, block_size=block)
+    reference = find_clusters(features, labels, block_size=4096, backend="faiss")
+    for block, backend in ((1, "faiss"), (13, "faiss"), (100, "faiss"), (13, "bf16"), (5000, "bf16")):
+        other = find_clusters(features, labels, block_size=block, backend=backend)
         np.testing.assert_array_equal(other.links, reference.links)
         np.testing.assert_array_equal(other.cluster_id, reference.cluster_id)
     approx = find_clusters(features, labels, approximate=True)
     # well separated tight clusters: the cell join must find every link
     np.testing.assert_array_equal(approx.links, reference.links)
+
+
+def test_bf16_prefilter_misses_no_pair_near_the_threshold() -> None:
+    """Pairs just above the threshold (where bf16 rounding is largest) are found; those just below are not."""
+    rng = np.random.default_rng(4)
+    dim, pairs = 512, 400
+    base = rng.standard_normal((pairs, dim))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    ortho = rng.standard_normal((pairs, dim))
+    ortho -= (ortho * base).sum(axis=1, keepdims=True) * base
+    ortho /= np.linalg.norm(ortho, axis=1, keepdims=True)
+    cosines = 0.9 + rng.choice([-1, 1], pairs) * rng.uniform(1e-4, 2e-3, pairs)
+    partner = cosines[:, None] * base + np.sqrt(1 - cosines[:, None] ** 2) * ortho
+    features = np.concatenate([base, partner]).astype(np.float32)
+    labels = np.full(2 * pairs, 5.0)
+    unit = features.astype(np.float64) / np.linalg.norm(features.astype(np.float64), axis=1, keepdims=True)
+    expected = {(i, i + pairs) for i in range(pairs) if unit[i] @ unit[i + pairs] > 0.9}
+    expected |= {(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(unit @ unit.T, 1) > 0.9))}
+    assert 100 < len(expected) < pairs
+    links = find_clusters(features, labels, backend="bf16").links
+    assert {tuple(map(int, link)) for link in links} == expected
 
 
 def test_seed_determines_the_subset() -> None:
