@@ -627,8 +627,12 @@ def run_prune(
         features_path=features_path,
     )
     labels = labels_to_0_10(table["dmos"].to_numpy(dtype=np.float64), scale, source=labels_path)
+    # At 100,000 x 2,048 every copy of the embeddings is 800 MB: skip the gather when rows already line up.
+    in_order = len(rows) == len(features) and np.array_equal(rows, np.arange(len(rows)))
+    embeddings = features.embeddings if in_order else features.embeddings[rows]
+    del features
     clusters = find_clusters(
-        features.embeddings[rows], labels, sim_threshold=sim_threshold, label_threshold=label_threshold,
+        embeddings, labels, sim_threshold=sim_threshold, label_threshold=label_threshold,
         approximate=approximate, block_size=block_size, seed=seed, backend=backend, progress=progress,
     )  # fmt: skip
     kept = keep_mask(clusters, min_cluster=min_cluster, seed=seed)
