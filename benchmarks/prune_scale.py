@@ -34,6 +34,8 @@ def make_data(n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     features = np.empty((n, dim), dtype=np.float32)
     labels = np.empty(n, dtype=np.float64)
     clustered = int(n * 0.7)
+    # rows are scattered to random positions as they are made, so no shuffled copy of the matrix is needed
+    slot = rng.permutation(n)
     pos = 0
     while pos < clustered:
         size = min(int(rng.lognormal(3.0, 1.0)) + 2, clustered - pos, 400)
@@ -41,15 +43,14 @@ def make_data(n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         centre /= np.linalg.norm(centre)
         spread = rng.uniform(0.25, 0.4)  # pairwise cosine ~ 1 / (1 + spread^2): 0.86 .. 0.94
         noise = rng.standard_normal((size, dim), dtype=np.float32) * np.float32(spread / np.sqrt(dim))
-        features[pos : pos + size] = centre + noise
-        labels[pos : pos + size] = rng.uniform(0.5, 9.5) + rng.normal(0, 0.5, size)
+        features[slot[pos : pos + size]] = centre + noise
+        labels[slot[pos : pos + size]] = rng.uniform(0.5, 9.5) + rng.normal(0, 0.5, size)
         pos += size
     for start in range(clustered, n, 65536):
         stop = min(start + 65536, n)
-        features[start:stop] = rng.standard_normal((stop - start, dim), dtype=np.float32)
-    labels[clustered:] = rng.uniform(0, 10, n - clustered)
-    order = rng.permutation(n)
-    return features[order], np.clip(labels[order], 0, 10)
+        features[slot[start:stop]] = rng.standard_normal((stop - start, dim), dtype=np.float32)
+    labels[slot[clustered:]] = rng.uniform(0, 10, n - clustered)
+    return features, np.clip(labels, 0, 10)
 
 
 def dense_drcdown(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
