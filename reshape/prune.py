@@ -194,7 +194,16 @@ def _bf16_pairs(
     n, _ = unit.shape
     half = torch.from_numpy(unit).to(torch.bfloat16)
     cutoff = float(sim_threshold) - BF16_MARGIN
+    # Positive bf16 values order like their int16 bit patterns (negatives have the sign bit set, so they
+    # compare below any positive cutoff); the integer comparison is cheaper than a bf16 one.
+    integer_cutoff = None
+    if cutoff > 0:
+        rounded = torch.tensor(cutoff, dtype=torch.bfloat16)
+        # the largest bf16 <= cutoff, so the integer test keeps a superset of `sims > cutoff`
+        integer_cutoff = int(rounded.view(torch.int16)) - int(float(rounded) > cutoff)
     tile = max(block_size, 16384)
+    product = torch.empty(min(block_size, n), min(tile, n), dtype=torch.bfloat16)
+    above_cutoff = torch.empty(product.shape, dtype=torch.bool)
     firsts: list[np.ndarray] = []
     seconds: list[np.ndarray] = []
     starts = range(0, n, block_size)
@@ -203,7 +212,14 @@ def _bf16_pairs(
         queries = half[start:stop]
         for col in range(start, n, tile):
             col_stop = min(col + tile, n)
-            rows, cols = torch.nonzero(queries @ half[col:col_stop].T > cutoff, as_tuple=True)
+            sims = product[: stop - start, : col_stop - col]
+            torch.matmul(queries, half[col:col_stop].T, out=sims)
+            mask = above_cutoff[: stop - start, : col_stop - col]
+            if integer_cutoff is None:
+                torch.gt(sims, cutoff, out=mask)
+            else:
+                torch.gt(sims.view(torch.int16), integer_cutoff, out=mask)
+            rows, cols = torch.nonzero(mask, as_tuple=True)
             rows = rows.numpy().astype(np.int64) + start
             cols = cols.numpy().astype(np.int64) + col
             upper = cols > rows
