@@ -11,9 +11,9 @@ import torch
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reshape.cli.main import cli
 
 from reshape import artifacts
+from reshape.cli.main import cli
 from reshape.errors import BadInputError
 from reshape.prune import drcdown, find_clusters, keep_count, keep_mask, labels_to_0_10, parse_label_scale
 from reshape.sampler import DRCDownSampler
