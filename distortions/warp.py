@@ -49,7 +49,24 @@ def bicubic_sample(
     return np.moveaxis(_resample(planar, offset_y, offset_x, method), 0, 2).astype(np.float64)
 
 
-def _resample(planar: np.ndarray, offset_y: np.ndarray, offset_x: np.ndarray, method: str) -> np.ndarray:
+class _Scratch:
+    """Buffers of one resampling round, kept across jitter's rounds: fresh multi-megabyte arrays cost page
+    faults comparable to the arithmetic. ``out`` may be the round's input, which is padded (copied) first."""
+
+    def __init__(self, out: np.ndarray) -> None:
+        channels, h, w = out.shape
+        self.out = out
+        self.taps = np.empty((4, channels, h * w), dtype=np.float32)
+        self.index = np.empty(h * w, dtype=np.intp)
+
+
+def _resample(
+    planar: np.ndarray,
+    offset_y: np.ndarray,
+    offset_x: np.ndarray,
+    method: str,
+    scratch: _Scratch | None = None,
+) -> np.ndarray:
     """Keys-resample a CxHxW float32 image at (y + offset_y, x + offset_x); returns CxHxW float32."""
     if method not in ("auto", "shift", "gather"):
         raise ValueError(f"method must be 'auto', 'shift' or 'gather', got {method!r}")
@@ -65,25 +82,25 @@ def _resample(planar: np.ndarray, offset_y: np.ndarray, offset_x: np.ndarray, me
     span = (bounds[1] - bounds[0] + 1) * (bounds[3] - bounds[2] + 1)
     pairwise = method == "gather" or (method == "auto" and span > MAX_SHIFT_SPAN)
     padded = np.pad(planar, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
-    return _keys_sum(padded, pad, fy, fx, wy, wx, pairwise)
+    return _keys_sum(padded, pad, fy, fx, wy, wx, pairwise, scratch or _Scratch(np.empty_like(planar)))
 
 
-def _keys_sum(padded, pad, fy, fx, wy, wx, pairwise: bool) -> np.ndarray:
+def _keys_sum(padded, pad, fy, fx, wy, wx, pairwise: bool, scratch: _Scratch) -> np.ndarray:
     """sum_m wy[m] * (sum_n wx[n] * tap[m, n]) per pixel and channel, always in the same float32 order.
 
     Each of the 16 taps is one gather of all channels at once from the flattened padded image; the tap
     (m, n) of every pixel lies m rows and n columns after its top-left tap, so one index array serves all
-    16 by a constant shift. Weights are per pixel and broadcast over the channels. Buffers are reused:
-    fresh multi-megabyte arrays cost page faults comparable to the arithmetic.
+    16 by a constant shift. Weights are per pixel and broadcast over the channels; results go to
+    ``scratch.out``.
     """
     channels, _, padded_w = padded.shape
     h, w = fy.shape
     top_left = (np.arange(h)[:, None] + (pad - 1) + fy) * padded_w + (np.arange(w)[None, :] + (pad - 1) + fx)
     top_left = top_left.reshape(-1)
     flat = padded.reshape(channels, -1)
-    index = np.empty_like(top_left)
-    taps = np.empty((4, channels, h * w), dtype=np.float32)
-    out = np.zeros((channels, h * w), dtype=np.float32)
+    index, taps = scratch.index, scratch.taps
+    out = scratch.out.reshape(channels, h * w)
+    out.fill(0.0)
     for m in range(4):
         for n in range(4):
             # np.take copies a non-contiguous source, so the index moves, not the source; mode="clip"
@@ -101,15 +118,20 @@ def _keys_sum(padded, pad, fy, fx, wy, wx, pairwise: bool) -> np.ndarray:
             taps[0] += taps[3]
         taps[0] *= wy[m].reshape(-1)
         out += taps[0]
-    return out.reshape(channels, h, w)
+    return scratch.out
 
 
 @register(19)
 def jitter(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Each round: dy, dx ~ N(0, sigma^2) per pixel (shared by the channels); J(y,x) = I(y - dy, x - dx)."""
     h, w = image.shape[:2]
-    planar = np.ascontiguousarray(np.moveaxis(np.asarray(image), 2, 0), dtype=np.float32)
+    # a copy that the rounds overwrite in place (each round pads, i.e. copies, its input first)
+    planar = np.array(np.moveaxis(np.asarray(image), 2, 0), dtype=np.float32, order="C")
+    scratch = _Scratch(planar)
+    offsets = np.empty((h, w, 2))
     for _ in range(JITTER_ROUNDS):
-        displacement = sigma * rng.standard_normal((h, w, 2))
-        planar = _resample(planar, -displacement[..., 0], -displacement[..., 1], "auto")
+        # the draws of rng.standard_normal((h, w, 2)); the sample offset -(sigma * n) is exactly n * -sigma
+        rng.standard_normal(out=offsets)
+        offsets *= -sigma
+        planar = _resample(planar, offsets[..., 0], offsets[..., 1], "auto", scratch)
     return np.moveaxis(planar, 0, 2).astype(np.float64)
