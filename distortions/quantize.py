@@ -153,7 +153,12 @@ def otsu_histogram(values: np.ndarray, bins: int = OTSU_BINS) -> tuple[np.ndarra
         counts = np.zeros(bins, dtype=np.float64)
         counts[0] = values.size
         return counts, lo, hi
-    index = np.floor((values.reshape(-1) - lo) / (hi - lo) * (bins - 1) + 0.5).astype(np.intp)
+    # floor((v - lo) / (hi - lo) * (bins - 1) + 0.5), in one buffer
+    scaled = values.reshape(-1) - lo
+    scaled /= hi - lo
+    scaled *= bins - 1
+    scaled += 0.5
+    index = np.floor(scaled, out=scaled).astype(np.intp)
     return np.bincount(index, minlength=bins).astype(np.float64), lo, hi
 
 
@@ -220,7 +225,7 @@ def imquantize_levels(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """``imquantize(I, T, [0 T(2:N) 1])``: x <= T1 -> 0; T(k-1) < x <= T(k) -> T(k); x > T(N) -> 1."""
     thresholds = np.asarray(thresholds, dtype=np.float64)
     levels = np.concatenate([[0.0], thresholds[1:], [1.0]])
-    return levels[np.searchsorted(thresholds, values, side="left")]
+    return np.take(levels, np.searchsorted(thresholds, values, side="left"))
 
 
 @register(22)
