@@ -31,17 +31,23 @@ def imfilter(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     kernel = np.asarray(kernel, dtype=np.float64)
     if kernel.shape == (1, 1):
         return image * kernel[0, 0]
-    src = np.ascontiguousarray(image, dtype=np.float64)
+    src = np.asarray(image, dtype=np.float64)
     return _per_channel(
         src, lambda plane: cv2.filter2D(plane, cv2.CV_64F, kernel, borderType=cv2.BORDER_REPLICATE)
     )
 
 
 def _per_channel(image: np.ndarray, fn) -> np.ndarray:
-    # OpenCV handles at most 4 channels per call; a plane at a time keeps any channel count working.
+    # A plane at a time: OpenCV handles at most 4 channels per call, and its multi-channel filters may
+    # sum in another order than its single-plane ones. All planes are made contiguous in one transposing
+    # copy and the results written straight into the output (cheaper than per-plane copies and a stack).
     if image.ndim == 2:
-        return fn(image)
-    return np.stack([fn(np.ascontiguousarray(image[..., c])) for c in range(image.shape[2])], axis=2)
+        return fn(np.ascontiguousarray(image))
+    planes = np.ascontiguousarray(np.moveaxis(image, 2, 0))
+    out = np.empty(image.shape, dtype=np.float64)
+    for c, plane in enumerate(planes):
+        out[..., c] = fn(plane)
+    return out
 
 
 def gaussian_kernel_1d(sigma: float) -> np.ndarray:
@@ -63,7 +69,7 @@ def imgaussfilt(image: np.ndarray, sigma: float) -> np.ndarray:
     passes; large ones (colour diffusion's sigma up to 20) as one 2-D correlation, which OpenCV does by DFT.
     """
     g = gaussian_kernel_1d(sigma)
-    src = np.ascontiguousarray(image, dtype=np.float64)
+    src = np.asarray(image, dtype=np.float64)
     if g.size >= _DFT_MIN_SIDE:
         square = np.outer(g, g)
         return _per_channel(
