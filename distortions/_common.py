@@ -281,3 +281,8 @@ def require_size(image: np.ndarray, min_h: int, min_w: int, what: str) -> None:
     h, w = image.shape[:2]
     if h < min_h or w < min_w:
         raise ValueError(f"{what} needs an image of at least {min_w}x{min_h} pixels (WxH), got {w}x{h}")
+
+
+def clip_unit(values: np.ndarray) -> np.ndarray:
+    """``np.clip(values, 0, 1)`` in place, for a throw-away array."""
+    return np.clip(values, 0.0, 1.0, out=values)
