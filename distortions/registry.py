@@ -143,7 +143,7 @@ def stretched_output(kernel_output: np.ndarray) -> np.ndarray:
         y = np.array(y, dtype=np.float64)
     if not _stretch_in_place(y):
         np.clip(y, 0.0, 1.0, out=y)
-    return y.astype(np.float32)
+    return y.astype(np.float32, order="C")  # C order even when a kernel returns a transposed view
 
 
 def apply(
