@@ -72,20 +72,31 @@ def _resample(
         raise ValueError(f"method must be 'auto', 'shift' or 'gather', got {method!r}")
     fy = np.floor(offset_y)
     fx = np.floor(offset_x)
-    wy = keys_weights((offset_y - fy).astype(np.float32))
-    wx = keys_weights((offset_x - fx).astype(np.float32))
-    fy = fy.astype(np.intp)
-    fx = fx.astype(np.intp)
     # taps sit at integer offsets floor(s)-1 .. floor(s)+2 from each pixel
     bounds = (int(fy.min()) - 1, int(fy.max()) + 2, int(fx.min()) - 1, int(fx.max()) + 2)
     pad = max(-bounds[0], bounds[1], -bounds[2], bounds[3], 0)
     span = (bounds[1] - bounds[0] + 1) * (bounds[3] - bounds[2] + 1)
     pairwise = method == "gather" or (method == "auto" and span > MAX_SHIFT_SPAN)
     padded = np.pad(planar, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
-    return _keys_sum(padded, pad, fy, fx, wy, wx, pairwise, scratch or _Scratch(np.empty_like(planar)))
+    top_left = _top_left_index(fy, fx, pad, padded.shape[2])
+    # the floors are spent: their buffers take the fractional parts
+    wy = keys_weights(np.subtract(offset_y, fy, out=fy).astype(np.float32))
+    wx = keys_weights(np.subtract(offset_x, fx, out=fx).astype(np.float32))
+    return _keys_sum(padded, top_left, wy, wx, pairwise, scratch or _Scratch(np.empty_like(planar)))
 
 
-def _keys_sum(padded, pad, fy, fx, wy, wx, pairwise: bool, scratch: _Scratch) -> np.ndarray:
+def _top_left_index(fy: np.ndarray, fx: np.ndarray, pad: int, padded_w: int) -> np.ndarray:
+    """Flat index into the padded image of each pixel's top-left tap, row y+fy-1 and column x+fx-1."""
+    h, w = fy.shape
+    index = fy.astype(np.intp)
+    index += np.arange(h)[:, None] + (pad - 1)
+    index *= padded_w
+    index += fx.astype(np.intp)
+    index += np.arange(w) + (pad - 1)
+    return index.reshape(-1)
+
+
+def _keys_sum(padded, top_left, wy, wx, pairwise: bool, scratch: _Scratch) -> np.ndarray:
     """sum_m wy[m] * (sum_n wx[n] * tap[m, n]) per pixel and channel, always in the same float32 order.
 
     Each of the 16 taps is one gather of all channels at once from the flattened padded image; the tap
@@ -94,9 +105,7 @@ def _keys_sum(padded, pad, fy, fx, wy, wx, pairwise: bool, scratch: _Scratch) ->
     ``scratch.out``.
     """
     channels, _, padded_w = padded.shape
-    h, w = fy.shape
-    top_left = (np.arange(h)[:, None] + (pad - 1) + fy) * padded_w + (np.arange(w)[None, :] + (pad - 1) + fx)
-    top_left = top_left.reshape(-1)
+    h, w = wy[0].shape
     flat = padded.reshape(channels, -1)
     index, taps = scratch.index, scratch.taps
     out = scratch.out.reshape(channels, h * w)
