@@ -31,17 +31,23 @@ def imfilter(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     kernel = np.asarray(kernel, dtype=np.float64)
     if kernel.shape == (1, 1):
         return image * kernel[0, 0]
-    src = np.ascontiguousarray(image, dtype=np.float64)
+    src = np.asarray(image, dtype=np.float64)
     return _per_channel(
         src, lambda plane: cv2.filter2D(plane, cv2.CV_64F, kernel, borderType=cv2.BORDER_REPLICATE)
     )
 
 
 def _per_channel(image: np.ndarray, fn) -> np.ndarray:
-    # OpenCV handles at most 4 channels per call; a plane at a time keeps any channel count working.
+    # A plane at a time: OpenCV handles at most 4 channels per call, and its multi-channel filters may
+    # sum in another order than its single-plane ones. All planes are made contiguous in one transposing
+    # copy and the results written straight into the output (cheaper than per-plane copies and a stack).
     if image.ndim == 2:
-        return fn(image)
-    return np.stack([fn(np.ascontiguousarray(image[..., c])) for c in range(image.shape[2])], axis=2)
+        return fn(np.ascontiguousarray(image))
+    planes = np.ascontiguousarray(np.moveaxis(image, 2, 0))
+    out = np.empty(image.shape, dtype=np.float64)
+    for c, plane in enumerate(planes):
+        out[..., c] = fn(plane)
+    return out
 
 
 def gaussian_kernel_1d(sigma: float) -> np.ndarray:
@@ -63,7 +69,7 @@ def imgaussfilt(image: np.ndarray, sigma: float) -> np.ndarray:
     passes; large ones (colour diffusion's sigma up to 20) as one 2-D correlation, which OpenCV does by DFT.
     """
     g = gaussian_kernel_1d(sigma)
-    src = np.ascontiguousarray(image, dtype=np.float64)
+    src = np.asarray(image, dtype=np.float64)
     if g.size >= _DFT_MIN_SIDE:
         square = np.outer(g, g)
         return _per_channel(
@@ -150,23 +156,32 @@ def fspecial_motion(length: float, angle_deg: float) -> np.ndarray:
     return np.ascontiguousarray(kernel)
 
 
+# The colour conversions below run on whole images several times per distortion: they work in one output
+# buffer where they can, because every fresh multi-megabyte temporary costs page faults comparable to the
+# arithmetic. The dark, linear segments are small subsets, fixed up by index instead of a masked pass.
+
+
 def _srgb_to_linear(v: np.ndarray) -> np.ndarray:
     """sRGB decoding; odd-extended so out-of-gamut negatives stay monotone instead of becoming NaN."""
-    a = np.abs(v)
-    out = a + 0.055
+    out = np.abs(v)
+    linear = out <= 0.04045
+    dark = out[linear] / 12.92
+    out += 0.055
     out /= 1.055
     np.power(out, 2.4, out=out)
-    np.divide(a, 12.92, out=out, where=a <= 0.04045)
+    out[linear] = dark
     return np.copysign(out, v, out=out)
 
 
 def _linear_to_srgb(v: np.ndarray) -> np.ndarray:
     """sRGB encoding, odd-extended like :func:`_srgb_to_linear`; values above 1 are extrapolated."""
-    a = np.abs(v)
-    out = np.power(a, 1.0 / 2.4)
+    out = np.abs(v)
+    linear = out <= 0.0031308
+    dark = out[linear] * 12.92
+    np.power(out, 1.0 / 2.4, out=out)
     out *= 1.055
     out -= 0.055
-    np.multiply(a, 12.92, out=out, where=a <= 0.0031308)
+    out[linear] = dark
     return np.copysign(out, v, out=out)
 
 
@@ -191,10 +206,11 @@ _LAB_TO_F = np.array(
 
 def rgb2lab(rgb: np.ndarray) -> np.ndarray:
     """MATLAB ``rgb2lab`` for double input: sRGB (IEC 61966-2-1) with a D65 white, L* in 0..100."""
-    t = _apply_matrix(_srgb_to_linear(rgb), _RGB_TO_XYZ / _WHITE_D65[:, None])
-    f = np.cbrt(t)
+    linear_rgb = _srgb_to_linear(rgb)
+    t = _apply_matrix(linear_rgb, _RGB_TO_XYZ / _WHITE_D65[:, None])
+    f = np.cbrt(t, out=linear_rgb.reshape(t.shape))
     linear = t <= _DELTA**3
-    np.add(t / (3 * _DELTA**2), 4.0 / 29.0, out=f, where=linear)
+    f[linear] = t[linear] / (3 * _DELTA**2) + 4.0 / 29.0
     return _apply_matrix(f, _F_TO_LAB)
 
 
@@ -204,7 +220,7 @@ def lab2rgb(lab: np.ndarray) -> np.ndarray:
     t = f * f
     t *= f
     linear = f <= _DELTA
-    np.multiply(f - 4.0 / 29.0, 3 * _DELTA**2, out=t, where=linear)
+    t[linear] = (f[linear] - 4.0 / 29.0) * (3 * _DELTA**2)
     return _linear_to_srgb(_apply_matrix(t, _XYZ_TO_RGB * _WHITE_D65[None, :]))
 
 
@@ -265,3 +281,8 @@ def require_size(image: np.ndarray, min_h: int, min_w: int, what: str) -> None:
     h, w = image.shape[:2]
     if h < min_h or w < min_w:
         raise ValueError(f"{what} needs an image of at least {min_w}x{min_h} pixels (WxH), got {w}x{h}")
+
+
+def clip_unit(values: np.ndarray) -> np.ndarray:
+    """``np.clip(values, 0, 1)`` in place, for a throw-away array."""
+    return np.clip(values, 0.0, 1.0, out=values)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from distortions._common import imgaussfilt, lab2rgb, minmax, rgb2gray, rgb2lab
+from distortions._common import clip_unit, imgaussfilt, lab2rgb, minmax, rgb2gray, rgb2lab
 from distortions.registry import register
 
 
@@ -13,7 +13,7 @@ def color_diffusion(image: np.ndarray, amount: float, rng: np.random.Generator) 
     """Blur a*, b* with sigma 1.5*amount+2, then scale them by ``amount`` (chroma is amplified too)."""
     lab = rgb2lab(image)
     lab[..., 1:] = imgaussfilt(lab[..., 1:], 1.5 * amount + 2) * amount
-    return np.clip(lab2rgb(lab), 0.0, 1.0)
+    return clip_unit(lab2rgb(lab))
 
 
 def _clip_percentiles(weights: np.ndarray) -> np.ndarray:
@@ -63,8 +63,15 @@ def color_saturation_hsv(image: np.ndarray, factor: float, rng: np.random.Genera
     """Multiply HSV saturation by ``factor``, unclipped: negative factors overshoot, the wrapper rescales."""
     # In the hexcone every channel is V*(1 - S*w(H)), so scaling S by f with H and V kept is exactly
     # V + f*(channel - V): the rgb2hsv/hsv2rgb round trip without its cost (equal to ~1e-15).
-    value = image.max(axis=2, keepdims=True)
-    return value + factor * (image - value)
+    # the channel maximum pairwise (a reduction over a 3-long last axis is slow), then
+    # V + f * (channel - V) in one buffer
+    value = np.maximum(image[..., 0], image[..., 1])
+    np.maximum(value, image[..., 2], out=value)
+    value = value[..., None]
+    out = image - value
+    out *= factor
+    out += value
+    return out
 
 
 @register(8)
@@ -72,4 +79,4 @@ def color_saturation_lab(image: np.ndarray, factor: float, rng: np.random.Genera
     """Multiply a* and b* by ``factor``, back to RGB, clip."""
     lab = rgb2lab(image)
     lab[..., 1:] *= factor
-    return np.clip(lab2rgb(lab), 0.0, 1.0)
+    return clip_unit(lab2rgb(lab))

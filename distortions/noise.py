@@ -38,8 +38,11 @@ def ycbcr_to_rgb(ycbcr: np.ndarray, clip: bool = True) -> np.ndarray:
 
 def gaussian_noise(image: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndarray:
     """``imnoise(I, 'gaussian', 0, v)``: add N(0, v) to every value, clip to [0,1]."""
-    noisy = image + np.sqrt(variance) * rng.standard_normal(image.shape)
-    return np.clip(noisy, 0.0, 1.0)
+    # image + s * n, computed in the noise's own buffer (addition commutes exactly)
+    noisy = rng.standard_normal(image.shape)
+    noisy *= np.sqrt(variance)
+    noisy += image
+    return np.clip(noisy, 0.0, 1.0, out=noisy)
 
 
 @register(11)
@@ -73,8 +76,13 @@ def impulse_noise(image: np.ndarray, density: float, rng: np.random.Generator) -
 @register(14)
 def multiplicative_noise(image: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndarray:
     """``imnoise(I, 'speckle', v)``: I + n*I with n uniform, zero mean, variance v; clipped."""
-    n = np.sqrt(12.0 * variance) * (rng.random(image.shape) - 0.5)
-    return np.clip(image + n * image, 0.0, 1.0)
+    # image + n * image with n = s * (u - 0.5), computed in the draws' own buffer
+    noisy = rng.random(image.shape)
+    noisy -= 0.5
+    noisy *= np.sqrt(12.0 * variance)
+    noisy *= image
+    noisy += image
+    return np.clip(noisy, 0.0, 1.0, out=noisy)
 
 
 def denoise(

@@ -71,6 +71,19 @@ def minmax_stretch(image: np.ndarray) -> np.ndarray:
     return (image.astype(np.float64) - lo) / (hi - lo)
 
 
+def _rgb_channels(arr: np.ndarray, original_shape: tuple[int, ...]) -> np.ndarray:
+    """HxW / HxWx1 / HxWx3 / HxWx4 -> HxWx3 (grey replicated, alpha dropped), any dtype."""
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {original_shape}")
+    if arr.shape[2] == 1:
+        return np.repeat(arr, 3, axis=2)
+    if arr.shape[2] == 4:
+        return arr[..., :3]
+    return arr
+
+
 def as_rgb_float(image: np.ndarray) -> np.ndarray:
     """Accept float in [0,1], uint8, uint16, grey (HxW, HxWx1) or RGBA; return HxWx3 float64."""
     arr = np.asarray(image)
@@ -82,17 +95,55 @@ def as_rgb_float(image: np.ndarray) -> np.ndarray:
         arr = arr.astype(np.float64)
     else:
         raise TypeError(f"unsupported image dtype {arr.dtype}")
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {np.shape(image)}")
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    elif arr.shape[2] == 4:
-        arr = arr[..., :3]
+    arr = _rgb_channels(arr, np.shape(image))
     if not np.isfinite(arr).all():
         raise ValueError("image contains NaN or inf")
     return arr
+
+
+def _stretch_in_place(values: np.ndarray) -> bool:
+    """``minmax_stretch`` overwriting ``values`` (float64); False, and nothing done, for a flat array."""
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return False
+    values -= lo
+    values /= hi - lo
+    return True
+
+
+def stretched_input(image: np.ndarray) -> np.ndarray:
+    """``minmax_stretch(as_rgb_float(image))`` with the same values, without its intermediate copies.
+
+    8-bit images take one table lookup: each of the 256 codes is converted and stretched by exactly the
+    float64 operations the two-step version applies per pixel, so the results are identical.
+    """
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        stretched = np.ascontiguousarray(as_rgb_float(image))
+        _stretch_in_place(stretched)
+        return stretched
+    arr = np.ascontiguousarray(_rgb_channels(arr, np.shape(image)))
+    codes = np.arange(256, dtype=np.float64) / 255.0
+    lo, hi = float(codes[arr.min()]), float(codes[arr.max()])
+    if hi > lo:
+        codes = (codes - lo) / (hi - lo)
+    import cv2  # lazily: name lookup and the level table stay import-light
+
+    return cv2.LUT(arr, codes).reshape(arr.shape)
+
+
+def stretched_output(kernel_output: np.ndarray) -> np.ndarray:
+    """``clip(minmax_stretch(y), 0, 1)`` as float32, computed in place on the kernel's throw-away result.
+
+    For a non-flat image (y - lo) / (hi - lo) already lies in [0, 1] (rounding is monotone and the maximum
+    maps to exactly 1), so only a flat image needs the clip.
+    """
+    y = kernel_output
+    if not isinstance(y, np.ndarray) or y.dtype != np.float64 or not y.flags.writeable:
+        y = np.array(y, dtype=np.float64)
+    if not _stretch_in_place(y):
+        np.clip(y, 0.0, 1.0, out=y)
+    return y.astype(np.float32, order="C")  # C order even when a kernel returns a transposed view
 
 
 def apply(
@@ -114,12 +165,12 @@ def apply(
         raise ValueError(f"level must be 1..5, got {level!r}")
     kernel = get_kernel(tid)
     rng = np.random.default_rng() if rng is None else rng
-    x = minmax_stretch(as_rgb_float(image))
+    x = stretched_input(image)
     if tid == DENOISE_TYPE:
         y = kernel(x, TABLE[tid].levels[int(level) - 1], rng, denoiser=denoiser)
     else:
         y = kernel(x, TABLE[tid].levels[int(level) - 1], rng)
-    return np.clip(minmax_stretch(np.asarray(y, dtype=np.float64)), 0.0, 1.0).astype(np.float32)
+    return stretched_output(y)
 
 
 _LOADED = False

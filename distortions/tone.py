@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from distortions._common import imgaussfilt, lab2rgb, rgb2lab, spline_curve
+from distortions._common import clip_unit, imgaussfilt, lab2rgb, rgb2lab, spline_curve
 from distortions.registry import register
 
 
@@ -18,7 +18,7 @@ def brighten(image: np.ndarray, amount: float, rng: np.random.Generator) -> np.n
     midpoint = 0.5 + amount / 2.0
     lab = rgb2lab(image)
     lab[..., 0] = _midpoint_curve(lab[..., 0] / 100.0, midpoint) * 100.0
-    via_lab = np.clip(lab2rgb(lab), 0.0, 1.0)
+    via_lab = clip_unit(lab2rgb(lab))
     return (2.0 * _midpoint_curve(image, midpoint) + via_lab) / 3.0
 
 
@@ -40,7 +40,7 @@ def high_sharpen(image: np.ndarray, amount: float, rng: np.random.Generator) -> 
     lab = rgb2lab(image)
     lightness = lab[..., 0]
     lab[..., 0] = lightness + amount * (lightness - imgaussfilt(lightness, 3.0))
-    return np.clip(lab2rgb(lab), 0.0, 1.0)
+    return clip_unit(lab2rgb(lab))
 
 
 @register(25)
