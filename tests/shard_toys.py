@@ -1,0 +1,70 @@
+"""Deterministic shard functions for the backend tests (a module of its own so that pool processes, Ray
+workers and a separate driver process can all import them by name)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reshape.errors import BadInputError
+from reshape.fileio import atomic_path, atomic_write_bytes, sha256_bytes
+
+PAYLOAD = 64 * 1024
+
+
+def payload(seed: int) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, size=PAYLOAD, dtype=np.uint8).tobytes()
+
+
+def write_items(out_dir: str, shard: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """Write one file per (name, seed) item atomically; return manifest-like rows."""
+    rows = []
+    for name, seed in shard:
+        data = payload(seed)
+        atomic_write_bytes(Path(out_dir) / name, data)
+        rows.append({"name": name, "sha256": sha256_bytes(data)})
+    return rows
+
+
+def write_items_slowly(out_dir: str, delay: float, shard: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    time.sleep(delay)
+    return write_items(out_dir, shard)
+
+
+def write_items_or_die_once(out_dir: str, marker_dir: str, victim: str, shard: list[tuple[str, int]]):
+    """Like write_items, but the first attempt at item ``victim`` kills its own worker process half-way
+    through writing it (the marker file remembers that the first attempt happened)."""
+    rows = []
+    for name, seed in shard:
+        data = payload(seed)
+        marker = Path(marker_dir) / f"{name}.attempted"
+        if name == victim and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            with atomic_path(Path(out_dir) / name) as tmp:
+                with open(tmp, "wb") as fh:
+                    fh.write(data[: len(data) // 2])
+                    fh.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+        atomic_write_bytes(Path(out_dir) / name, data)
+        rows.append({"name": name, "sha256": sha256_bytes(data), "pid": os.getpid()})
+    return rows
+
+
+def fail_on(bad: str, shard: list[tuple[str, int]]) -> list[str]:
+    for name, _seed in shard:
+        if name == bad:
+            raise BadInputError(f"{name}: not a valid toy item")
+    return [name for name, _ in shard]
+
+
+def make_state() -> dict[str, Any]:
+    return {"pid": os.getpid(), "offset": 1000}
+
+
+def with_state(state: dict[str, Any], shard: list[tuple[str, int]]) -> list[tuple[str, int, int]]:
+    return [(name, seed + state["offset"], state["pid"]) for name, seed in shard]
