@@ -13,8 +13,11 @@ disk.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -159,8 +162,26 @@ def _run_inline(
 _WORKER_STATE: dict[str, Any] = {}
 
 
-def _pool_init(setup: Callable[[], Any]) -> None:
-    _WORKER_STATE["state"] = setup()
+def _exit_with_parent() -> None:
+    """Have the kernel kill a pool process when the driver dies (even by kill -9), on Linux.
+
+    Otherwise the workers of a killed driver block forever on their task queue.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() == 1:  # the driver died before prctl took effect
+            os._exit(1)
+
+
+def _pool_init(setup: Callable[[], Any] | None) -> None:
+    _exit_with_parent()
+    if setup is not None:
+        _WORKER_STATE["state"] = setup()
 
 
 def _pool_call(fn: Callable[..., Any], shard: Any, with_state: bool) -> Any:
@@ -176,8 +197,7 @@ def _run_pool(
     window: int | None,
 ) -> Iterator[ShardResult[R]]:
     limit = window or workers * 4
-    init_kwargs = {"initializer": _pool_init, "initargs": (setup,)} if setup is not None else {}
-    with ProcessPoolExecutor(max_workers=workers, **init_kwargs) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_pool_init, initargs=(setup,)) as pool:
         pending: dict[Future, int] = {}
         queue = iter(todo)
         try:

@@ -12,16 +12,15 @@ from pathlib import Path
 
 import pytest
 import shard_toys
+from ray_helpers import local_ray, needs_ray
 
-from reshape.backends import chunk, map_shards, ray_available
+from reshape.backends import chunk, map_shards
 from reshape.errors import BadInputError
 from reshape.fileio import TMP_PREFIX, sha256_file
 
 TESTS = Path(__file__).resolve().parent
 ITEMS = [(f"item{i:03d}.bin", 7919 * i + 3) for i in range(24)]
 SHARDS = chunk(ITEMS, 3)
-
-needs_ray = pytest.mark.skipif(not ray_available(), reason="the optional ray extra is not installed")
 
 
 def _files(folder: Path) -> dict[str, str]:
@@ -101,25 +100,7 @@ def test_ray_missing_is_a_one_line_usage_error(monkeypatch):
 # ----------------------------------------------------------------------------------------------- ray
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """One local Ray (2 CPUs) for the whole module; workers can import the toy shard functions."""
-    if not ray_available():
-        pytest.skip("the optional ray extra is not installed")
-    import ray
-
-    old = os.environ.get("PYTHONPATH")
-    # Ray workers inherit the environment of the cluster processes started here.
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), old]))
-    try:
-        ctx = ray.init(
-            address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False
-        )
-    finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
-    yield ctx.address_info["gcs_address"]
-    ray.shutdown()
+    yield from local_ray()
 
 
 @needs_ray
@@ -181,6 +162,7 @@ import functools, json, sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 import shard_toys
+from ray_helpers import local_ray, needs_ray
 from reshape.backends import chunk, map_shards
 items = [tuple(x) for x in json.loads({items!r})]
 fn = functools.partial(shard_toys.write_items_slowly, {out!r}, 0.4)
