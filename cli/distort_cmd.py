@@ -1,13 +1,150 @@
-"""`reshape distort` (issue #4)."""
+"""`reshape distort` (issue #4): KADID distortions of reference images + manifest CSV."""
 
 from __future__ import annotations
 
+import logging
+import sys
+from pathlib import Path
+
 import click
 
-from reshape.cli.common import not_built
+from reshape.cli.common import int_list
+from reshape.errors import BadInputError
+
+PRESET_HELP = "livec, koniq, bid, pipal1..pipal6 (the official per-target subsets) or all (1..25)"
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def command() -> None:
-    """(not built yet: issue #4)"""
-    not_built("distort", "issue #4")()
+def _levels(text: str | None) -> list[int] | None:
+    try:
+        return int_list(text)
+    except ValueError:
+        raise BadInputError(f"--levels {text!r}: expected levels 1..5 such as 1,3,5 or 1-5") from None
+
+
+@click.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output folder for <refstem>_<tt>_<ll>.<ext> images. The stage owns it: earlier outputs that this "
+    "run does not produce (same naming pattern) are removed; other files are left alone.",
+)
+@click.option(
+    "--types", default=None, help="Distortion types: KADID ids 1..25 or names, e.g. 1,3,gaussian_blur,GBLUR."
+)
+@click.option("--preset", default=None, help=f"Type subset: {PRESET_HELP}. Combined with --types as a union.")
+@click.option("--levels", default=None, help="Levels 1..5, e.g. 1,3,5 or 1-5. [default: 1,3,5]")
+@click.option(
+    "--manifest",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Manifest CSV to write (plus <manifest>.meta.json). [default: OUT/manifest.csv]",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["png", "bmp"], case_sensitive=False),
+    default="png",
+    show_default=True,
+    help="Output image format (lossless).",
+)
+@click.option(
+    "--resize",
+    default=None,
+    metavar="WxH",
+    help="Prepare references KADID-style first: centre-crop to the W:H aspect ratio, then Pillow Lanczos "
+    "resize to WxH (KADID uses 512x384). Default: use references as they are.",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Worker processes. The output bytes and manifest are identical for any value.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Global seed; each output's seed derives from it."
+)
+@click.option(
+    "--skip-bad",
+    is_flag=True,
+    help="Skip unreadable or too small references instead of stopping; they are listed in the summary and "
+    "in the manifest's .meta.json under 'skipped'.",
+)
+@click.option(
+    "--dncnn-weights",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="DnCNN weights for type 15 (denoise). Without them a classical denoiser is used (with a warning) "
+    "and "
+    "recorded in the manifest's denoiser column.",
+)
+@click.option(
+    "--ref-root",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Root the reference paths are relative to. Default: the CSV's folder, the Parquet's image_root "
+    "metadata, or the SOURCE folder itself.",
+)
+@click.option(
+    "--fingerprint", default=None, hidden=True, help="Stored in the manifest metadata (reshape run)."
+)
+def command(
+    source: Path,
+    out_dir: Path,
+    types: str | None,
+    preset: str | None,
+    levels: str | None,
+    manifest: Path | None,
+    fmt: str,
+    resize: str | None,
+    workers: int,
+    seed: int,
+    skip_bad: bool,
+    dncnn_weights: Path | None,
+    ref_root: Path | None,
+    fingerprint: str | None,
+) -> None:
+    """Distort reference images with KADID-10k distortions and write a manifest CSV.
+
+    SOURCE is a folder of reference images (searched recursively), a selection Parquet from
+    `reshape select` or a features Parquet from `reshape features` (column image relative to the
+    image_root metadata), or a CSV list (column image, else the first column; paths relative to the
+    CSV's folder or --ref-root).
+
+    Outputs are named <refstem>_<tt>_<ll>.png as in KADID-10k. The manifest has one row per image:
+    dist_img, ref_img, dist_type, dist_name, dist_level, parameter, seed, sha256, denoiser. Re-running
+    resumes: outputs whose sha256 matches the previous manifest are kept, the rest are written.
+
+    References must be at least 16x16 pixels (48x48 with type 20, 32x32 with type 23), checked after
+    --resize.
+    """
+    from reshape.cli.common import log
+    from reshape.distort import run_distort, split_list, summary_lines
+
+    quiet = logging.getLogger().getEffectiveLevel() >= logging.ERROR
+    summary = run_distort(
+        source,
+        out_dir,
+        types=split_list(types) or None,
+        preset=preset,
+        levels=_levels(levels),
+        manifest=manifest,
+        fmt=fmt,
+        resize=resize,
+        workers=workers,
+        seed=seed,
+        skip_bad=skip_bad,
+        dncnn_weights=dncnn_weights,
+        ref_root=ref_root,
+        fingerprint=fingerprint,
+        progress=not quiet and sys.stderr.isatty(),
+    )
+    lines = summary_lines(summary)
+    if not quiet:
+        for line in lines:
+            click.echo(line, err=True)
+    elif summary.skipped:
+        log.error("%s", " ".join(lines[1:]))
