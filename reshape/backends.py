@@ -83,6 +83,7 @@ def map_shards(
     setup: Callable[[], Any] | None = None,
     skip_done: Callable[[S], R | None] | None = None,
     use_gpus: bool | None = None,
+    actor_cpus: int = 1,
     window: int | None = None,
 ) -> Iterator[ShardResult[R]]:
     """Run ``fn`` over ``shards`` and yield a :class:`ShardResult` per shard as each completes.
@@ -95,7 +96,7 @@ def map_shards(
       :data:`TRANSIENT_ERRORS`.
     * ``setup``: when given, ``fn(state, shard)`` is called with ``state = setup()`` made once per worker
       (a model, say): once in-process, once per pool process, once per Ray actor. Ray actors ask for one
-      GPU each when the cluster has GPUs (``use_gpus=None``), one CPU otherwise.
+      GPU each when the cluster has GPUs (``use_gpus=None``), ``actor_cpus`` CPUs otherwise.
     * ``skip_done(shard)``: when it returns a value other than None the shard is not run and that value is
       yielded with ``reused=True`` (resume from outputs already on disk).
     * ``progress``: True shows a tqdm bar over shards; a callable is called with each finished shard.
@@ -122,7 +123,9 @@ def map_shards(
         if not todo:
             return
         if backend == "ray":
-            runner = _run_ray(fn, shards, todo, workers, ray_address, max_retries, setup, use_gpus, window)
+            runner = _run_ray(
+                fn, shards, todo, workers, ray_address, max_retries, setup, use_gpus, actor_cpus, window
+            )
         elif (workers or 1) <= 1 or len(todo) == 1:
             runner = _run_inline(fn, shards, todo, setup)
         else:
@@ -254,6 +257,7 @@ def _run_ray(
     max_retries: int,
     setup: Callable[[], Any] | None,
     use_gpus: bool | None,
+    actor_cpus: int,
     window: int | None,
 ) -> Iterator[ShardResult[R]]:
     ray, owned = ray_session(ray_address, workers)
@@ -261,7 +265,7 @@ def _run_ray(
         if setup is None:
             yield from _ray_tasks(ray, fn, shards, todo, workers, max_retries, window)
         else:
-            yield from _ray_actors(ray, fn, shards, todo, workers, max_retries, setup, use_gpus)
+            yield from _ray_actors(ray, fn, shards, todo, workers, max_retries, setup, use_gpus, actor_cpus)
     finally:
         if owned:
             ray.shutdown()
@@ -323,11 +327,12 @@ def _ray_actors(
     max_retries: int,
     setup: Callable[[], Any],
     use_gpus: bool | None,
+    actor_cpus: int,
 ) -> Iterator[ShardResult[R]]:
     gpu = ray.cluster_resources().get("GPU", 0) > 0 if use_gpus is None else bool(use_gpus)
-    slots = _cluster_slots(ray, gpu=gpu)
+    slots = _cluster_slots(ray, gpu=True) if gpu else max(1, _cluster_slots(ray, gpu=False) // actor_cpus)
     n_actors = max(1, min(len(todo), workers or slots, slots))
-    resources = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}
+    resources = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": actor_cpus}
     actor_cls = ray.remote(_ShardWorker).options(
         max_restarts=max_retries, max_task_retries=max_retries, **resources
     )
@@ -368,7 +373,8 @@ def _ray_get(ray: Any, ref: Any, index: int, max_retries: int) -> Any:
     except (rex.WorkerCrashedError, rex.ActorDiedError, rex.NodeDiedError, rex.OutOfMemoryError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StageError(
-            f"shard {index}: its Ray worker died {max_retries + 1} time(s), giving up ({type(exc).__name__}: {first})"
+            f"shard {index}: its Ray worker died {max_retries + 1} time(s), giving up "
+            f"({type(exc).__name__}: {first})"
         ) from None
 
 

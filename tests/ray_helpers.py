@@ -16,11 +16,12 @@ TESTS = Path(__file__).resolve().parent
 needs_ray = pytest.mark.skipif(not ray_available(), reason="the optional ray extra is not installed")
 
 
-def local_ray() -> Iterator[str]:
+def local_ray(setup_hook: str | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
     """Start a local Ray (2 CPUs), yield its GCS address (for ``ray_address=``), shut it down.
 
     Its workers can import the helper modules in tests/ (they inherit PYTHONPATH from the cluster processes
-    started here); ``map_shards`` reuses this session instead of starting its own.
+    started here); ``map_shards`` reuses this session instead of starting its own. ``setup_hook``
+    ("module.function") runs in every worker process of this driver; ``env`` is set for the cluster.
     """
     if not ray_available():
         pytest.skip("the optional ray extra is not installed")
@@ -28,16 +29,26 @@ def local_ray() -> Iterator[str]:
 
     if ray.is_initialized():
         ray.shutdown()
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), old]))
+    settings = {
+        **(env or {}),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
+    }
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
     try:
         ctx = ray.init(
-            address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            configure_logging=False,
+            log_to_driver=False,
+            runtime_env={"worker_process_setup_hook": setup_hook} if setup_hook else None,
         )
     finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     yield ctx.address_info["gcs_address"]
     ray.shutdown()

@@ -68,3 +68,63 @@ def make_state() -> dict[str, Any]:
 
 def with_state(state: dict[str, Any], shard: list[tuple[str, int]]) -> list[tuple[str, int, int]]:
     return [(name, seed + state["offset"], state["pid"]) for name, seed in shard]
+
+
+# ----------------------------------------------------------------------------------------------- distort
+def _blur(x: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(x, (0, 0), p)
+
+
+def _noise(x: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    return x + rng.normal(0.0, np.sqrt(p), x.shape)
+
+
+def _shift(x: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    return x + p
+
+
+#: stand-ins for types 1, 11, 18, used only where the distortions library does not provide them
+STAND_INS = {1: _blur, 11: _noise, 18: _shift}
+
+
+def register_stand_in_kernels() -> None:
+    from distortions import registry
+
+    registry._load_kernels()
+    for t, fn in STAND_INS.items():
+        registry.KERNELS.setdefault(t, fn)
+
+
+def distort_worker_hook() -> None:
+    """Ray worker set-up for the distort tests: stand-in kernels where needed, and test controls.
+
+    Files in the folder named by RESHAPE_TEST_CONTROL steer every worker: ``slow`` (seconds per image)
+    slows distortion down; ``kill`` makes the first worker that sees it kill itself (``killed`` records
+    its pid, created exclusively so that it happens once).
+    """
+    register_stand_in_kernels()
+    control = os.environ.get("RESHAPE_TEST_CONTROL")
+    if not control:
+        return
+    import distortions
+
+    real_apply = distortions.apply
+
+    def controlled_apply(*args: Any, **kwargs: Any) -> np.ndarray:
+        folder = Path(control)
+        slow = folder / "slow"
+        if slow.exists():
+            time.sleep(float(slow.read_text() or 0.05))
+        if (folder / "kill").exists():
+            try:
+                with open(folder / "killed", "x") as fh:
+                    fh.write(str(os.getpid()))
+            except FileExistsError:
+                pass
+            else:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real_apply(*args, **kwargs)
+
+    distortions.apply = controlled_apply
