@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import sys
 import tempfile
@@ -55,8 +56,17 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per backend, the fastest is shown")
     args = parser.parse_args()
 
+    import distortions
     from reshape.backends import ray_available
-    from reshape.distort import parse_resize, run_distort
+    from reshape.distort import parse_resize, resolve_types, run_distort
+
+    types = []
+    for t in resolve_types(preset=args.preset):
+        try:
+            distortions.get_kernel(t)
+            types.append(t)
+        except NotImplementedError:
+            print(f"note: type {t} is not in the installed distortions library, left out", file=sys.stderr)
 
     size = parse_resize(args.size)
     levels = [int(x) for x in args.levels.split(",")]
@@ -71,7 +81,7 @@ def main() -> int:
             for _ in range(max(1, args.repeat)):
                 shutil.rmtree(work / out, ignore_errors=True)  # every run writes all images
                 t0 = time.perf_counter()
-                summary = run_distort(refs, work / out, preset=args.preset, levels=levels, seed=0, **kwargs)
+                summary = run_distort(refs, work / out, types=types, levels=levels, seed=0, **kwargs)
                 best = min(best, time.perf_counter() - t0)
             return label, summary.n_written, best, digest(work / out)
 
@@ -93,11 +103,15 @@ def main() -> int:
         else:
             print("ray is not installed (pip install reshape-iqa[ray]): Ray rows skipped", file=sys.stderr)
 
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(
+            f"machine: {os.cpu_count()} cores, load average {load} (other work on the machine skews ratios)"
+        )
         n_images = rows[0][1]
         base = n_images / rows[0][2]
         print(
-            f"distort: {args.refs} references {args.size}, preset {args.preset}, levels {args.levels} "
-            f"= {n_images} images per run"
+            f"distort: {args.refs} references {args.size}, types {','.join(map(str, types))}, "
+            f"levels {args.levels} = {n_images} images per run"
         )
         print(f"{'backend':<36} {'seconds':>8} {'images/s':>9} {'vs local w=1':>13} {'same bytes':>11}")
         for label, n, seconds, dig in rows:
