@@ -16,12 +16,15 @@ TESTS = Path(__file__).resolve().parent
 needs_ray = pytest.mark.skipif(not ray_available(), reason="the optional ray extra is not installed")
 
 
-def local_ray(setup_hook: str | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
+def local_ray(
+    setup_hook: str | None = None, env: dict[str, str] | None = None, num_gpus: int = 0
+) -> Iterator[str]:
     """Start a local Ray (2 CPUs), yield its GCS address (for ``ray_address=``), shut it down.
 
     Its workers can import the helper modules in tests/ (they inherit PYTHONPATH from the cluster processes
     started here); ``map_shards`` reuses this session instead of starting its own. ``setup_hook``
-    ("module.function") runs in every worker process of this driver; ``env`` is set for the cluster.
+    ("module.function") runs in every worker process of this driver; ``env`` is set for the cluster;
+    ``num_gpus`` advertises logical GPUs (Ray schedules on them even where there is no real GPU).
     """
     if not ray_available():
         pytest.skip("the optional ray extra is not installed")
@@ -39,6 +42,7 @@ def local_ray(setup_hook: str | None = None, env: dict[str, str] | None = None) 
         ctx = ray.init(
             address="local",
             num_cpus=2,
+            num_gpus=num_gpus,
             include_dashboard=False,
             configure_logging=False,
             log_to_driver=False,

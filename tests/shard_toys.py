@@ -70,6 +70,17 @@ def with_state(state: dict[str, Any], shard: list[tuple[str, int]]) -> list[tupl
     return [(name, seed + state["offset"], state["pid"]) for name, seed in shard]
 
 
+def make_state_on_ray() -> dict[str, Any]:
+    """Actor state recording which GPUs Ray assigned to the actor ([] for a CPU actor)."""
+    import ray
+
+    return {"pid": os.getpid(), "gpus": [str(g) for g in ray.get_gpu_ids()]}
+
+
+def gpus_of(state: dict[str, Any], shard: list[tuple[str, int]]) -> list[tuple[str, int, tuple[str, ...]]]:
+    return [(name, state["pid"], tuple(state["gpus"])) for name, _ in shard]
+
+
 # ----------------------------------------------------------------------------------------------- distort
 def _blur(x: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
     import cv2

@@ -100,7 +100,7 @@ def test_ray_missing_is_a_one_line_usage_error(monkeypatch):
 # ----------------------------------------------------------------------------------------------- ray
 @pytest.fixture(scope="module")
 def ray_cluster():
-    yield from local_ray()
+    yield from local_ray(num_gpus=1)  # one logical GPU: lets the actor tests see GPU scheduling
 
 
 @needs_ray
@@ -119,12 +119,34 @@ def test_ray_tasks_same_results_and_bytes(ray_cluster, local_reference, tmp_path
 def test_ray_actors_setup_once_per_actor(ray_cluster):
     inline = _merged(map_shards(shard_toys.with_state, SHARDS, setup=shard_toys.make_state))
     on_ray = _merged(
-        map_shards(shard_toys.with_state, SHARDS, setup=shard_toys.make_state, backend="ray", workers=2)
+        map_shards(
+            shard_toys.with_state,
+            SHARDS,
+            setup=shard_toys.make_state,
+            backend="ray",
+            workers=2,
+            use_gpus=False,
+        )
     )
     assert [row[:2] for row in on_ray] == [row[:2] for row in inline]
     pids = {pid for _, _, pid in on_ray}
     assert os.getpid() not in pids
-    assert 1 <= len(pids) <= 2  # two CPU actors (no GPU here), each set up once
+    assert 1 <= len(pids) <= 2  # two CPU actors, each set up once
+
+
+@needs_ray
+@pytest.mark.ray
+def test_ray_actors_take_one_gpu_each_when_the_cluster_has_gpus(ray_cluster):
+    rows = _merged(map_shards(shard_toys.gpus_of, SHARDS, setup=shard_toys.make_state_on_ray, backend="ray"))
+    assert len(rows) == len(ITEMS)
+    assert {gpus for _, _, gpus in rows} == {("0",)}  # every shard ran on a GPU actor holding GPU 0
+    assert len({pid for _, pid, _ in rows}) == 1  # one GPU in the cluster -> one actor
+    cpu_rows = _merged(
+        map_shards(
+            shard_toys.gpus_of, SHARDS, setup=shard_toys.make_state_on_ray, backend="ray", use_gpus=False
+        )
+    )
+    assert {gpus for _, _, gpus in cpu_rows} == {()}
 
 
 @needs_ray
