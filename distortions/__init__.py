@@ -9,7 +9,18 @@ the output. The per-type kernels (``distortions.registry.KERNELS``) take the alr
 the *parameter* (not the level), like the generator's per-type functions.
 """
 
+from distortions.denoisers import load_denoiser
 from distortions.params import TABLE, DistortionSpec, parameter
 from distortions.registry import KERNELS, apply, get_kernel, names, resolve_type
 
-__all__ = ["KERNELS", "TABLE", "DistortionSpec", "apply", "get_kernel", "names", "parameter", "resolve_type"]
+__all__ = [
+    "KERNELS",
+    "TABLE",
+    "DistortionSpec",
+    "apply",
+    "get_kernel",
+    "load_denoiser",
+    "names",
+    "parameter",
+    "resolve_type",
+]

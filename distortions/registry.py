@@ -11,6 +11,8 @@ from distortions.params import TABLE
 #: kernel(image_stretched_float32, parameter, rng) -> float array (not yet stretched)
 Kernel = Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
 KERNELS: dict[int, Kernel] = {}
+#: the one kernel that also takes ``denoiser=``
+DENOISE_TYPE = 15
 
 
 def register(dist_type: int) -> Callable[[Kernel], Kernel]:
@@ -70,7 +72,7 @@ def minmax_stretch(image: np.ndarray) -> np.ndarray:
 
 
 def as_rgb_float(image: np.ndarray) -> np.ndarray:
-    """Accept float (any precision) in [0,1], uint8, uint16, grey (HxW or HxWx1) or RGBA; return HxWx3 float64."""
+    """Accept float in [0,1], uint8, uint16, grey (HxW, HxWx1) or RGBA; return HxWx3 float64."""
     arr = np.asarray(image)
     if arr.dtype == np.uint8:
         arr = arr.astype(np.float64) / 255.0
@@ -99,10 +101,13 @@ def apply(
     level: int,
     *,
     rng: np.random.Generator | None = None,
+    denoiser: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Apply KADID distortion ``dist_type`` at ``level`` (1..5) as the reference generator does.
 
-    ``rng`` carries all randomness (a fresh ``default_rng()`` if None). Returns float32 HxWx3 in [0, 1].
+    ``rng`` carries all randomness (a fresh ``default_rng()`` if None). ``denoiser`` (from
+    :func:`distortions.load_denoiser`) is used by type 15 only; None there means the classical fallback of
+    ``load_denoiser(None)``, which warns. Returns float32 HxWx3 in [0, 1].
     """
     tid = resolve_type(dist_type)
     if isinstance(level, bool) or int(level) != level or not 1 <= int(level) <= 5:
@@ -110,7 +115,10 @@ def apply(
     kernel = get_kernel(tid)
     rng = np.random.default_rng() if rng is None else rng
     x = minmax_stretch(as_rgb_float(image))
-    y = kernel(x, TABLE[tid].levels[int(level) - 1], rng)
+    if tid == DENOISE_TYPE:
+        y = kernel(x, TABLE[tid].levels[int(level) - 1], rng, denoiser=denoiser)
+    else:
+        y = kernel(x, TABLE[tid].levels[int(level) - 1], rng)
     return np.clip(minmax_stretch(np.asarray(y, dtype=np.float64)), 0.0, 1.0).astype(np.float32)
 
 
@@ -118,8 +126,8 @@ _LOADED = False
 
 
 #: modules whose import registers kernels: blur 1-3, color 4,5,7,8, quantize 6,22, compression 9,10,
-#: noise 11-15, tone 16-18,24,25, spatial 19-21,23
-KERNEL_MODULES = ("blur", "color", "quantize", "compression", "noise", "tone", "spatial")
+#: noise 11-15, tone 16-18,24,25, spatial 20,21,23, warp 19
+KERNEL_MODULES = ("blur", "color", "quantize", "compression", "noise", "tone", "spatial", "warp")
 
 
 def _load_kernels() -> None:

@@ -226,7 +226,9 @@ def encode_image(image: np.ndarray, fmt: str = "PNG") -> bytes:
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"expected an HxW or HxWx3 image, got shape {arr.shape}")
     buf = io.BytesIO()
-    kwargs = {"compress_level": 6} if fmt.upper() == "PNG" else {}
+    # zlib level 3: ~3x faster than Pillow's default 6 for ~6 % larger files; encoding dominated the
+    # distort stage's time at level 6.
+    kwargs = {"compress_level": 3} if fmt.upper() == "PNG" else {}
     Image.fromarray(np.ascontiguousarray(arr)).save(buf, format=fmt.upper(), **kwargs)
     return buf.getvalue()
 
