@@ -101,8 +101,9 @@ def map_shards(
       yielded with ``reused=True`` (resume from outputs already on disk).
     * ``progress``: True shows a tqdm bar over shards; a callable is called with each finished shard.
 
-    At most ``window`` shards are in flight (default: four per worker), so memory stays flat for huge
-    inputs. Results come in completion order; sort by ``index`` where order matters.
+    At most ``window`` shards are in flight (default: four per local worker; on Ray four per cluster CPU,
+    at least 64), so memory stays flat for huge inputs. Results come in completion order; sort by
+    ``index`` where order matters.
     """
     backend = check_backend(backend)
     if workers is not None and workers < 1:
@@ -298,7 +299,9 @@ def _ray_tasks(
         max_retries=max_retries, retry_exceptions=list(TRANSIENT_ERRORS), num_cpus=1
     )
     fn_ref = ray.put(fn)  # shipped once, not once per task
-    limit = window or 4 * (workers or _cluster_slots(ray, gpu=False))
+    # the whole cluster's CPUs, not ``workers``: a joined cluster is used in full (``workers`` only sizes a
+    # private local one), and at least 64 queued tasks so that an autoscaler sees demand and adds nodes
+    limit = window or max(64, 4 * _cluster_slots(ray, gpu=False))
     pending: dict[Any, int] = {}
     queue = iter(todo)
     try:
