@@ -139,3 +139,12 @@ def distort_worker_hook() -> None:
         return real_apply(*args, **kwargs)
 
     distortions.apply = controlled_apply
+
+
+def with_state_or_die_once(marker_dir: str, victim: str, state: dict[str, Any], shard: list[tuple[str, int]]):
+    """Like with_state, but the first call that meets item ``victim`` kills its actor process."""
+    marker = Path(marker_dir) / f"{victim}.attempted"
+    if any(name == victim for name, _ in shard) and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return with_state(state, shard)

@@ -136,6 +136,20 @@ def test_ray_actors_setup_once_per_actor(ray_cluster):
 
 @needs_ray
 @pytest.mark.ray
+def test_ray_actor_killed_mid_shard_is_restarted_and_the_shard_retried(ray_cluster, tmp_path):
+    victim = ITEMS[13][0]
+    fn = functools.partial(shard_toys.with_state_or_die_once, str(tmp_path), victim)
+    rows = _merged(
+        map_shards(fn, SHARDS, setup=shard_toys.make_state, backend="ray", workers=2, use_gpus=False)
+    )
+    dead_pid = int((tmp_path / f"{victim}.attempted").read_text())
+    inline = _merged(map_shards(shard_toys.with_state, SHARDS, setup=shard_toys.make_state))
+    assert [row[:2] for row in rows] == [row[:2] for row in inline]  # every shard once, in full
+    assert next(pid for name, _, pid in rows if name == victim) != dead_pid
+
+
+@needs_ray
+@pytest.mark.ray
 def test_ray_actors_take_one_gpu_each_when_the_cluster_has_gpus(ray_cluster):
     rows = _merged(map_shards(shard_toys.gpus_of, SHARDS, setup=shard_toys.make_state_on_ray, backend="ray"))
     assert len(rows) == len(ITEMS)
