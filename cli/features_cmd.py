@@ -1,13 +1,107 @@
-"""`reshape features` (issue #5)."""
+"""`reshape features`: embed images (ResNet-50 or open_clip) into a features Parquet."""
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import click
 
-from reshape.cli.common import not_built
 
+@click.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Features Parquet to write; if it exists, unchanged images (same sha256) are reused.",
+)
+@click.option(
+    "--encoder",
+    default="resnet50",
+    show_default=True,
+    help="resnet50 (2048-d avgpool, 224 centre crop, no resize) or clip:<model>[:<pretrained>] "
+    "(needs the `clip` extra).",
+)
+@click.option(
+    "--weights",
+    default="default",
+    show_default=True,
+    help="default = the library's pretrained weights (download/cache), none = random init (tests only), "
+    "or PATH to a local state_dict / checkpoint.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="auto = CUDA when available (fp16 autocast on GPU).",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per forward pass."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="DataLoader worker processes that decode images (0 = in this process).",
+)
+@click.option(
+    "--image-root",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="Paths are stored relative to this folder (and CSV lists resolved against it).  "
+    "[default: the folder given, or the common parent of all images]",
+)
+@click.option(
+    "--skip-bad",
+    is_flag=True,
+    help="Skip unreadable or too-small images (listed in the output metadata 'skipped') instead of failing.",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    default=2048,
+    show_default=True,
+    help="Write the partial artifact every N embedded images so an interrupted run resumes (0 = off).",
+)
+@click.option(
+    "--fingerprint", hidden=True, default=None, help="Stored in the output metadata (used by `reshape run`)."
+)
+def command(
+    images,
+    out_path,
+    encoder,
+    weights,
+    device,
+    batch_size,
+    workers,
+    image_root,
+    skip_bad,
+    checkpoint_every,
+    fingerprint,
+) -> None:
+    """Embed IMAGES (folders, searched recursively; globs; or a CSV list with an `image` column).
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def command() -> None:
-    """(not built yet: issue #5)"""
-    not_built("features", "issue #5")()
+    Images smaller than 224x224 are an error for resnet50 (or skipped with --skip-bad): the paper crops
+    224x224 from KADID's 512x384 images and padding would embed an artificial border.
+    """
+    from reshape.features import run_features
+
+    quiet = logging.getLogger("reshape").getEffectiveLevel() > logging.WARNING
+    if weights == "none":
+        click.echo(
+            "reshape features: WARNING: --weights none embeds with RANDOM weights (tests only)", err=True
+        )
+    result = run_features(
+        images, out_path, encoder=encoder, weights=weights, device=device, batch_size=batch_size,
+        workers=workers, image_root=image_root, skip_bad=skip_bad, checkpoint_every=checkpoint_every,
+        fingerprint=fingerprint, progress=sys.stderr.isatty() and not quiet,
+    )  # fmt: skip
+    if not quiet:
+        click.echo(
+            f"{result.n_images} images: {result.n_embedded} embedded, {result.n_reused} reused, "
+            f"{len(result.skipped)} skipped -> {result.out}"
+        )

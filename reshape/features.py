@@ -1,0 +1,494 @@
+"""Image embeddings for DDCUp: ResNet-50 (the paper's encoder) or an open_clip model, written to Parquet.
+
+ResNet-50 input follows the paper: the centre 224x224 crop of the image as it is (no resize), normalised
+with the ImageNet mean/std; the output is the 2048-d global-average-pooled feature. Images smaller than
+224 on a side are an error (or skipped with ``skip_bad``): padding would embed a mostly-constant border that
+no real reference has (KADID and KADIS images are 512x384, so the crop always fits).
+
+Incremental: when the output already exists with the same encoder, weights and preprocessing, images whose
+(path, sha256) are unchanged keep their stored embedding and only new or changed files are embedded; files no
+longer in the input are dropped. A partial artifact is written every ``checkpoint_every`` images, so an
+interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reshape.errors import BadInputError, StageError
+from reshape.fileio import atomic_path, check_relative, resolve_under_root, sha256_file
+
+log = logging.getLogger("reshape.features")
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
+CROP = 224
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+RESNET_PREPROCESSING = "centre crop 224x224 of the image as loaded (no resize); ImageNet mean/std"
+RANDOM_INIT_SEED = 0
+CLIP_HINT = "pip install reshape-iqa[clip]"
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def _is_image(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def _csv_list(csv_path: Path, image_root: Path | None) -> list[Path]:
+    try:
+        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{csv_path}: not a readable CSV list ({str(exc).splitlines()[0]})") from None
+    col = next((c for c in ("image", "path", "ref_img", "file") if c in df.columns), None)
+    if col is None:
+        if len(df.columns) == 0:
+            raise BadInputError(f"{csv_path}: empty CSV list")
+        col = df.columns[0]
+    root = image_root if image_root is not None else csv_path.parent
+    out = []
+    for i, rel in enumerate(df[col].tolist()):
+        full = resolve_under_root(root, rel, source=csv_path, row=i + 2)
+        if not full.exists():
+            raise BadInputError(f"{csv_path}, line {i + 2}: image {rel!r} does not exist under {root}")
+        out.append(full)
+    return out
+
+
+def collect_images(inputs: Sequence[str | os.PathLike[str]], image_root: str | os.PathLike[str] | None = None
+                   ) -> tuple[Path, list[str], list[Path]]:  # fmt: skip
+    """Expand folders (recursive), globs and CSV lists into (image_root, sorted relative paths, full paths).
+
+    The default image root is the folder given, or the common parent folder of all images.
+    """
+    if not inputs:
+        raise BadInputError("no input images given (folders, globs or a CSV list)")
+    root = Path(image_root).resolve() if image_root is not None else None
+    found: list[Path] = []
+    folders: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            folders.append(p.resolve())
+            imgs = sorted(q for q in p.rglob("*") if q.is_file() and _is_image(q))
+            if not imgs:
+                raise BadInputError(
+                    f"{p}: folder holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+                )
+            found.extend(imgs)
+        elif p.is_file() and p.suffix.lower() in (".csv", ".txt", ".tsv") and not _is_image(p):
+            found.extend(_csv_list(p, root))
+        elif p.is_file():
+            found.append(p)
+        elif any(ch in str(item) for ch in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True) if Path(m).is_file())
+            matches = [m for m in matches if _is_image(m)]
+            if not matches:
+                raise BadInputError(f"{item}: glob matches no image files")
+            found.extend(matches)
+        else:
+            raise BadInputError(f"{item}: no such file or folder")
+    found = [f.resolve() for f in found]
+    if root is None:
+        if len(folders) == 1 and len(inputs) == 1:
+            root = folders[0]
+        else:
+            root = Path(os.path.commonpath([str(f.parent) for f in found]))
+    rels: dict[str, Path] = {}
+    for f in found:
+        try:
+            rel = f.relative_to(root).as_posix()
+        except ValueError:
+            raise BadInputError(f"{f}: image is outside the image root {root} (set --image-root)") from None
+        rels[check_relative(rel, source=f)] = f
+    names = sorted(rels)
+    return root, names, [rels[n] for n in names]
+
+
+# ---------------------------------------------------------------------------------------------- encoders
+@dataclass
+class Encoder:
+    """A callable from a list of float32 HxWx3 images to an (n, dim) float32 array, with provenance."""
+
+    name: str
+    weights: str
+    preprocessing: str
+    dim: int
+    prepare: Callable[[np.ndarray], np.ndarray]  # one image -> CHW float32 input tensor data
+    model: Any
+    device: str
+    min_size: int | None
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(batch).to(self.device)
+        with torch.inference_mode():
+            if self.device == "cuda":
+                with torch.autocast("cuda", dtype=torch.float16):
+                    out = self.model(x)
+            else:
+                out = self.model(x)
+        return out.float().cpu().numpy().astype(np.float32)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise BadInputError(f"--device {device!r}: choose auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BadInputError("--device cuda: CUDA is not available on this machine")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def centre_crop_normalise(image: np.ndarray) -> np.ndarray:
+    """ResNet input: 224x224 centre crop (no resize), ImageNet mean/std, CHW float32."""
+    h, w = image.shape[:2]
+    top, left = (h - CROP) // 2, (w - CROP) // 2
+    crop = image[top : top + CROP, left : left + CROP]
+    return np.ascontiguousarray(((crop - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1), dtype=np.float32)
+
+
+def _resnet50_state(weights: str) -> tuple[dict[str, Any] | None, str]:
+    import torch
+    from torchvision.models import ResNet50_Weights
+
+    if weights == "none":
+        return None, f"none (random init, torch seed {RANDOM_INIT_SEED})"
+    if weights == "default":
+        w = ResNet50_Weights.IMAGENET1K_V1
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
+        if not cache.is_file():
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(cache) as tmp:
+                    torch.hub.download_url_to_file(w.url, str(tmp), hash_prefix=None, progress=False)
+            except Exception as exc:  # noqa: BLE001 - any download failure means the same thing to the user
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise StageError(
+                    f"cannot get torchvision's ResNet-50 IMAGENET1K_V1 weights ({reason}); offline, download "
+                    f"{w.url} on a connected machine and pass it with --weights PATH (or copy it to {cache})"
+                ) from None
+        try:
+            state = torch.load(cache, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001
+            raise BadInputError(
+                f"{cache}: cached ResNet-50 weights are unreadable ({exc}); delete the file"
+            ) from None
+        return state, "torchvision ResNet50_Weights.IMAGENET1K_V1"
+    path = Path(weights)
+    if not path.is_file():
+        raise BadInputError(f"{path}: weights file does not exist (use --weights default, none or a file)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BadInputError(f"{path}: not a loadable PyTorch state_dict ({msg})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise BadInputError(f"{path}: holds a {type(state).__name__}, not a state_dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state, f"file {path.resolve()} (sha256 {sha256_file(path)[:16]})"
+
+
+def build_resnet50(weights: str, device: str) -> Encoder:
+    import torch
+    import torchvision
+
+    state, desc = _resnet50_state(weights)
+    if state is None:
+        log.warning(
+            "!!! --weights none: ResNet-50 has RANDOM weights (seed %d); embeddings are meaningless for "
+            "selection, use this for tests only !!!",
+            RANDOM_INIT_SEED,
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model = torchvision.models.resnet50(weights=None)
+    if state is not None:
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("fc.")]
+        if missing or unexpected:
+            bad = (missing or unexpected)[0]
+            what = "lacks" if missing else "has unexpected"
+            raise BadInputError(f"{weights}: not ResNet-50 weights ({what} key {bad!r})")
+    model.fc = torch.nn.Identity()
+    model.eval().to(device)
+    return Encoder("resnet50", desc, RESNET_PREPROCESSING, 2048, centre_crop_normalise, model, device, CROP)
+
+
+def build_clip(spec: str, weights: str, device: str) -> Encoder:
+    try:
+        import open_clip  # type: ignore[import-not-found]
+    except ImportError:
+        raise BadInputError(
+            f"encoder {spec!r} needs open_clip, which is not installed: {CLIP_HINT}"
+        ) from None
+    import torch
+    from PIL import Image
+
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[1]:
+        raise BadInputError(
+            f"encoder {spec!r}: expected clip:<model>[:<pretrained>], e.g. clip:ViT-B-16:openai"
+        )
+    model_name = parts[1]
+    pretrained = parts[2] if len(parts) == 3 else "openai"
+    if weights == "none":
+        pretrained_arg = None
+    elif weights == "default":
+        pretrained_arg = pretrained
+    else:
+        if not Path(weights).is_file():
+            raise BadInputError(f"{weights}: weights file does not exist")
+        pretrained_arg = str(weights)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name, pretrained=pretrained_arg
+            )
+    except Exception as exc:  # noqa: BLE001 - open_clip raises RuntimeError/HF errors offline
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StageError(
+            f"cannot create open_clip model {model_name!r} with weights {pretrained_arg!r} ({msg}); "
+            "offline, pass a local checkpoint with --weights PATH"
+        ) from None
+    model.eval().to(device)
+
+    def prepare(image: np.ndarray) -> np.ndarray:
+        pil = Image.fromarray(np.floor(np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
+        return preprocess(pil).numpy().astype(np.float32)
+
+    class _Image(torch.nn.Module):
+        def __init__(self, m: Any) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, x: Any) -> Any:
+            return self.m.encode_image(x)
+
+    wrapped = _Image(model)
+    with torch.inference_mode():
+        size = preprocess(Image.new("RGB", (CROP, CROP))).shape
+        dim = int(wrapped(torch.zeros((1, *size), device=device)).shape[1])
+    desc = "none (random init)" if pretrained_arg is None else f"open_clip {pretrained_arg}"
+    return Encoder(spec, desc, f"open_clip transforms of {model_name}", dim, prepare, wrapped, device, None)
+
+
+_ENCODER_CACHE: dict[tuple[str, str, str], Encoder] = {}
+
+
+def build_encoder(spec: str, weights: str = "default", device: str = "cpu") -> Encoder:
+    """``resnet50`` or ``clip:<model>[:<pretrained>]``; ``weights`` is ``default``, ``none`` or a file.
+
+    Encoders with library weights are kept for the life of the process (a pipeline embeds the training
+    refs and the pool one after the other); a weights file is re-read every time since it may change.
+    """
+    key = (spec, weights, device)
+    if weights in ("default", "none"):
+        if key not in _ENCODER_CACHE:
+            _ENCODER_CACHE.clear()  # one model at a time: they are large
+            _ENCODER_CACHE[key] = _build_encoder(spec, weights, device)
+        elif weights == "none":
+            log.warning("!!! --weights none: the encoder has RANDOM weights (tests only) !!!")
+        return _ENCODER_CACHE[key]
+    return _build_encoder(spec, weights, device)
+
+
+def _build_encoder(spec: str, weights: str, device: str) -> Encoder:
+    if spec == "resnet50":
+        return build_resnet50(weights, device)
+    if spec.startswith("clip:"):
+        return build_clip(spec, weights, device)
+    raise BadInputError(f"unknown encoder {spec!r}: use resnet50 or clip:<model>[:<pretrained>]")
+
+
+# ---------------------------------------------------------------------------------------------- loading
+class _ImageSet:
+    """Map-style dataset: decodes and prepares one image; bad files come back as an error string."""
+
+    def __init__(self, paths: list[Path], prepare: Callable[[np.ndarray], np.ndarray], min_size: int | None):
+        self.paths = paths
+        self.prepare = prepare
+        self.min_size = min_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, int, int, str | None]:
+        from reshape.imageio import load_image
+
+        try:
+            img = load_image(self.paths[i], min_size=self.min_size, purpose="the 224x224 centre crop")
+        except BadInputError as exc:
+            return i, None, 0, 0, str(exc)
+        return i, self.prepare(img), img.shape[1], img.shape[0], None
+
+
+def _collate(items: list) -> list:
+    return items
+
+
+# ---------------------------------------------------------------------------------------------- I/O shell
+@dataclass
+class FeaturesRun:
+    n_images: int
+    n_reused: int
+    n_embedded: int
+    skipped: list[dict[str, str]]
+    out: Path
+
+
+def _previous(
+    out: Path, encoder: Encoder, image_root: Path
+) -> dict[tuple[str, str], tuple[np.ndarray, int, int]]:
+    """Rows of an existing output that can be reused: same encoder, weights, preprocessing and root."""
+    from reshape.artifacts import read_features
+
+    if not out.exists():
+        return {}
+    try:
+        old = read_features(out)
+    except BadInputError as exc:
+        log.warning("ignoring the existing output (%s); embedding everything", exc)
+        return {}
+    m = old.metadata
+    same = (
+        m.get("encoder") == encoder.name
+        and m.get("weights") == encoder.weights
+        and m.get("preprocessing") == encoder.preprocessing
+        and m.get("image_root") == str(image_root)
+    )
+    if not same:
+        log.warning("%s was made with other encoder/weights/root; embedding everything again", out)
+        return {}
+    return {
+        (img, sha): (old.embeddings[i], int(w), int(h))
+        for i, (img, sha, w, h) in enumerate(
+            old.frame[["image", "sha256", "width", "height"]].itertuples(index=False)
+        )
+    }
+
+
+def run_features(
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    encoder: str = "resnet50",
+    weights: str = "default",
+    device: str = "auto",
+    batch_size: int = 32,
+    workers: int = 0,
+    image_root: str | os.PathLike[str] | None = None,
+    skip_bad: bool = False,
+    checkpoint_every: int = 2048,
+    fingerprint: str | None = None,
+    progress: bool = False,
+) -> FeaturesRun:
+    """Embed every input image (reusing unchanged rows of an existing ``out``) and write the features Parquet.
+
+    Output rows are sorted by image path. Embeddings do not depend on ``workers`` (they only decode); the
+    batches are fixed by the sorted order and ``batch_size``.
+    """
+    from tqdm import tqdm
+
+    from reshape.artifacts import Features, write_features
+
+    if batch_size < 1:
+        raise BadInputError(f"--batch-size {batch_size}: must be at least 1")
+    if workers < 0:
+        raise BadInputError(f"--workers {workers}: must be 0 or more")
+    out = Path(out)
+    root, names, paths = collect_images(inputs, image_root)
+    dev = resolve_device(device)
+    enc = build_encoder(encoder, weights, dev)
+    hashes = [
+        sha256_file(p) for p in tqdm(paths, desc="sha256", unit="img", disable=not progress, leave=False)
+    ]
+    prev = _previous(out, enc, root)
+
+    rows: dict[str, tuple[str, np.ndarray, int, int]] = {}
+    todo: list[int] = []
+    for i, (name, sha) in enumerate(zip(names, hashes)):
+        hit = prev.get((name, sha))
+        if hit is not None:
+            rows[name] = (sha, hit[0], hit[1], hit[2])
+        else:
+            todo.append(i)
+    n_reused = len(rows)
+    skipped: list[dict[str, str]] = []
+
+    def write() -> None:
+        ordered = sorted(rows)
+        frame = pd.DataFrame(
+            {
+                "image": ordered,
+                "sha256": [rows[n][0] for n in ordered],
+                "width": [rows[n][2] for n in ordered],
+                "height": [rows[n][3] for n in ordered],
+            }
+        )
+        emb = np.stack([rows[n][1] for n in ordered]) if ordered else np.zeros((0, enc.dim), np.float32)
+        meta: dict[str, Any] = {
+            "encoder": enc.name,
+            "weights": enc.weights,
+            "preprocessing": enc.preprocessing,
+            "image_root": str(root),
+            "device": dev,
+            "skipped": skipped,
+        }
+        if fingerprint is not None:
+            meta["fingerprint"] = fingerprint
+        write_features(out, Features(frame=frame, embeddings=emb, metadata=meta))
+
+    if todo:
+        from torch.utils.data import DataLoader
+
+        dataset = _ImageSet([paths[i] for i in todo], enc.prepare, enc.min_size)
+        loader = DataLoader(
+            dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate
+        )
+        since_checkpoint = 0
+        bar = tqdm(total=len(todo), desc=f"embedding ({enc.name}, {dev})", unit="img", disable=not progress)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*TypedStorage.*")
+            for batch in loader:
+                good = [b for b in batch if b[4] is None]
+                for local, _, _, _, err in batch:
+                    if err is not None:
+                        if not skip_bad:
+                            raise BadInputError(f"{err} (use --skip-bad to skip unreadable images)")
+                        log.warning("skipping %s", err)
+                        skipped.append({"image": names[todo[local]], "error": err})
+                if good:
+                    emb = enc.embed(np.stack([b[1] for b in good]))
+                    if not np.isfinite(emb).all():
+                        raise StageError(f"{paths[todo[good[0][0]]]}: encoder produced NaN/inf values")
+                    for (local, _, w, h, _), e in zip(good, emb):
+                        i = todo[local]
+                        rows[names[i]] = (hashes[i], e, w, h)
+                bar.update(len(batch))
+                since_checkpoint += len(batch)
+                if checkpoint_every and since_checkpoint >= checkpoint_every and rows:
+                    write()
+                    since_checkpoint = 0
+        bar.close()
+    if not rows:
+        raise BadInputError(f"{inputs[0]}: no image could be embedded ({len(skipped)} skipped)")
+    write()
+    return FeaturesRun(len(names), n_reused, len(rows) - n_reused, skipped, out)
