@@ -280,9 +280,17 @@ class _ShardWorker:
     """Ray actor body: ``setup()`` once (a model on its GPU), then shard after shard."""
 
     def __init__(self, setup: Callable[[], Any]):
-        self.state = setup()
+        # a user error in set-up (weights that cannot be loaded...) is kept and raised by each call, so it
+        # reaches the driver as that one-line error instead of as an actor that died
+        self.error: ReshapeError | None = None
+        try:
+            self.state = setup()
+        except ReshapeError as exc:
+            self.error = exc
 
     def run(self, fn: Callable[..., Any], shard: Any) -> Any:
+        if self.error is not None:
+            raise self.error
         return fn(self.state, shard)
 
 

@@ -148,3 +148,7 @@ def with_state_or_die_once(marker_dir: str, victim: str, state: dict[str, Any], 
         marker.write_text(str(os.getpid()))
         os.kill(os.getpid(), signal.SIGKILL)
     return with_state(state, shard)
+
+
+def failing_setup() -> dict[str, Any]:
+    raise BadInputError("weights.pt: not a loadable state_dict")

@@ -150,6 +150,14 @@ def test_ray_actor_killed_mid_shard_is_restarted_and_the_shard_retried(ray_clust
 
 @needs_ray
 @pytest.mark.ray
+def test_ray_actor_setup_error_reaches_driver_as_one_line(ray_cluster):
+    with pytest.raises(BadInputError) as info:
+        list(map_shards(shard_toys.with_state, SHARDS, setup=shard_toys.failing_setup, backend="ray"))
+    assert str(info.value) == "weights.pt: not a loadable state_dict"
+
+
+@needs_ray
+@pytest.mark.ray
 def test_ray_actors_take_one_gpu_each_when_the_cluster_has_gpus(ray_cluster):
     rows = _merged(map_shards(shard_toys.gpus_of, SHARDS, setup=shard_toys.make_state_on_ray, backend="ray"))
     assert len(rows) == len(ITEMS)
