@@ -13,9 +13,9 @@ import torch
 import torchvision
 from click.testing import CliRunner
 from PIL import Image
-from reshape.cli.main import cli
 
 from reshape.artifacts import read_features
+from reshape.cli.main import cli
 from reshape.features import collect_images, run_features
 
 

@@ -7,9 +7,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from reshape.cli.main import cli
 
 from reshape.artifacts import Features, read_parquet, write_features
+from reshape.cli.main import cli
 from reshape.select import (
     EPS,
     agreement,
