@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reshape import storage
 from reshape.backends import check_backend, import_ray, map_shards
 from reshape.errors import BadInputError, StageError
 from reshape.fileio import atomic_path, check_relative, resolve_under_root, sha256_file
@@ -402,6 +403,7 @@ def run_features(
     progress: bool = False,
     backend: str = "local",
     ray_address: str | None = None,
+    shard_dir: str | None = None,
 ) -> FeaturesRun:
     """Embed every input image (reusing unchanged rows of an existing ``out``) and write the features Parquet.
 
@@ -419,6 +421,13 @@ def run_features(
     backend = check_backend(backend)
     if backend == "ray":
         import_ray()  # a missing Ray is a usage error before any work
+    if not storage.is_local(out):  # s3://, gs://, ... (issue #9): stage locally, upload the result
+        return _run_features_to_uri(
+            inputs, str(out), encoder=encoder, weights=weights, device=device, batch_size=batch_size,
+            workers=workers, image_root=image_root, skip_bad=skip_bad, checkpoint_every=checkpoint_every,
+            fingerprint=fingerprint, progress=progress, backend=backend, ray_address=ray_address,
+            shard_dir=shard_dir,
+        )  # fmt: skip
     out = Path(out)
     root, names, paths = collect_images(inputs, image_root)
     dev = resolve_device(device)
@@ -475,6 +484,7 @@ def run_features(
             workers=workers,
             ray_address=ray_address,
             progress=progress,
+            shard_dir=shard_dir,
         )
         rows.update(shard_rows)
         skipped.extend(shard_skipped)
@@ -531,7 +541,7 @@ class _RayShardSpec:
     image_root: str
 
 
-def _shard_file(spec: _RayShardSpec, items: Sequence[tuple[str, str, str]]) -> Path:
+def _shard_file(spec: _RayShardSpec, items: Sequence[tuple[str, str, str]]) -> str:
     """Name of a shard's Parquet: a hash of what decides its content, so stale shards are never reused."""
     import hashlib
     import json
@@ -539,7 +549,7 @@ def _shard_file(spec: _RayShardSpec, items: Sequence[tuple[str, str, str]]) -> P
     key = json.dumps(
         [spec.encoder, spec.weights, spec.batch_size, spec.image_root, [(n, sha) for n, _, sha in items]]
     )
-    return Path(spec.shard_dir) / f"shard-{hashlib.sha256(key.encode()).hexdigest()[:32]}.parquet"
+    return storage.join(spec.shard_dir, f"shard-{hashlib.sha256(key.encode()).hexdigest()[:32]}.parquet")
 
 
 def _ray_encoder(spec: str, weights: str, device: str, threads: int) -> Encoder:
@@ -590,8 +600,9 @@ def _embed_shard(spec: _RayShardSpec, enc: Encoder, items: Sequence[tuple[str, s
         "skipped": skipped,
     }
     path = _shard_file(spec, items)
-    write_features(path, Features(frame=frame, embeddings=embeddings, metadata=meta))
-    return {"path": str(path), "skipped": skipped}
+    with storage.staged_output(path) as tmp:
+        write_features(tmp, Features(frame=frame, embeddings=embeddings, metadata=meta))
+    return {"path": path, "skipped": skipped}
 
 
 def _finished_shard(spec: _RayShardSpec, items: Sequence[tuple[str, str, str]]) -> dict[str, Any] | None:
@@ -599,13 +610,14 @@ def _finished_shard(spec: _RayShardSpec, items: Sequence[tuple[str, str, str]]) 
     from reshape.artifacts import read_artifact_metadata
 
     path = _shard_file(spec, items)
-    if not path.is_file():
+    if not storage.is_file(path):
         return None
     try:
-        skipped = read_artifact_metadata(path).get("skipped", [])
+        with storage.local_copy(path) as local:
+            skipped = read_artifact_metadata(local).get("skipped", [])
     except BadInputError:
         return None
-    return {"path": str(path), "skipped": skipped}
+    return {"path": path, "skipped": skipped}
 
 
 def embed_on_ray(
@@ -621,24 +633,25 @@ def embed_on_ray(
     workers: int = 0,
     ray_address: str | None = None,
     progress: bool = False,
+    shard_dir: str | None = None,
 ) -> tuple[dict[str, tuple[str, np.ndarray, int, int]], list[dict[str, str]]]:
     """Embed (image, path, sha256) items with Ray actors; returns rows by image name and skipped images.
 
     One actor per GPU when the cluster has GPUs (``num_gpus=1``), CPU actors otherwise (each reserving as
     many CPUs as this process's torch threads, and using that many), each loading the encoder once. Each
-    shard is written to ``<out>.shards/`` as it finishes, so a rerun after a crash
-    embeds only the missing shards; the folder is removed once everything is merged.
+    shard is written to ``shard_dir`` (default ``<out>.shards/``; a local path every node sees, or an
+    object-store URI) as it finishes, so a rerun after a crash embeds only the missing shards; the folder
+    is removed once everything is merged.
     """
     import functools
-    import shutil
 
     import torch
 
     from reshape.artifacts import read_features
 
-    shard_dir = out.with_name(out.name + ".shards")
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    spec = _RayShardSpec(str(shard_dir), batch_size, encoder, weights, str(image_root))
+    shard_dir = shard_dir or str(out.with_name(out.name + ".shards"))
+    storage.makedirs(shard_dir)
+    spec = _RayShardSpec(shard_dir, batch_size, encoder, weights, str(image_root))
     per_shard = batch_size * max(1, RAY_SHARD_IMAGES // batch_size)
     shards = [list(items[i : i + per_shard]) for i in range(0, len(items), per_shard)]
     results = map_shards(
@@ -664,12 +677,32 @@ def embed_on_ray(
     rows: dict[str, tuple[str, np.ndarray, int, int]] = {}
     skipped: list[dict[str, str]] = []
     for index in sorted(done):
-        part = read_features(done[index]["path"])
+        with storage.local_copy(done[index]["path"]) as local:
+            part = read_features(local)
         frame = part.frame[["image", "sha256", "width", "height"]]
         for i, (name, sha, w, h) in enumerate(frame.itertuples(index=False)):
             rows[name] = (sha, part.embeddings[i], int(w), int(h))
         skipped += done[index]["skipped"]
     for skip in skipped:
         log.warning("skipping %s", skip["error"])
-    shutil.rmtree(shard_dir, ignore_errors=True)
+    storage.remove_tree(shard_dir)
     return rows, skipped
+
+
+def _run_features_to_uri(inputs: Sequence[str | os.PathLike[str]], out: str, **options: Any) -> FeaturesRun:
+    """``run_features`` with ``out`` on an object store: the existing artifact (for incremental reuse) is
+    fetched, the run writes a local copy, which is uploaded (temporary key, then move) when complete. On
+    Ray the shard files go beside ``out`` on the store (``<out>.shards/``), which every node can reach."""
+    import dataclasses
+    import tempfile
+
+    if options.get("backend") == "ray" and not options.get("shard_dir"):
+        options["shard_dir"] = out.rstrip("/") + ".shards"
+    name = Path(out.rstrip("/").rsplit("/", 1)[-1] or "features.parquet")
+    with tempfile.TemporaryDirectory(prefix="reshape-features-") as tmp:
+        local = Path(tmp) / name
+        if storage.is_file(out):
+            local.write_bytes(storage.read_bytes(out))
+        result = run_features(inputs, local, **options)
+        storage.upload_file(local, out)
+    return dataclasses.replace(result, out=out)

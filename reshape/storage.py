@@ -180,6 +180,37 @@ def staged_output(location: Location) -> Iterator[Path]:
             os.unlink(name)
 
 
+@contextlib.contextmanager
+def local_copy(location: Location) -> Iterator[Path]:
+    """A local path holding the file at ``location``: the file itself when local, else a temporary copy."""
+    if is_local(location):
+        yield local_path(location)
+        return
+    suffix = Path(urlsplit(os.fspath(location)).path).suffix
+    fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix)
+    os.close(fd)
+    try:
+        Path(name).write_bytes(read_bytes(location))
+        yield Path(name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+def remove_tree(location: Location) -> None:
+    """Delete a folder/prefix and everything under it; missing is fine."""
+    from pyarrow import fs as pafs
+
+    if is_local(location):
+        import shutil
+
+        shutil.rmtree(local_path(location), ignore_errors=True)
+        return
+    fs, path = filesystem(location)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+
+
 def remove(location: Location) -> None:
     """Delete a file; missing is fine."""
     if is_local(location):
@@ -208,11 +239,13 @@ __all__ = [
     "is_local",
     "join",
     "listdir",
+    "local_copy",
     "local_path",
     "makedirs",
     "read_bytes",
     "remove",
     "remove_stale_temps",
+    "remove_tree",
     "scheme",
     "staged_output",
     "upload_file",

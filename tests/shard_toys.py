@@ -152,3 +152,26 @@ def with_state_or_die_once(marker_dir: str, victim: str, state: dict[str, Any], 
 
 def failing_setup() -> dict[str, Any]:
     raise BadInputError("weights.pt: not a loadable state_dict")
+
+
+# ----------------------------------------------------------------------------------------------- storage
+TEST_FS_PROTOCOL = "reshapetest"
+
+
+def register_test_filesystem() -> None:
+    """Register ``reshapetest://`` (fsspec): an "object store" kept in the folder RESHAPE_TEST_FS_ROOT.
+
+    It goes through reshape.storage's remote code path (fsspec behind pyarrow.fs, temporary key + move)
+    yet every process, Ray workers included, sees the same data, which ``memory://`` cannot offer.
+    """
+    import fsspec
+    from fsspec.implementations.dirfs import DirFileSystem
+    from fsspec.implementations.local import LocalFileSystem
+
+    class FolderStore(DirFileSystem):
+        protocol = TEST_FS_PROTOCOL
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(path=os.environ["RESHAPE_TEST_FS_ROOT"], fs=LocalFileSystem(), **kwargs)
+
+    fsspec.register_implementation(TEST_FS_PROTOCOL, FolderStore, clobber=True)

@@ -8,19 +8,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import shard_toys
 from click.testing import CliRunner
 from PIL import Image
 from ray_helpers import local_ray, needs_ray
 
 from reshape import features as features_mod
+from reshape import storage
 from reshape.artifacts import Features, read_features, write_features
 from reshape.cli.main import cli
 from reshape.features import run_features
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    yield from local_ray()
+def store_root(tmp_path_factory) -> Path:
+    """Backing folder of the ``reshapetest://`` object store (see shard_toys.register_test_filesystem)."""
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(store_root):
+    yield from local_ray("shard_toys.register_test_filesystem", {"RESHAPE_TEST_FS_ROOT": str(store_root)})
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +144,46 @@ def test_backend_ray_without_ray_installed_is_exit_2(monkeypatch, photo_dir, tmp
         "reshape: error: --backend ray needs Ray, which is not installed: pip install reshape-iqa[ray]"
     )
     assert not out.exists()
+
+
+@pytest.mark.slow  # two ResNet-50 runs; reshape.storage's remote path itself is covered by test_storage
+def test_out_on_an_object_store_local_backend(photo_dir, local_features):
+    """memory:// (fsspec): the artifact is uploaded, and a rerun fetches it to reuse every row."""
+    out = f"memory://reshape-features-{id(photo_dir)}/refs.parquet"
+    first = run_features([photo_dir], out, weights="none", device="cpu", batch_size=2)
+    assert first.n_embedded == 5
+    with storage.local_copy(out) as local:
+        assert_same_features(read_features(local), local_features)
+    again = run_features([photo_dir], out, weights="none", device="cpu", batch_size=2)
+    assert (again.n_reused, again.n_embedded) == (5, 0)
+    assert storage.listdir(out.rsplit("/", 1)[0]) == ["refs.parquet"]
+
+
+@needs_ray
+@pytest.mark.ray
+@pytest.mark.slow  # ~15 s on 2 busy cores
+def test_out_on_an_object_store_with_ray(ray_cluster, store_root, photo_dir, local_features, monkeypatch):
+    """Shard files and the merged artifact go to the store; the actors write there themselves."""
+    monkeypatch.setenv("RESHAPE_TEST_FS_ROOT", str(store_root))
+    shard_toys.register_test_filesystem()
+    monkeypatch.setattr(features_mod, "RAY_SHARD_IMAGES", 2)
+    out = f"{shard_toys.TEST_FS_PROTOCOL}://bucket/pool/refs.parquet"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "features",
+            str(photo_dir),
+            "--out",
+            out,
+            "--weights",
+            "none",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "2",
+        ]
+        + ["--backend", "ray", "--workers", "2"],
+    )
+    assert result.exit_code == 0, result.output
+    assert_same_features(read_features(store_root / "bucket" / "pool" / "refs.parquet"), local_features)
+    assert sorted(p.name for p in (store_root / "bucket" / "pool").iterdir()) == ["refs.parquet"]
