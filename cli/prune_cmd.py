@@ -1,13 +1,136 @@
-"""`reshape prune` (issue #7)."""
+"""`reshape prune`: DRCDown on a training table (issue #7)."""
 
 from __future__ import annotations
 
+import logging
+import sys
+from pathlib import Path
+
 import click
 
-from reshape.cli.common import not_built
+from reshape.prune import indices_path_for, run_prune
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def command() -> None:
-    """(not built yet: issue #7)"""
-    not_built("prune", "issue #7")()
+@click.command()
+@click.option(
+    "--features",
+    "features_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Features artifact (Parquet from `reshape features`), one row per training image (column image).",
+)
+@click.option(
+    "--labels",
+    "labels_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Training table: the train layout (dist_img,ref_img,dmos,var,dist_type,dist_level,origin) or "
+    "KADID's dmos.csv layout (dist_img,ref_img,dmos,var). Rows are matched to features by dist_img = image.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Pruned table: the kept rows, same columns and row order as --labels.",
+)
+@click.option(
+    "--indices",
+    "indices_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Per-row decisions (index,image,cluster,cluster_size,kept). Default: <out stem>.indices.csv.",
+)
+@click.option(
+    "--label-scale",
+    default=None,
+    metavar="auto|0-10|1-5|0-1|0-100|MIN-MAX",
+    help="Scale of the dmos column; thresholds apply on 0..10. auto stretches the observed min..max to "
+    "0..10. Without it labels must already look like 0..10 (else an error).",
+)
+@click.option(
+    "--sim-threshold",
+    default=0.9,
+    show_default=True,
+    type=float,
+    help="Link samples whose feature cosine similarity is above this.",
+)
+@click.option(
+    "--label-threshold",
+    default=1.0,
+    show_default=True,
+    type=float,
+    help="...and whose labels (0..10) differ by less than this.",
+)
+@click.option(
+    "--min-cluster",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Clusters larger than this keep a random max(MIN, n/2) members; others are kept whole.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random subset per cluster.")
+@click.option(
+    "--approximate",
+    is_flag=True,
+    help="k-means cell join instead of the exact search: for millions of rows; may miss a few links.",
+)
+@click.option(
+    "--block-size",
+    default=2048,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rows per exact range-search block (memory vs. overhead; results do not depend on it).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "faiss", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="Exact search: faiss (FAISS BLAS range search, float32), bf16 (bf16 GEMM pre-filter, float64 "
+    "decision; fast on CPUs with AVX-512 BF16) or auto (bf16 where the CPU has it).",
+)
+@click.option("--fingerprint", default=None, hidden=True, help="Stored in the output metadata (reshape run).")
+def command(
+    features_path: Path,
+    labels_path: Path,
+    out_path: Path,
+    indices_path: Path | None,
+    label_scale: str | None,
+    sim_threshold: float,
+    label_threshold: float,
+    min_cluster: int,
+    seed: int,
+    approximate: bool,
+    block_size: int,
+    backend: str,
+    fingerprint: str | None,
+) -> None:
+    """Remove redundant samples (DRCDown): link samples with similar features AND close labels, and
+    downsample every connected cluster larger than --min-cluster.
+
+    \b
+    Example:
+      reshape prune --features samples.parquet --labels train.csv --out pruned.csv --label-scale 1-5
+    """
+    quiet = logging.getLogger("reshape").getEffectiveLevel() > logging.WARNING
+    stats = run_prune(
+        features_path,
+        labels_path,
+        out_path,
+        indices_path=indices_path,
+        label_scale=label_scale,
+        sim_threshold=sim_threshold,
+        label_threshold=label_threshold,
+        min_cluster=min_cluster,
+        seed=seed,
+        approximate=approximate,
+        block_size=block_size,
+        backend=backend,
+        progress=sys.stderr.isatty() and not quiet,
+        fingerprint=fingerprint,
+    )
+    if not quiet:
+        for line in stats.lines():
+            click.echo(line)
+        click.echo(f"wrote {out_path} and {indices_path or indices_path_for(out_path)}")
