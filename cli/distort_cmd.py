@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from reshape.cli.backend_opts import backend_options
 from reshape.cli.common import int_list
 from reshape.errors import BadInputError
 
@@ -64,6 +65,7 @@ def _levels(text: str | None) -> list[int] | None:
     show_default=True,
     help="Worker processes. The output bytes and manifest are identical for any value.",
 )
+@backend_options
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Global seed; each output's seed derives from it."
 )
@@ -101,6 +103,8 @@ def command(
     fmt: str,
     resize: str | None,
     workers: int,
+    backend: str,
+    ray_address: str | None,
     seed: int,
     skip_bad: bool,
     dncnn_weights: Path | None,
@@ -135,6 +139,8 @@ def command(
         fmt=fmt,
         resize=resize,
         workers=workers,
+        backend=backend,
+        ray_address=ray_address,
         seed=seed,
         skip_bad=skip_bad,
         dncnn_weights=dncnn_weights,

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from reshape.cli.backend_opts import backend_options
+
 
 @click.command()
 @click.argument("images", nargs=-1, required=True)
@@ -46,7 +48,8 @@ import click
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="DataLoader worker processes that decode images (0 = in this process).",
+    help="DataLoader worker processes that decode images (0 = in this process). With --backend ray: the "
+    "number of encoder actors (0 = one per GPU, or one per CPU without GPUs).",
 )
 @click.option(
     "--image-root",
@@ -67,6 +70,7 @@ import click
     show_default=True,
     help="Write the partial artifact every N embedded images so an interrupted run resumes (0 = off).",
 )
+@backend_options
 @click.option(
     "--fingerprint", hidden=True, default=None, help="Stored in the output metadata (used by `reshape run`)."
 )
@@ -81,6 +85,8 @@ def command(
     image_root,
     skip_bad,
     checkpoint_every,
+    backend,
+    ray_address,
     fingerprint,
 ) -> None:
     """Embed IMAGES (folders, searched recursively; globs; or a CSV list with an `image` column).
@@ -99,6 +105,7 @@ def command(
         images, out_path, encoder=encoder, weights=weights, device=device, batch_size=batch_size,
         workers=workers, image_root=image_root, skip_bad=skip_bad, checkpoint_every=checkpoint_every,
         fingerprint=fingerprint, progress=sys.stderr.isatty() and not quiet,
+        backend=backend, ray_address=ray_address,
     )  # fmt: skip
     if not quiet:
         click.echo(

@@ -16,6 +16,7 @@ image are the same whatever the worker count, shard layout or run order.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -39,6 +40,7 @@ from PIL import Image
 import distortions
 from reshape import __version__
 from reshape.artifacts import SCHEMA_KEY, read_artifact_metadata, read_csv, read_parquet, write_csv
+from reshape.backends import check_backend, import_ray, map_shards
 from reshape.errors import BadInputError, StageError
 from reshape.fileio import TMP_PREFIX, atomic_write_text, remove_stale_temps, resolve_under_root, sha256_file
 from reshape.imageio import image_size, load_image, save_image, to_uint8
@@ -605,6 +607,8 @@ def run_distort(
     fmt: str = "png",
     resize: tuple[int, int] | str | None = None,
     workers: int = 1,
+    backend: str = "local",
+    ray_address: str | None = None,
     seed: int = 0,
     skip_bad: bool = False,
     dncnn_weights: str | os.PathLike[str] | None = None,
@@ -624,6 +628,9 @@ def run_distort(
         resize = parse_resize(resize)
     if workers < 1:
         raise BadInputError(f"--workers must be at least 1, got {workers}")
+    backend = check_backend(backend)
+    if backend == "ray":
+        import_ray()  # a missing Ray is a usage error before any work
     if not 0 <= int(seed) < 2**63:
         raise BadInputError(f"--seed must be in 0..2^63-1, got {seed}")
     if dncnn_weights is not None and not Path(dncnn_weights).is_file():
@@ -706,7 +713,9 @@ def run_distort(
     )
     journal = _Journal(journal_path(manifest_path), settings, list(done.values()))
     failures: dict[str, str] = {}
-    results = _execute(shard_by_reference(todo), options, workers, progress, len(planned), n_reused)
+    results = _execute(
+        shard_by_reference(todo), options, workers, progress, len(planned), n_reused, backend, ray_address
+    )
     try:
         for rows in results:
             good = [r for r in rows if "error" not in r]
@@ -796,14 +805,29 @@ def _execute(
     progress: bool,
     total: int,
     initial: int,
+    backend: str = "local",
+    ray_address: str | None = None,
 ) -> Iterable[list[dict[str, Any]]]:
-    """Run shards in this process (workers=1) or a process pool; yield each shard's rows as it finishes."""
+    """Run shards in this process (workers=1), a process pool or as Ray tasks (``backend="ray"``, issue #9);
+    yield each shard's rows as it finishes."""
     from tqdm import tqdm
 
     bar = tqdm(
         total=total, initial=initial, unit="img", desc="distort", disable=not progress, dynamic_ncols=True
     )
     try:
+        if backend == "ray":
+            # each task writes its images atomically and returns its rows; a dead worker's shard is retried
+            for result in map_shards(
+                functools.partial(distort_shard, options=options),
+                shards,
+                backend="ray",
+                workers=workers,
+                ray_address=ray_address,
+                progress=lambda shard: bar.update(len(shard)),
+            ):
+                yield result.value
+            return
         if workers == 1 or len(shards) <= 1:
             for shard in shards:
                 rows = distort_shard(shard, options)

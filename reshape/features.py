@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reshape import storage
+from reshape.backends import check_backend, import_ray, map_shards
 from reshape.errors import BadInputError, StageError
 from reshape.fileio import atomic_path, check_relative, resolve_under_root, sha256_file
 
@@ -399,6 +401,9 @@ def run_features(
     checkpoint_every: int = 2048,
     fingerprint: str | None = None,
     progress: bool = False,
+    backend: str = "local",
+    ray_address: str | None = None,
+    shard_dir: str | None = None,
 ) -> FeaturesRun:
     """Embed every input image (reusing unchanged rows of an existing ``out``) and write the features Parquet.
 
@@ -413,6 +418,16 @@ def run_features(
         raise BadInputError(f"--batch-size {batch_size}: must be at least 1")
     if workers < 0:
         raise BadInputError(f"--workers {workers}: must be 0 or more")
+    backend = check_backend(backend)
+    if backend == "ray":
+        import_ray()  # a missing Ray is a usage error before any work
+    if not storage.is_local(out):  # s3://, gs://, ... (issue #9): stage locally, upload the result
+        return _run_features_to_uri(
+            inputs, str(out), encoder=encoder, weights=weights, device=device, batch_size=batch_size,
+            workers=workers, image_root=image_root, skip_bad=skip_bad, checkpoint_every=checkpoint_every,
+            fingerprint=fingerprint, progress=progress, backend=backend, ray_address=ray_address,
+            shard_dir=shard_dir,
+        )  # fmt: skip
     out = Path(out)
     root, names, paths = collect_images(inputs, image_root)
     dev = resolve_device(device)
@@ -456,7 +471,24 @@ def run_features(
             meta["fingerprint"] = fingerprint
         write_features(out, Features(frame=frame, embeddings=emb, metadata=meta))
 
-    if todo:
+    if todo and backend == "ray":
+        shard_rows, shard_skipped = embed_on_ray(
+            [(names[i], str(paths[i]), hashes[i]) for i in todo],
+            out,
+            encoder=encoder,
+            weights=weights,
+            device=device,
+            batch_size=batch_size,
+            image_root=root,
+            skip_bad=skip_bad,
+            workers=workers,
+            ray_address=ray_address,
+            progress=progress,
+            shard_dir=shard_dir,
+        )
+        rows.update(shard_rows)
+        skipped.extend(shard_skipped)
+    elif todo:
         from torch.utils.data import DataLoader
 
         dataset = _ImageSet([paths[i] for i in todo], enc.prepare, enc.min_size)
@@ -492,3 +524,185 @@ def run_features(
         raise BadInputError(f"{inputs[0]}: no image could be embedded ({len(skipped)} skipped)")
     write()
     return FeaturesRun(len(names), n_reused, len(rows) - n_reused, skipped, out)
+
+
+# ---------------------------------------------------------------------------------------------- Ray (#9)
+#: Shards hold whole batches (so every image is embedded in the same batch as with the local backend) and
+#: about this many images, each written to its own Parquet under ``<out>.shards/`` before the merge.
+RAY_SHARD_IMAGES = 512
+
+
+@dataclass(frozen=True)
+class _RayShardSpec:
+    shard_dir: str
+    batch_size: int
+    encoder: str
+    weights: str
+    image_root: str
+
+
+def _shard_file(spec: _RayShardSpec, items: Sequence[tuple[str, str, str]]) -> str:
+    """Name of a shard's Parquet: a hash of what decides its content, so stale shards are never reused."""
+    import hashlib
+    import json
+
+    key = json.dumps(
+        [spec.encoder, spec.weights, spec.batch_size, spec.image_root, [(n, sha) for n, _, sha in items]]
+    )
+    return storage.join(spec.shard_dir, f"shard-{hashlib.sha256(key.encode()).hexdigest()[:32]}.parquet")
+
+
+def _ray_encoder(spec: str, weights: str, device: str, threads: int) -> Encoder:
+    """Actor set-up: the encoder, on the actor's GPU when Ray gave it one (``device="auto"``).
+
+    On CPU the actor uses the driver's torch thread count: oneDNN's results depend on it in the last bits,
+    and with the same count the embeddings are bit-identical to a local run.
+    """
+    import torch
+
+    dev = resolve_device(device)
+    if dev == "cpu":
+        torch.set_num_threads(threads)
+    return build_encoder(spec, weights, dev)
+
+
+def _embed_shard(spec: _RayShardSpec, enc: Encoder, items: Sequence[tuple[str, str, str]]) -> dict[str, Any]:
+    """Embed one shard of (image, path, sha256) in batches and write it to its own features Parquet."""
+    from reshape.artifacts import Features, write_features
+
+    dataset = _ImageSet([Path(p) for _, p, _ in items], enc.prepare, enc.min_size)
+    names, widths, heights, chunks = [], [], [], []
+    skipped: list[dict[str, str]] = []
+    for start in range(0, len(items), spec.batch_size):
+        batch = [dataset[i] for i in range(start, min(start + spec.batch_size, len(items)))]
+        good = [b for b in batch if b[4] is None]
+        skipped += [{"image": items[b[0]][0], "error": b[4]} for b in batch if b[4] is not None]
+        if not good:
+            continue
+        emb = enc.embed(np.stack([b[1] for b in good]))
+        if not np.isfinite(emb).all():
+            raise StageError(f"{items[good[0][0]][1]}: encoder produced NaN/inf values")
+        names += [items[b[0]][0] for b in good]
+        widths += [b[2] for b in good]
+        heights += [b[3] for b in good]
+        chunks.append(emb)
+    sha = {n: h for n, _, h in items}
+    frame = pd.DataFrame(
+        {"image": names, "sha256": [sha[n] for n in names], "width": widths, "height": heights}
+    )
+    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, enc.dim), np.float32)
+    meta = {
+        "encoder": enc.name,
+        "weights": enc.weights,
+        "preprocessing": enc.preprocessing,
+        "image_root": spec.image_root,
+        "device": enc.device,
+        "skipped": skipped,
+    }
+    path = _shard_file(spec, items)
+    with storage.staged_output(path) as tmp:
+        write_features(tmp, Features(frame=frame, embeddings=embeddings, metadata=meta))
+    return {"path": path, "skipped": skipped}
+
+
+def _finished_shard(spec: _RayShardSpec, items: Sequence[tuple[str, str, str]]) -> dict[str, Any] | None:
+    """A shard file left by an interrupted run (written atomically, so present means complete)."""
+    from reshape.artifacts import read_artifact_metadata
+
+    path = _shard_file(spec, items)
+    if not storage.is_file(path):
+        return None
+    try:
+        with storage.local_copy(path) as local:
+            skipped = read_artifact_metadata(local).get("skipped", [])
+    except BadInputError:
+        return None
+    return {"path": path, "skipped": skipped}
+
+
+def embed_on_ray(
+    items: Sequence[tuple[str, str, str]],
+    out: Path,
+    *,
+    encoder: str,
+    weights: str,
+    device: str,
+    batch_size: int,
+    image_root: Path,
+    skip_bad: bool,
+    workers: int = 0,
+    ray_address: str | None = None,
+    progress: bool = False,
+    shard_dir: str | None = None,
+) -> tuple[dict[str, tuple[str, np.ndarray, int, int]], list[dict[str, str]]]:
+    """Embed (image, path, sha256) items with Ray actors; returns rows by image name and skipped images.
+
+    One actor per GPU when the cluster has GPUs (``num_gpus=1``), CPU actors otherwise (each reserving as
+    many CPUs as this process's torch threads, and using that many), each loading the encoder once. Each
+    shard is written to ``shard_dir`` (default ``<out>.shards/``; a local path every node sees, or an
+    object-store URI) as it finishes, so a rerun after a crash embeds only the missing shards; the folder
+    is removed once everything is merged.
+    """
+    import functools
+
+    import torch
+
+    from reshape.artifacts import read_features
+
+    shard_dir = shard_dir or str(out.with_name(out.name + ".shards"))
+    storage.makedirs(shard_dir)
+    spec = _RayShardSpec(shard_dir, batch_size, encoder, weights, str(image_root))
+    per_shard = batch_size * max(1, RAY_SHARD_IMAGES // batch_size)
+    shards = [list(items[i : i + per_shard]) for i in range(0, len(items), per_shard)]
+    results = map_shards(
+        functools.partial(_embed_shard, spec),
+        shards,
+        backend="ray",
+        workers=workers or None,
+        ray_address=ray_address,
+        setup=functools.partial(_ray_encoder, encoder, weights, device, torch.get_num_threads()),
+        actor_cpus=torch.get_num_threads(),  # CPU actors: as many Ray CPUs as torch threads
+        skip_done=functools.partial(_finished_shard, spec),
+        progress=progress,
+    )
+    done: dict[int, dict[str, Any]] = {}
+    try:
+        for result in results:
+            if result.value["skipped"] and not skip_bad:
+                err = result.value["skipped"][0]["error"]
+                raise BadInputError(f"{err} (use --skip-bad to skip unreadable images)")
+            done[result.index] = result.value
+    finally:
+        results.close()
+    rows: dict[str, tuple[str, np.ndarray, int, int]] = {}
+    skipped: list[dict[str, str]] = []
+    for index in sorted(done):
+        with storage.local_copy(done[index]["path"]) as local:
+            part = read_features(local)
+        frame = part.frame[["image", "sha256", "width", "height"]]
+        for i, (name, sha, w, h) in enumerate(frame.itertuples(index=False)):
+            rows[name] = (sha, part.embeddings[i], int(w), int(h))
+        skipped += done[index]["skipped"]
+    for skip in skipped:
+        log.warning("skipping %s", skip["error"])
+    storage.remove_tree(shard_dir)
+    return rows, skipped
+
+
+def _run_features_to_uri(inputs: Sequence[str | os.PathLike[str]], out: str, **options: Any) -> FeaturesRun:
+    """``run_features`` with ``out`` on an object store: the existing artifact (for incremental reuse) is
+    fetched, the run writes a local copy, which is uploaded (temporary key, then move) when complete. On
+    Ray the shard files go beside ``out`` on the store (``<out>.shards/``), which every node can reach."""
+    import dataclasses
+    import tempfile
+
+    if options.get("backend") == "ray" and not options.get("shard_dir"):
+        options["shard_dir"] = out.rstrip("/") + ".shards"
+    name = Path(out.rstrip("/").rsplit("/", 1)[-1] or "features.parquet")
+    with tempfile.TemporaryDirectory(prefix="reshape-features-") as tmp:
+        local = Path(tmp) / name
+        if storage.is_file(out):
+            local.write_bytes(storage.read_bytes(out))
+        result = run_features(inputs, local, **options)
+        storage.upload_file(local, out)
+    return dataclasses.replace(result, out=out)

@@ -1,0 +1,253 @@
+"""Output locations that are local paths, ``file://`` URIs or object-store URIs (``s3://``, ``gs://``, ...).
+
+A location without a scheme (or with ``file://``) is a local or shared-filesystem path and goes through
+:mod:`reshape.fileio` (temporary file + rename, truly atomic). Anything else is opened with
+``pyarrow.fs`` (S3, GCS, HDFS, Azure built in) or, for schemes pyarrow does not know, ``fsspec``
+(``memory://``, and whatever fsspec plug-ins are installed), both behind the same ``pyarrow.fs`` interface.
+Remote writes go to a temporary key beside the final one and are then moved onto it: on filesystems with a
+rename (HDFS) that is atomic; on object stores the move is a server-side copy, and the final key still
+only ever appears complete, because an object becomes visible only once its upload has finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from reshape.errors import BadInputError
+from reshape.fileio import TMP_PREFIX, atomic_path, atomic_write_bytes
+
+Location = str | os.PathLike[str]
+
+
+def scheme(location: Location) -> str:
+    """URI scheme in lower case; '' for a plain path (Windows drive letters included)."""
+    text = os.fspath(location)
+    if "://" not in text:
+        return ""
+    return urlsplit(text).scheme.lower()
+
+
+def is_local(location: Location) -> bool:
+    return scheme(location) in ("", "file")
+
+
+def local_path(location: Location) -> Path:
+    """The filesystem path of a local location (plain path or ``file://`` URI)."""
+    text = os.fspath(location)
+    if scheme(text) == "file":
+        return Path(urlsplit(text).path)
+    if scheme(text):
+        raise ValueError(f"{text} is not a local path")
+    return Path(text)
+
+
+def filesystem(location: Location) -> tuple[Any, str]:
+    """``(pyarrow.fs.FileSystem, path inside it)`` for any location."""
+    from pyarrow import fs as pafs
+
+    text = os.fspath(location)
+    if is_local(text):
+        return pafs.LocalFileSystem(), str(local_path(text).resolve())
+    try:
+        return pafs.FileSystem.from_uri(text)
+    except (ValueError, NotImplementedError):
+        pass  # a scheme pyarrow does not know (ArrowInvalid is a ValueError): try fsspec
+    try:
+        import fsspec
+    except ImportError:
+        raise BadInputError(
+            f"{text}: scheme {scheme(text)!r} needs fsspec: pip install reshape-iqa[ray]"
+        ) from None
+    try:
+        fs, path = fsspec.core.url_to_fs(text)
+    except (ValueError, ImportError) as exc:
+        raise BadInputError(f"{text}: unsupported storage location ({str(exc).splitlines()[0]})") from None
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def join(base: Location, *parts: str) -> str:
+    """Join path components onto a location, with '/' for URIs."""
+    text = os.fspath(base)
+    if is_local(text) and not scheme(text):
+        return str(Path(text).joinpath(*parts))
+    return posixpath.join(text.rstrip("/"), *parts)
+
+
+def exists(location: Location) -> bool:
+    from pyarrow import fs as pafs
+
+    if is_local(location):
+        return local_path(location).exists()
+    fs, path = filesystem(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def is_file(location: Location) -> bool:
+    from pyarrow import fs as pafs
+
+    if is_local(location):
+        return local_path(location).is_file()
+    fs, path = filesystem(location)
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def makedirs(location: Location) -> None:
+    if is_local(location):
+        local_path(location).mkdir(parents=True, exist_ok=True)
+        return
+    fs, path = filesystem(location)
+    fs.create_dir(path, recursive=True)
+
+
+def listdir(location: Location) -> list[str]:
+    """Names (not paths) of the entries directly under a folder/prefix, sorted; [] if it does not exist."""
+    from pyarrow import fs as pafs
+
+    if is_local(location):
+        folder = local_path(location)
+        return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    fs, path = filesystem(location)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return sorted(posixpath.basename(i.path.rstrip("/")) for i in infos)
+
+
+def read_bytes(location: Location) -> bytes:
+    if is_local(location):
+        return local_path(location).read_bytes()
+    fs, path = filesystem(location)
+    with fs.open_input_stream(path) as fh:
+        return fh.read()
+
+
+def write_bytes(location: Location, data: bytes) -> None:
+    """Write ``data`` so that ``location`` never holds a partial file (see the module notes)."""
+    if is_local(location):
+        atomic_write_bytes(local_path(location), data)
+        return
+    fs, path = filesystem(location)
+    parent = posixpath.dirname(path)
+    if parent:
+        fs.create_dir(parent, recursive=True)
+    tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}")
+    try:
+        with fs.open_output_stream(tmp) as fh:
+            fh.write(data)
+        fs.move(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.delete_file(tmp)
+        raise
+
+
+def upload_file(local: Location, location: Location) -> None:
+    """Copy a finished local file to ``location`` (atomic as :func:`write_bytes`)."""
+    if is_local(location):
+        with atomic_path(local_path(location)) as tmp:
+            tmp.write_bytes(Path(local).read_bytes())
+        return
+    write_bytes(location, Path(local).read_bytes())
+
+
+@contextlib.contextmanager
+def staged_output(location: Location) -> Iterator[Path]:
+    """A local path to write a file to (Parquet, an image...); it lands at ``location`` once complete.
+
+    Local locations write beside the target and rename; remote ones write a local temporary file and
+    upload it on success. On an exception nothing appears at ``location``.
+    """
+    if is_local(location):
+        with atomic_path(local_path(location)) as tmp:
+            yield tmp
+        return
+    suffix = Path(urlsplit(os.fspath(location)).path).suffix
+    fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix)
+    os.close(fd)
+    try:
+        yield Path(name)
+        upload_file(name, location)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+@contextlib.contextmanager
+def local_copy(location: Location) -> Iterator[Path]:
+    """A local path holding the file at ``location``: the file itself when local, else a temporary copy."""
+    if is_local(location):
+        yield local_path(location)
+        return
+    suffix = Path(urlsplit(os.fspath(location)).path).suffix
+    fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix)
+    os.close(fd)
+    try:
+        Path(name).write_bytes(read_bytes(location))
+        yield Path(name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+def remove_tree(location: Location) -> None:
+    """Delete a folder/prefix and everything under it; missing is fine."""
+    from pyarrow import fs as pafs
+
+    if is_local(location):
+        import shutil
+
+        shutil.rmtree(local_path(location), ignore_errors=True)
+        return
+    fs, path = filesystem(location)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+
+
+def remove(location: Location) -> None:
+    """Delete a file; missing is fine."""
+    if is_local(location):
+        with contextlib.suppress(FileNotFoundError):
+            local_path(location).unlink()
+        return
+    fs, path = filesystem(location)
+    with contextlib.suppress(FileNotFoundError):
+        fs.delete_file(path)
+
+
+def remove_stale_temps(location: Location) -> int:
+    """Delete temporary files/keys an interrupted writer left directly under a folder/prefix."""
+    removed = 0
+    for name in listdir(location):
+        if name.startswith(TMP_PREFIX):
+            remove(join(location, name))
+            removed += 1
+    return removed
+
+
+__all__ = [
+    "exists",
+    "filesystem",
+    "is_file",
+    "is_local",
+    "join",
+    "listdir",
+    "local_copy",
+    "local_path",
+    "makedirs",
+    "read_bytes",
+    "remove",
+    "remove_stale_temps",
+    "remove_tree",
+    "scheme",
+    "staged_output",
+    "upload_file",
+    "write_bytes",
+]
