@@ -383,19 +383,26 @@ def write_csv(
         )
 
 
-def read_csv(path: str | os.PathLike[str], schema_name: str) -> pd.DataFrame:
-    """Read and validate a CSV artifact (string columns stay strings; numbers are typed)."""
-    schema = load_schema(schema_name)
+def read_raw_csv(path: str | os.PathLike[str], **read_options: Any) -> pd.DataFrame:
+    """Read any CSV as an all-string frame (empty cells -> NaN); one-line errors for unreadable files.
+
+    ``read_options`` go to :func:`pandas.read_csv` (e.g. ``skipinitialspace=True``).
+    """
     p = Path(path)
     if not p.is_file():
         raise BadInputError(f"{p}: no such file" if not p.exists() else f"{p}: not a file")
     if p.stat().st_size == 0:
         raise BadInputError(f"{p}: empty file (0 bytes)")
+    options = {"dtype": str, "keep_default_na": False, "na_values": [""], **read_options}
     try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""])
+        return pd.read_csv(p, **options)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise BadInputError(f"{p}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    return _coerce_frame(df, schema, p)
+
+
+def read_csv(path: str | os.PathLike[str], schema_name: str) -> pd.DataFrame:
+    """Read and validate a CSV artifact (string columns stay strings; numbers are typed)."""
+    return _coerce_frame(read_raw_csv(path), load_schema(schema_name), Path(path))
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

@@ -22,11 +22,9 @@ import json
 import logging
 import os
 import re
-import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -781,23 +779,6 @@ def _manifest_columns() -> list[str]:
     return load_schema("distortion_manifest").column_names
 
 
-def _exit_with_parent() -> None:
-    """Pool initializer: on Linux, have the kernel kill this worker when the driver dies (even by kill -9).
-
-    Without it, workers of a killed driver block forever on their task queue.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError, AttributeError):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-        if os.getppid() == 1:  # the driver died before prctl took effect
-            os._exit(1)
-
-
 def _execute(
     shards: list[list[DistortJob]],
     options: ShardOptions,
@@ -808,7 +789,7 @@ def _execute(
     backend: str = "local",
     ray_address: str | None = None,
 ) -> Iterable[list[dict[str, Any]]]:
-    """Run shards in this process (workers=1), a process pool or as Ray tasks (``backend="ray"``, issue #9);
+    """Run shards in this process (workers=1), a process pool or as Ray tasks (``backend="ray"``);
     yield each shard's rows as it finishes."""
     from tqdm import tqdm
 
@@ -816,45 +797,18 @@ def _execute(
         total=total, initial=initial, unit="img", desc="distort", disable=not progress, dynamic_ncols=True
     )
     try:
-        if backend == "ray":
-            # each task writes its images atomically and returns its rows; a dead worker's shard is retried
-            for result in map_shards(
-                functools.partial(distort_shard, options=options),
-                shards,
-                backend="ray",
-                workers=workers,
-                ray_address=ray_address,
-                progress=lambda shard: bar.update(len(shard)),
-            ):
-                yield result.value
-            return
-        if workers == 1 or len(shards) <= 1:
-            for shard in shards:
-                rows = distort_shard(shard, options)
-                bar.update(len(shard))
-                yield rows
-            return
-        # a bounded window of in-flight shards keeps memory flat for 100k-reference inputs
-        window = workers * 4
-        with ProcessPoolExecutor(max_workers=workers, initializer=_exit_with_parent) as pool:
-            pending: dict[Future, int] = {}
-            queue = iter(shards)
-            try:
-                for shard in queue:
-                    pending[pool.submit(distort_shard, shard, options)] = len(shard)
-                    if len(pending) >= window:
-                        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                        for fut in finished:
-                            bar.update(pending.pop(fut))
-                            yield fut.result()
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        bar.update(pending.pop(fut))
-                        yield fut.result()
-            finally:
-                for fut in pending:
-                    fut.cancel()
+        # every backend runs the same top-level shard function; each shard writes its images atomically and
+        # returns its rows (a Ray worker that dies has its shard retried); at most a bounded window of shards
+        # is in flight, so memory stays flat for 100k-reference inputs
+        for result in map_shards(
+            functools.partial(distort_shard, options=options),
+            shards,
+            backend=backend,
+            workers=workers,
+            ray_address=ray_address,
+            progress=lambda shard: bar.update(len(shard)),
+        ):
+            yield result.value
     finally:
         bar.close()
 

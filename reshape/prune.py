@@ -555,14 +555,7 @@ def read_label_table(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.Dat
     for the dmos layout so kept rows stay byte-for-byte what they were.
     """
     p = Path(path)
-    if not p.is_file():
-        raise BadInputError(f"{p}: no such file" if not p.exists() else f"{p}: not a file")
-    if p.stat().st_size == 0:
-        raise BadInputError(f"{p}: empty file (0 bytes)")
-    try:
-        raw = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise BadInputError(f"{p}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    raw = artifacts.read_raw_csv(p)
     columns = set(raw.columns)
     if set(TRAIN_COLUMNS) <= columns:
         return raw, artifacts.read_csv(p, "train"), "train"

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
+from reshape.artifacts import read_raw_csv
 from reshape.errors import BadInputError
 from reshape.fileio import check_relative
 
@@ -104,14 +105,8 @@ def read_source_labels(
     and listed in :attr:`SourceTable.dropped`.
     """
     p = Path(path)
-    if not p.is_file():
-        raise BadInputError(f"{p}: no such file" if not p.exists() else f"{p}: not a file")
-    if p.stat().st_size == 0:
-        raise BadInputError(f"{p}: empty file (0 bytes)")
-    try:
-        raw = pd.read_csv(p, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise BadInputError(f"{p}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    # empty cells stay "" here: a missing label is reported (or skipped) by this reader itself
+    raw = read_raw_csv(p, na_values=None, skipinitialspace=True)
     raw.columns = [str(c).strip() for c in raw.columns]
     fmt = detect_format(list(raw.columns), p) if source_format == "auto" else source_format
     if fmt not in SOURCE_FORMATS:
