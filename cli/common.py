@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
@@ -39,12 +38,13 @@ class ReshapeGroup(click.Group):
             ctx.exit(130)
 
 
-def not_built(name: str, issue: str) -> Callable[..., None]:
-    def run(**_: Any) -> None:
-        click.echo(f"reshape {name}: this stage is not built yet ({issue})", err=True)
-        sys.exit(2)
-
-    return run
+#: hidden on every stage: `reshape run` passes the stage's fingerprint, stored in its artifact's metadata
+fingerprint_option = click.option(
+    "--fingerprint",
+    hidden=True,
+    default=None,
+    help="Stored in the artifact metadata (used by `reshape run`).",
+)
 
 
 def int_list(text: str | None) -> list[int] | None:

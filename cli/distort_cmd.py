@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from reshape.cli.backend_opts import backend_options
-from reshape.cli.common import int_list
+from reshape.cli.common import fingerprint_option, int_list
 from reshape.errors import BadInputError
 
 PRESET_HELP = "livec, koniq, bid, pipal1..pipal6 (the official per-target subsets) or all (1..25)"
@@ -90,9 +90,7 @@ def _levels(text: str | None) -> list[int] | None:
     help="Root the reference paths are relative to. Default: the CSV's folder, the Parquet's image_root "
     "metadata, or the SOURCE folder itself.",
 )
-@click.option(
-    "--fingerprint", default=None, hidden=True, help="Stored in the manifest metadata (reshape run)."
-)
+@fingerprint_option
 def command(
     source: Path,
     out_dir: Path,

@@ -8,6 +8,7 @@ import sys
 import click
 
 from reshape.cli.backend_opts import backend_options
+from reshape.cli.common import fingerprint_option
 
 
 @click.command()
@@ -71,9 +72,7 @@ from reshape.cli.backend_opts import backend_options
     help="Write the partial artifact every N embedded images so an interrupted run resumes (0 = off).",
 )
 @backend_options
-@click.option(
-    "--fingerprint", hidden=True, default=None, help="Stored in the output metadata (used by `reshape run`)."
-)
+@fingerprint_option
 def command(
     images,
     out_path,

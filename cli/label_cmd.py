@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from reshape.cli.common import fingerprint_option
 from reshape.label import SCALES, WEIGHTINGS, parse_exclude_refs, progress_enabled, run_label
 from reshape.presets import PRESETS
 from reshape.sources import SOURCE_FORMATS
@@ -120,7 +121,7 @@ _FILE = click.Path(dir_okay=False)
     default=None,
     help="Prefix joined to the source rows' paths in --merge-source/--pyiqa-meta (default: none).",
 )
-@click.option("--fingerprint", hidden=True, help="Stored in the artifacts' metadata (used by `reshape run`).")
+@fingerprint_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def command(**opts: object) -> None:
     """Pseudo-label the distorted new references from their nearest labelled training references.

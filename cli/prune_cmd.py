@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from reshape.cli.common import fingerprint_option
 from reshape.prune import indices_path_for, run_prune
 
 
@@ -90,7 +91,7 @@ from reshape.prune import indices_path_for, run_prune
     help="Exact search: faiss (FAISS BLAS range search, float32), bf16 (bf16 GEMM pre-filter, float64 "
     "decision; fast on CPUs with AVX-512 BF16) or auto (bf16 where the CPU has it).",
 )
-@click.option("--fingerprint", default=None, hidden=True, help="Stored in the output metadata (reshape run).")
+@fingerprint_option
 def command(
     features_path: Path,
     labels_path: Path,

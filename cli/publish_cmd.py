@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from reshape.cli.common import fingerprint_option
 from reshape.errors import BadInputError
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
@@ -84,9 +85,7 @@ def _range(text: str | None) -> tuple[float, float] | None:
 @click.option(
     "--note", "notes", multiple=True, help="A note for the card (repeatable), e.g. how the labels were made."
 )
-@click.option(
-    "--fingerprint", hidden=True, default=None, help="Stored in dataset.json (used by `reshape run`)."
-)
+@fingerprint_option
 def command(
     out_dir: Path,
     from_run: Path | None,

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from reshape.cli.common import fingerprint_option
+
 
 @click.command()
 @click.option(
@@ -70,9 +72,7 @@ import click
     default=None,
     help="Also write a 2-D map (PNG) of training refs, candidates, selected (UMAP if installed, else PCA).",
 )
-@click.option(
-    "--fingerprint", hidden=True, default=None, help="Stored in the output metadata (used by `reshape run`)."
-)
+@fingerprint_option
 def command(
     train_path,
     candidates_path,
