@@ -232,3 +232,33 @@ def test_random_weights_warn_loudly(photo_dir, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="reshape"):
         run_features([photo_dir / "coffee.png"], tmp_path / "f.parquet", weights="none", device="cpu")
     assert any("RANDOM" in r.getMessage() for r in caplog.records)
+
+
+def test_clip_encoder_random_init(photo_dir, tmp_path):
+    """clip:<model> through open_clip (the `clip` extra): embeddings equal open_clip's own on its transforms."""
+    open_clip = pytest.importorskip("open_clip")
+    out = tmp_path / "clip.parquet"
+    res = invoke(str(photo_dir), "--out", str(out), "--encoder", "clip:ViT-B-32", "--weights", "none")
+    assert res.exit_code == 0, res.output
+    feats = read_features(out)
+    assert feats.metadata["encoder"] == "clip:ViT-B-32"
+    assert feats.embeddings.shape == (4, 512)
+    from reshape.features import RANDOM_INIT_SEED
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
+    model.eval()
+    for i, name in enumerate(feats.images):
+        with torch.inference_mode():
+            x = preprocess(Image.open(photo_dir / name).convert("RGB"))[None]
+            want = model.encode_image(x).numpy()[0]
+        np.testing.assert_allclose(feats.embeddings[i], want, rtol=1e-3, atol=1e-4)
+    again = tmp_path / "again.parquet"
+    assert (
+        invoke(
+            str(photo_dir), "--out", str(again), "--encoder", "clip:ViT-B-32", "--weights", "none"
+        ).exit_code
+        == 0
+    )
+    np.testing.assert_array_equal(read_features(again).embeddings, feats.embeddings)
