@@ -24,6 +24,14 @@ exactly symmetric. The bulk of the work uses float32 BLAS products (error far be
 that a float32 value cannot settle (within ``EPS`` of ``tau``, of ``d_max``, of a ``T_j``, or of a row's
 minimum) is re-decided on the canonical float64 value, so the result equals the dense official loop run on
 canonical distances, bit for bit, whatever the block size or device.
+
+``approximate=True`` runs the same recursion with bfloat16 screening products on CPU (about twice the float32
+BLAS rate on AVX512-BF16 CPUs), a margin twice their estimated error (~3e-3 instead of ``EPS``), and
+entries inside that margin refined in float32, then float64 as above. It is not exact by proof: the margin
+covers the bfloat16 rounding of the result rigorously but the input rounding only statistically (checked on
+every refined entry). Measured agreement with exact is reported. Cheaper approximations were measured and
+rejected: on ResNet-like features the removal cascade is chaotic, so PCA-projected distances (256-512 d,
+errors ~0.01) kept only 30-37 % of the same set, and FAISS IVF needed most lists for 99.5 % pair recall.
 """
 
 from __future__ import annotations
@@ -74,6 +82,16 @@ def pair_distances(a: np.ndarray, b: np.ndarray, rows: np.ndarray, cols: np.ndar
         pa = a[rows[s : s + step]].astype(np.float64)
         pb = b[cols[s : s + step]].astype(np.float64)
         out[s : s + step] = 1.0 - (pa * pb).sum(axis=1)
+    return out
+
+
+def _pair_distances32(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Float32 distances ``1 - x[rows[k]] . x[cols[k]]`` (error ~1e-6, far below EPS), in chunks."""
+    out = np.empty(len(rows), dtype=np.float32)
+    step = 4096
+    for s in range(0, len(rows), step):
+        out[s : s + step] = np.einsum("ij,ij->i", x[rows[s : s + step]], x[cols[s : s + step]])
+    np.subtract(np.float32(1.0), out, out=out)
     return out
 
 
@@ -146,22 +164,57 @@ def _candidate_train_distances(
 
 # ---------------------------------------------------------------------------------------------- redundancy
 class _Matmul:
-    """Block products on CPU (numpy BLAS) or CUDA (torch); only float32 screening values come from here."""
+    """Block products on CPU (numpy BLAS) or CUDA (torch); only screening values come from here.
 
-    def __init__(self, x: np.ndarray, device: str) -> None:
+    ``precision="bfloat16"`` (CPU, used by ``approximate=True``) multiplies bfloat16 copies of the
+    mean-centred vectors with torch (about twice the float32 BLAS rate on AVX512-BF16 CPUs) and adds the
+    mean terms back in float32: ``a.b = (a-m).(b-m) + m.a + m.b - m.m``. Centring shrinks the products,
+    hence the rounding of the bfloat16 results; :attr:`error_bound` bounds the screening error.
+    """
+
+    def __init__(self, x: np.ndarray, device: str, precision: str = "float32") -> None:
         self.x = x
         self.device = device
-        if device == "cuda":
+        self.precision = precision
+        #: bound on |screening distance - exact distance| (float32 products: far below EPS)
+        self.error_bound = EPS / 4
+        if device == "cuda" or precision == "bfloat16":
             import torch
 
             self.torch = torch
+        if device == "cuda":
             self.xt = torch.from_numpy(x).to("cuda")
+        elif precision == "bfloat16":
+            mean = x.mean(axis=0, dtype=np.float64)
+            centred = torch.from_numpy(x).sub(torch.from_numpy(mean.astype(np.float32)))
+            self.xc = centred.to(torch.bfloat16)
+            # m.a per row and m.m, in float64 then float32: their rounding is ~1e-7
+            self.shift = (x @ mean.astype(np.float32)).astype(np.float32)
+            self.mean_sq = float(mean @ mean)
+            # the bfloat16 result rounds by <= 2^-9 |ca.cb| <= 2^-9 max|c|^2 (the dominant term, ~1e-3 on
+            # 2,048-d features). The inputs round by <= 2^-9 relative each: the worst case, 2^-8 |ca||cb|,
+            # would double the margin and the re-checks, but the error is a sum of independent signed terms
+            # ca_k cb_k (e_k + e'_k) with standard deviation <= 2^-9 sqrt(2/3) max|ca_k| |cb|: 5 of those
+            # are allowed. Float32 accumulation and the mean terms add < dim 2^-24 + 1e-6. Every re-checked
+            # entry is verified against the bound (StageError if exceeded).
+            max_sq = float(centred.square().sum(dim=1).max())
+            max_abs = float(centred.abs().max())
+            dim = x.shape[1]
+            input_term = min(2.0**-8 * max_sq, 5 * 2.0**-9 * math.sqrt(2 / 3) * max_abs * math.sqrt(max_sq))
+            self.error_bound = 2.0**-9 * max_sq + input_term + dim * 2.0**-24 + 1e-6
+            del centred
 
     def block(self, a: int, b: int, c: int) -> np.ndarray:
         """Distances of rows [a, b) against columns [c, n), float32."""
         if self.device == "cuda":
             xt = self.xt
             return (1.0 - xt[a:b] @ xt[c:].T).cpu().numpy()
+        if self.precision == "bfloat16":
+            out = (self.xc[a:b] @ self.xc[c:].T).float().numpy()
+            np.subtract(np.float32(1.0 + self.mean_sq), out, out=out)
+            out -= self.shift[a:b, None]
+            out -= self.shift[None, c:]
+            return out
         out = self.x[a:b] @ self.x[c:].T
         np.subtract(1.0, out, out=out)
         return out
@@ -176,29 +229,41 @@ def _resolve_rows(
     tau: float,
     n_rows: int,
     row_offset: int,
+    eps: float = EPS,
 ) -> tuple[np.ndarray, int]:
     """Entries (local row, global col) with float32 distance ``d32`` and column deletion times ``t_cols``.
 
     Returns each local row's minimum valid canonical distance (inf if none) and the exact number of
-    entries closer than tau.
+    entries closer than tau. ``eps`` is the margin within which screening values are not trusted.
     """
-    certain_valid = (d32 < tau - EPS) & (d32 < t_cols - EPS)
-    maybe_valid = (d32 < tau + EPS) & (d32 <= t_cols + EPS)
+    certain_valid = (d32 < tau - eps) & (d32 < t_cols - eps)
+    maybe_valid = (d32 < tau + eps) & (d32 <= t_cols + eps)
     # the minimum over certainly valid entries bounds which other entries could still be the row minimum
     row_min = np.full(n_rows, np.inf)
     if certain_valid.any():
         np.minimum.at(row_min, rows[certain_valid], d32[certain_valid])
-    near_min = maybe_valid & (d32 <= row_min[rows] + 2 * EPS)
-    near_tau = np.abs(d32 - tau) <= EPS
+    near_min = maybe_valid & (d32 <= row_min[rows] + 2 * eps)
+    near_tau = np.abs(d32 - tau) <= eps
     check = near_min | near_tau
-    n_close = int(((d32 < tau - EPS) & ~check).sum())
+    n_close = int(((d32 < tau - eps) & ~check).sum())
     ck = np.flatnonzero(check)
+    if eps > EPS:
+        # coarse (bfloat16) screening: refine the unsure entries with float32 dot products first, then
+        # decide them as the float32 screening would (re-checking in float64 within EPS)
+        refined = _pair_distances32(x, rows[ck] + row_offset, cols[ck])
+        worst = float(np.abs(refined - d32[ck]).max()) if len(ck) else 0.0
+        if worst > eps / 2 - EPS:
+            raise StageError(f"screening error {worst:.2e} exceeds the margin {eps / 2 - EPS:.1e}")
+        fine_min, fine_close = _resolve_rows(
+            x, rows[ck], cols[ck], refined, t_cols[ck], tau, n_rows, row_offset, EPS
+        )
+        return fine_min, n_close + fine_close
     d64 = pair_distances(x, x, rows[ck] + row_offset, cols[ck])
     if len(ck):
-        # the exactness argument needs |float32 - float64| < EPS; checked on every re-decided entry
+        # the exactness argument needs |screening - float64| < eps; checked on every re-decided entry
         worst = float(np.abs(d64 - d32[ck]).max())
-        if worst > EPS / 2:
-            raise StageError(f"float32 screening error {worst:.2e} exceeds the margin {EPS / 2:.1e}")
+        if worst > eps / 2:
+            raise StageError(f"screening error {worst:.2e} exceeds the margin {eps / 2:.1e}")
     n_close += int((d64 < tau).sum())
     valid = (d64 < tau) & (d64 <= t_cols[ck])
     out_min = np.full(n_rows, np.inf)
@@ -207,15 +272,29 @@ def _resolve_rows(
 
 
 def deletion_distances(
-    x: np.ndarray, tau: float, *, block: int = DEFAULT_BLOCK, device: str = "cpu", progress: bool = False
+    x: np.ndarray,
+    tau: float,
+    *,
+    block: int = DEFAULT_BLOCK,
+    device: str = "cpu",
+    precision: str = "float32",
+    progress: bool = False,
+    stats: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, int]:
-    """T_i for each row of the normalised ``x`` (inf = kept) and the number of pairs closer than tau."""
+    """T_i for each row of the normalised ``x`` (inf = kept) and the number of pairs closer than tau.
+
+    ``precision="bfloat16"`` screens with bfloat16 products (see :class:`_Matmul`) and widens the margin
+    to twice their error bound, so decisions are still taken on float64 distances where it matters.
+    """
     from tqdm import tqdm
 
     n = len(x)
     t = np.full(n, np.inf)
     n_close = 0
-    mm = _Matmul(x, device)
+    mm = _Matmul(x, device, precision)
+    eps = max(EPS, 2 * mm.error_bound)
+    if stats is not None:
+        stats.update({"screening": precision if device == "cpu" else f"float32 ({device})", "margin": eps})
     starts = list(range(((n - 1) // block) * block, -1, -block)) if n else []
     bar = tqdm(total=n, desc="redundancy", unit="cand", disable=not progress, leave=False)
     for a in starts:
@@ -227,19 +306,19 @@ def deletion_distances(
         if b < n:
             outer = dist[:, m:]
             t_outer = t[b:]
-            r, c = np.nonzero(outer < tau + EPS)
+            r, c = np.nonzero(outer < tau + eps)
             if len(r):
-                row_best, k = _resolve_rows(x, r, c + b, outer[r, c], t_outer[c], tau, m, a)
+                row_best, k = _resolve_rows(x, r, c + b, outer[r, c], t_outer[c], tau, m, a, eps)
                 n_close += k
         # columns inside the block depend on T of rows just resolved: go down one row at a time
         inner = dist[:, :m]
         for i in range(m - 1, -1, -1):
             d32 = inner[i, i + 1 :]
-            cc = np.flatnonzero(d32 < tau + EPS)
+            cc = np.flatnonzero(d32 < tau + eps)
             if len(cc):
                 cc_global = cc + a + i + 1
                 best, k = _resolve_rows(
-                    x, np.zeros(len(cc), np.int64), cc_global, d32[cc], t[cc_global], tau, 1, a + i
+                    x, np.zeros(len(cc), np.int64), cc_global, d32[cc], t[cc_global], tau, 1, a + i, eps
                 )
                 n_close += k
                 row_best[i] = min(row_best[i], float(best[0]))
@@ -247,118 +326,6 @@ def deletion_distances(
         bar.update(m)
     bar.close()
     return t, n_close
-
-
-# ---------------------------------------------------------------------------------------------- approximate
-def approximate_deletion_distances(
-    x: np.ndarray,
-    tau: float,
-    *,
-    nlist: int | None = None,
-    nprobe: int | None = None,
-    target_recall: float = 0.995,
-    seed: int = 0,
-    progress: bool = False,
-    stats: dict[str, Any] | None = None,
-) -> tuple[np.ndarray, int]:
-    """Like :func:`deletion_distances`, but only pairs that share an inverted list are compared.
-
-    An IVF search done by hand: FAISS k-means makes ``nlist`` coarse centroids, every vector probes its
-    ``nprobe`` nearest ones, and each inverted list is compared (one BLAS product) against the vectors that
-    probe it; a pair is found when either side probes the other's list. FAISS's own IVF range search scans
-    lists one vector at a time and measured ~30x slower here. ``nprobe=None`` picks the smallest power of two
-    whose pair recall, measured exactly on a sample of 256 vectors, reaches ``target_recall``. Distances are
-    float32 and missed pairs keep candidates: the result may differ slightly from the exact one.
-    """
-    import faiss
-    from tqdm import tqdm
-
-    n, dim = x.shape
-    t = np.full(n, np.inf)
-    if n < 2:
-        return t, 0
-    nlist = nlist or int(np.clip(round(math.sqrt(n) / 1.5), 1, 256))
-    rng = np.random.default_rng(seed)
-    n_train = min(n, nlist * 40)
-    sample = x[np.sort(rng.choice(n, n_train, replace=False))]
-    km = faiss.Kmeans(
-        dim, nlist, niter=8, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1
-    )
-    km.train(sample)
-    quantizer = faiss.IndexFlatIP(dim)
-    quantizer.add(km.centroids)
-    max_probe = min(nlist, nprobe or 64)
-    _, probes = quantizer.search(x, max_probe)
-    home = probes[:, 0]
-    if nprobe is None:
-        nprobe, recall = _pick_nprobe(x, tau, probes, home, rng, target_recall)
-    else:
-        nprobe = min(nprobe, nlist)
-        recall = float("nan")
-    if stats is not None:
-        stats.update({"nlist": nlist, "nprobe": nprobe, "estimated_pair_recall": recall})
-    probes = probes[:, :nprobe]
-    order = np.argsort(home, kind="stable")
-    bounds = np.searchsorted(home[order], np.arange(nlist + 1))
-    edges_i, edges_j, edges_d = [], [], []
-    bar = tqdm(total=nlist, desc="redundancy (approx)", unit="list", disable=not progress, leave=False)
-    for c in range(nlist):
-        members = order[bounds[c] : bounds[c + 1]]
-        queries = np.flatnonzero((probes == c).any(axis=1))
-        if len(members) and len(queries):
-            d32 = 1.0 - x[queries] @ x[members].T
-            r, k = np.nonzero(d32 < tau)
-            qi, mj = queries[r], members[k]
-            # pair {i < j} is kept once: from query i's side when i probes j's list, else from j's side
-            from_low = qi < mj
-            from_high = (qi > mj) & ~(probes[mj] == home[qi][:, None]).any(axis=1)
-            keep = from_low | from_high
-            edges_i.append(np.where(from_low, qi, mj)[keep].astype(np.int32))
-            edges_j.append(np.where(from_low, mj, qi)[keep].astype(np.int32))
-            edges_d.append(d32[r, k][keep])
-            del d32, r, k, qi, mj
-        bar.update(1)
-    bar.close()
-    ei = np.concatenate(edges_i) if edges_i else np.zeros(0, np.int32)
-    del edges_i
-    by_row = np.argsort(ei, kind="stable")
-    ei = ei[by_row]
-    ej = np.concatenate(edges_j)[by_row] if edges_j else np.zeros(0, np.int32)
-    del edges_j
-    ed = np.concatenate(edges_d)[by_row] if edges_d else np.zeros(0, np.float32)
-    del edges_d, by_row
-    starts = np.searchsorted(ei, np.arange(n + 1))
-    for i in np.flatnonzero(np.diff(starts))[::-1]:
-        j, d = ej[starts[i] : starts[i + 1]], ed[starts[i] : starts[i + 1]].astype(np.float64)
-        ok = t[j] >= d
-        if ok.any():
-            t[i] = d[ok].min()
-    return t, len(ei)
-
-
-def _pick_nprobe(
-    x: np.ndarray, tau: float, probes: np.ndarray, home: np.ndarray, rng: np.random.Generator, target: float
-) -> tuple[int, float]:
-    """Smallest power-of-two nprobe whose recall of pairs closer than tau reaches ``target`` on a sample."""
-    n = len(x)
-    rows = np.sort(rng.choice(n, min(n, 256), replace=False))
-    d32 = 1.0 - x[rows] @ x.T
-    r, j = np.nonzero(d32 < tau)
-    s = rows[r]
-    keep = s != j
-    s, j = s[keep], j[keep]
-    recall = 1.0
-    p = 1
-    while True:
-        if len(s) == 0:
-            return min(4, probes.shape[1]), 1.0
-        found = (probes[s, :p] == home[j][:, None]).any(axis=1) | (probes[j, :p] == home[s][:, None]).any(
-            axis=1
-        )
-        recall = float(found.mean())
-        if recall >= target or p >= probes.shape[1]:
-            return p, recall
-        p = min(2 * p, probes.shape[1])
 
 
 # ---------------------------------------------------------------------------------------------- core
@@ -384,7 +351,6 @@ def select_candidates(
     approximate: bool = False,
     block: int = DEFAULT_BLOCK,
     device: str = "cpu",
-    nprobe: int | None = None,
     progress: bool = False,
     train_name: str = "train features",
     candidate_name: str = "candidate features",
@@ -425,13 +391,15 @@ def select_candidates(
     sub = normalize_rows(cand, passed, what=candidate_name)
     extra: dict[str, Any] = {}
     if approximate:
-        t, n_close = approximate_deletion_distances(sub, tau, nprobe=nprobe, progress=progress, stats=extra)
+        t, n_close = deletion_distances(
+            sub, tau, block=block, device=device, precision="bfloat16", progress=progress, stats=extra
+        )
         # how far from exact: run both on a sample of the passing candidates
         rng = np.random.default_rng(0)
         probe_rows = np.sort(rng.choice(len(sub), min(len(sub), AGREEMENT_SAMPLE), replace=False))
         sample = np.ascontiguousarray(sub[probe_rows])
         t_exact, _ = deletion_distances(sample, tau, block=block, device=device)
-        t_approx, _ = approximate_deletion_distances(sample, tau, nprobe=nprobe)
+        t_approx, _ = deletion_distances(sample, tau, block=block, device=device, precision="bfloat16")
         extra["agreement_sample"] = len(sample)
         extra["agreement_with_exact"] = agreement(
             np.flatnonzero(np.isinf(t_exact)), np.flatnonzero(np.isinf(t_approx))
@@ -582,7 +550,7 @@ def run_select(
 
 def summary_lines(result: Selection) -> list[str]:
     c = result.counts
-    mode = "approximate (FAISS IVF)" if result.approximate else "exact"
+    mode = "approximate (bfloat16 screening)" if result.approximate else "exact"
     return [
         f"tau = {result.tau:.6f}   d_max = {result.d_max:.6f}   ({mode})",
         f"training refs           {c['n_train']:>9}",
@@ -595,7 +563,7 @@ def summary_lines(result: Selection) -> list[str]:
         f"selected                {c['n_selected']:>9}",
     ] + (
         [
-            "approximate: nlist {nlist}, nprobe {nprobe}, estimated pair recall {estimated_pair_recall:.4f}; "
+            "approximate: {screening} screening, margin {margin:.1e}; "
             "agreement with exact on {agreement_sample} passing candidates: "
             "{agreement_with_exact:.4f}".format(**result.extra)
         ]
