@@ -36,6 +36,7 @@ errors ~0.01) kept only 30-37 % of the same set, and FAISS IVF needed most lists
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -86,11 +87,17 @@ def pair_distances(a: np.ndarray, b: np.ndarray, rows: np.ndarray, cols: np.ndar
 
 
 def _pair_distances32(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Float32 distances ``1 - x[rows[k]] . x[cols[k]]`` (error ~1e-6, far below EPS), in chunks."""
+    """Float32 distances ``1 - x[rows[k]] . x[cols[k]]`` (error ~1e-6, far below EPS).
+
+    Entries come grouped by row (row-major ``nonzero`` order): one gathered matrix-vector product per run of
+    equal rows, so each row vector is read once.
+    """
     out = np.empty(len(rows), dtype=np.float32)
-    step = 4096
-    for s in range(0, len(rows), step):
-        out[s : s + step] = np.einsum("ij,ij->i", x[rows[s : s + step]], x[cols[s : s + step]])
+    if len(rows) == 0:
+        return out
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(rows)) + 1, [len(rows)]))
+    for s, e in zip(starts[:-1].tolist(), starts[1:].tolist()):
+        out[s:e] = x[cols[s:e]] @ x[rows[s]]
     np.subtract(np.float32(1.0), out, out=out)
     return out
 
@@ -166,43 +173,67 @@ def _candidate_train_distances(
 class _Matmul:
     """Block products on CPU (numpy BLAS) or CUDA (torch); only screening values come from here.
 
-    ``precision="bfloat16"`` (CPU, used by ``approximate=True``) multiplies bfloat16 copies of the
-    mean-centred vectors with torch (about twice the float32 BLAS rate on AVX512-BF16 CPUs) and adds the
-    mean terms back in float32: ``a.b = (a-m).(b-m) + m.a + m.b - m.m``. Centring shrinks the products,
-    hence the rounding of the bfloat16 results; :attr:`error_bound` bounds the screening error.
+    ``precision="bfloat16"`` (CPU, used by ``approximate=True``; needs ``tau``) multiplies bfloat16 matrices
+    with torch (about twice the float32 BLAS rate on AVX512-BF16 CPUs), arranged so that the product
+    itself is ``tau - d``: rows are ``[a - m, u_a, 1]`` and columns ``[b - m, 1, u_b]`` with
+    ``u = m.a - (m.m + 1 - tau) / 2`` split into three bfloat16 parts (exact to ~2^-24), since
+    ``a.b = (a-m).(b-m) + m.a + m.b - m.m``. The bfloat16 rounding of the result is then relative to
+    ``|tau - d|``: tiny where the tau decisions are taken. :meth:`margins` gives per-entry margins.
     """
 
-    def __init__(self, x: np.ndarray, device: str, precision: str = "float32") -> None:
+    def __init__(self, x: np.ndarray, device: str, precision: str = "float32", tau: float = 0.0) -> None:
         self.x = x
         self.device = device
-        self.precision = precision
-        #: bound on |screening distance - exact distance| (float32 products: far below EPS)
-        self.error_bound = EPS / 4
-        if device == "cuda" or precision == "bfloat16":
+        self.precision = precision if device == "cpu" else "float32"
+        self.tau = tau
+        if device == "cuda":
             import torch
 
-            self.torch = torch
-        if device == "cuda":
             self.xt = torch.from_numpy(x).to("cuda")
-        elif precision == "bfloat16":
-            mean = x.mean(axis=0, dtype=np.float64)
-            centred = torch.from_numpy(x).sub(torch.from_numpy(mean.astype(np.float32)))
-            self.xc = centred.to(torch.bfloat16)
-            # m.a per row and m.m, in float64 then float32: their rounding is ~1e-7
-            self.shift = (x @ mean.astype(np.float32)).astype(np.float32)
-            self.mean_sq = float(mean @ mean)
-            # the bfloat16 result rounds by <= 2^-9 |ca.cb| <= 2^-9 max|c|^2 (the dominant term, ~1e-3 on
-            # 2,048-d features). The inputs round by <= 2^-9 relative each: the worst case, 2^-8 |ca||cb|,
-            # would double the margin and the re-checks, but the error is a sum of independent signed terms
-            # ca_k cb_k (e_k + e'_k) with standard deviation <= 2^-9 sqrt(2/3) max|ca_k| |cb|: 5 of those
-            # are allowed. Float32 accumulation and the mean terms add < dim 2^-24 + 1e-6. Every re-checked
-            # entry is verified against the bound (StageError if exceeded).
-            max_sq = float(centred.square().sum(dim=1).max())
-            max_abs = float(centred.abs().max())
-            dim = x.shape[1]
-            input_term = min(2.0**-8 * max_sq, 5 * 2.0**-9 * math.sqrt(2 / 3) * max_abs * math.sqrt(max_sq))
-            self.error_bound = 2.0**-9 * max_sq + input_term + dim * 2.0**-24 + 1e-6
-            del centred
+        elif self.precision == "bfloat16":
+            self._init_bfloat16(x, tau)
+
+    def _init_bfloat16(self, x: np.ndarray, tau: float) -> None:
+        import torch
+
+        mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+        centred = torch.from_numpy(x) - torch.from_numpy(mean)
+        shift = (x.astype(np.float64, copy=False) @ mean.astype(np.float64)) - (
+            float(mean.astype(np.float64) @ mean.astype(np.float64)) + 1.0 - tau
+        ) / 2
+        parts = []
+        rest = torch.from_numpy(shift)
+        for _ in range(3):
+            part = rest.to(torch.bfloat16)
+            parts.append(part)
+            rest = rest - part.double()
+        ones = torch.ones((len(x), 3), dtype=torch.bfloat16)
+        split = torch.stack(parts, dim=1)
+        c16 = centred.to(torch.bfloat16)
+        self.rows16 = torch.cat([c16, split, ones], dim=1)
+        self.cols16 = torch.cat([c16, ones, split], dim=1)
+        del c16
+        # Error of the product before its own rounding: the inputs round by <= 2^-8 relative each; the
+        # resulting sum_k ca_k cb_k (e_k + e'_k) has independent signed terms, standard deviation
+        # <= 2^-8 sqrt(2/3) sqrt(sum ca_k^2 cb_k^2) <= 2^-8 sqrt(2/3) max_a ||ca^2||_2 (Cauchy-Schwarz);
+        # 6 of those are allowed (the worst case, 2^-7 |ca||cb|, would be ~100x more on 2,048-d features),
+        # plus float32 accumulation. The result's own rounding is <= 2^-8 |tau - d|.
+        fourth = float(centred.square().square().sum(dim=1).sqrt().max())
+        self.abs_term = 6 * 2.0**-8 * math.sqrt(2 / 3) * fourth + 2e-5
+        self.rel_term = 2.0**-8 * (1 + 2.0**-6)
+        del centred
+
+    def margins(self, dist: np.ndarray) -> np.ndarray | float:
+        """Per-entry margin (twice the error bound) of screening distances ``dist``; EPS for float32."""
+        if self.precision != "bfloat16":
+            return EPS
+        return (2 * self.rel_term) * np.abs(dist - np.float32(self.tau)) + np.float32(2 * self.abs_term)
+
+    def filter_threshold(self) -> float:
+        """Entries at or above this screening distance are certainly not closer than tau."""
+        if self.precision != "bfloat16":
+            return self.tau + EPS
+        return self.tau + 2 * self.abs_term / (1 - 2 * self.rel_term) + 1e-7
 
     def block(self, a: int, b: int, c: int) -> np.ndarray:
         """Distances of rows [a, b) against columns [c, n), float32."""
@@ -210,10 +241,8 @@ class _Matmul:
             xt = self.xt
             return (1.0 - xt[a:b] @ xt[c:].T).cpu().numpy()
         if self.precision == "bfloat16":
-            out = (self.xc[a:b] @ self.xc[c:].T).float().numpy()
-            np.subtract(np.float32(1.0 + self.mean_sq), out, out=out)
-            out -= self.shift[a:b, None]
-            out -= self.shift[None, c:]
+            out = (self.rows16[a:b] @ self.cols16[c:].T).float().numpy()  # tau - d
+            np.subtract(np.float32(self.tau), out, out=out)
             return out
         out = self.x[a:b] @ self.x[c:].T
         np.subtract(1.0, out, out=out)
@@ -229,46 +258,76 @@ def _resolve_rows(
     tau: float,
     n_rows: int,
     row_offset: int,
-    eps: float = EPS,
 ) -> tuple[np.ndarray, int]:
     """Entries (local row, global col) with float32 distance ``d32`` and column deletion times ``t_cols``.
 
     Returns each local row's minimum valid canonical distance (inf if none) and the exact number of
-    entries closer than tau. ``eps`` is the margin within which screening values are not trusted.
+    entries closer than tau.
     """
-    certain_valid = (d32 < tau - eps) & (d32 < t_cols - eps)
-    maybe_valid = (d32 < tau + eps) & (d32 <= t_cols + eps)
+    certain_valid = (d32 < tau - EPS) & (d32 < t_cols - EPS)
+    maybe_valid = (d32 < tau + EPS) & (d32 <= t_cols + EPS)
     # the minimum over certainly valid entries bounds which other entries could still be the row minimum
     row_min = np.full(n_rows, np.inf)
     if certain_valid.any():
         np.minimum.at(row_min, rows[certain_valid], d32[certain_valid])
-    near_min = maybe_valid & (d32 <= row_min[rows] + 2 * eps)
-    near_tau = np.abs(d32 - tau) <= eps
+    near_min = maybe_valid & (d32 <= row_min[rows] + 2 * EPS)
+    near_tau = np.abs(d32 - tau) <= EPS
     check = near_min | near_tau
-    n_close = int(((d32 < tau - eps) & ~check).sum())
+    n_close = int(((d32 < tau - EPS) & ~check).sum())
     ck = np.flatnonzero(check)
-    if eps > EPS:
-        # coarse (bfloat16) screening: refine the unsure entries with float32 dot products first, then
-        # decide them as the float32 screening would (re-checking in float64 within EPS)
-        refined = _pair_distances32(x, rows[ck] + row_offset, cols[ck])
-        worst = float(np.abs(refined - d32[ck]).max()) if len(ck) else 0.0
-        if worst > eps / 2 - EPS:
-            raise StageError(f"screening error {worst:.2e} exceeds the margin {eps / 2 - EPS:.1e}")
-        fine_min, fine_close = _resolve_rows(
-            x, rows[ck], cols[ck], refined, t_cols[ck], tau, n_rows, row_offset, EPS
-        )
-        return fine_min, n_close + fine_close
     d64 = pair_distances(x, x, rows[ck] + row_offset, cols[ck])
     if len(ck):
-        # the exactness argument needs |screening - float64| < eps; checked on every re-decided entry
+        # the exactness argument needs |float32 - float64| < EPS; checked on every re-decided entry
         worst = float(np.abs(d64 - d32[ck]).max())
-        if worst > eps / 2:
-            raise StageError(f"screening error {worst:.2e} exceeds the margin {eps / 2:.1e}")
+        if worst > EPS / 2:
+            raise StageError(f"float32 screening error {worst:.2e} exceeds the margin {EPS / 2:.1e}")
     n_close += int((d64 < tau).sum())
     valid = (d64 < tau) & (d64 <= t_cols[ck])
     out_min = np.full(n_rows, np.inf)
     np.minimum.at(out_min, rows[ck[valid]], d64[valid])
     return out_min, n_close
+
+
+def _resolve_rows_coarse(
+    x: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    d16: np.ndarray,
+    t_cols: np.ndarray,
+    tau: float,
+    n_rows: int,
+    row_offset: int,
+    mm: _Matmul,
+) -> tuple[np.ndarray, int]:
+    """:func:`_resolve_rows` for bfloat16 screening values ``d16`` with per-entry margins.
+
+    Entries the margins cannot settle are recomputed as float32 dot products and handed to
+    :func:`_resolve_rows`, which decides them exactly as the float32 screening would.
+    """
+    eps = mm.margins(d16)
+    certain_valid = (d16 < tau - eps) & (d16 < t_cols - eps)
+    maybe_valid = (d16 < tau + eps) & (d16 <= t_cols + eps)
+    # an entry can only be its row's minimum if its lower bound is below every certain entry's upper bound
+    row_upper = np.full(n_rows, np.inf)
+    if certain_valid.any():
+        np.minimum.at(row_upper, rows[certain_valid], (d16 + eps)[certain_valid])
+    near_min = maybe_valid & (d16 - eps <= row_upper[rows])
+    near_tau = np.abs(d16 - tau) <= eps
+    check = near_min | near_tau
+    n_close = int(((d16 < tau - eps) & ~check).sum())
+    ck = np.flatnonzero(check)
+    refined = _pair_distances32(x, rows[ck] + row_offset, cols[ck])
+    if len(ck):
+        # margins are twice the (partly statistical) error bound: verified on every refined entry
+        excess = np.abs(refined - d16[ck]) - (eps[ck] / 2 - EPS)
+        if float(excess.max()) > 0:
+            k = int(np.argmax(excess))
+            raise StageError(
+                f"bfloat16 screening error {abs(refined[k] - d16[ck][k]):.2e} exceeds its bound"
+                f" {eps[ck][k] / 2 - EPS:.1e}; run without --approximate"
+            )
+    fine_min, fine_close = _resolve_rows(x, rows[ck], cols[ck], refined, t_cols[ck], tau, n_rows, row_offset)
+    return fine_min, n_close + fine_close
 
 
 def deletion_distances(
@@ -283,18 +342,23 @@ def deletion_distances(
 ) -> tuple[np.ndarray, int]:
     """T_i for each row of the normalised ``x`` (inf = kept) and the number of pairs closer than tau.
 
-    ``precision="bfloat16"`` screens with bfloat16 products (see :class:`_Matmul`) and widens the margin
-    to twice their error bound, so decisions are still taken on float64 distances where it matters.
+    ``precision="bfloat16"`` screens with bfloat16 products (see :class:`_Matmul`) with per-entry margins
+    of twice their error bound; unsure entries are refined in float32, then float64 as usual.
     """
     from tqdm import tqdm
 
     n = len(x)
     t = np.full(n, np.inf)
     n_close = 0
-    mm = _Matmul(x, device, precision)
-    eps = max(EPS, 2 * mm.error_bound)
+    mm = _Matmul(x, device, precision, tau)
+    resolve = _resolve_rows
+    threshold = tau + EPS
+    if mm.precision == "bfloat16":
+        resolve = functools.partial(_resolve_rows_coarse, mm=mm)
+        threshold = mm.filter_threshold()
     if stats is not None:
-        stats.update({"screening": precision if device == "cpu" else f"float32 ({device})", "margin": eps})
+        stats["screening"] = mm.precision if device == "cpu" else f"float32 ({device})"
+        stats["margin_at_tau"] = float(mm.margins(np.float32(tau)))
     starts = list(range(((n - 1) // block) * block, -1, -block)) if n else []
     bar = tqdm(total=n, desc="redundancy", unit="cand", disable=not progress, leave=False)
     for a in starts:
@@ -306,19 +370,19 @@ def deletion_distances(
         if b < n:
             outer = dist[:, m:]
             t_outer = t[b:]
-            r, c = np.nonzero(outer < tau + eps)
+            r, c = np.nonzero(outer < threshold)
             if len(r):
-                row_best, k = _resolve_rows(x, r, c + b, outer[r, c], t_outer[c], tau, m, a, eps)
+                row_best, k = resolve(x, r, c + b, outer[r, c], t_outer[c], tau, m, a)
                 n_close += k
         # columns inside the block depend on T of rows just resolved: go down one row at a time
         inner = dist[:, :m]
         for i in range(m - 1, -1, -1):
             d32 = inner[i, i + 1 :]
-            cc = np.flatnonzero(d32 < tau + eps)
+            cc = np.flatnonzero(d32 < threshold)
             if len(cc):
                 cc_global = cc + a + i + 1
-                best, k = _resolve_rows(
-                    x, np.zeros(len(cc), np.int64), cc_global, d32[cc], t[cc_global], tau, 1, a + i, eps
+                best, k = resolve(
+                    x, np.zeros(len(cc), np.int64), cc_global, d32[cc], t[cc_global], tau, 1, a + i
                 )
                 n_close += k
                 row_best[i] = min(row_best[i], float(best[0]))
@@ -563,7 +627,7 @@ def summary_lines(result: Selection) -> list[str]:
         f"selected                {c['n_selected']:>9}",
     ] + (
         [
-            "approximate: {screening} screening, margin {margin:.1e}; "
+            "approximate: {screening} screening, margin at tau {margin_at_tau:.1e}; "
             "agreement with exact on {agreement_sample} passing candidates: "
             "{agreement_with_exact:.4f}".format(**result.extra)
         ]

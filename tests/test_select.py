@@ -174,21 +174,30 @@ def test_approximate_agrees_with_exact(seed, n_cand, dim):
     assert agreement(reference, approx.selected) >= 0.99
     check = approx.extra
     assert check["screening"] == "bfloat16"
-    assert EPS < check["margin"] < 0.02
+    assert EPS < check["margin_at_tau"] < 0.05
     assert check["agreement_sample"] == approx.counts["n_after_distance_filter"]
     assert check["agreement_with_exact"] >= 0.99
 
 
-def test_bfloat16_screening_error_within_its_bound():
+@pytest.mark.parametrize(("dim", "tight"), [(64, 0.02), (2048, 2e-3)])
+def test_bfloat16_screening_error_within_its_bound(dim, tight):
     from reshape.select import _Matmul
 
     rng = np.random.default_rng(7)
-    x = normalize_rows(clustered(rng, 1200, 2048, 20, 0.4))
-    mm = _Matmul(x, "cpu", "bfloat16")
-    screened = mm.block(0, 300, 0)  # rows [0, 300) against all columns
+    x = normalize_rows(clustered(rng, 1200, dim, 20, 0.4))
     exact = dense_distances(x[:300], x)
-    worst = np.abs(screened - exact).max()
-    assert 1e-5 < worst <= mm.error_bound  # really coarser than float32, but within the margin's half
+    tau = float(np.quantile(exact, 0.05))
+    mm = _Matmul(x, "cpu", "bfloat16", tau)
+    screened = mm.block(0, 300, 0)  # rows [0, 300) against all columns
+    error = np.abs(screened - exact)
+    half_margin = mm.margins(screened) / 2
+    assert error.max() > 1e-5  # really coarser than float32 ...
+    assert np.all(error <= half_margin)  # ... but within the bound the margins are twice of
+    near_tau = np.abs(exact - tau) < 0.01
+    assert near_tau.any()
+    assert half_margin[near_tau].max() < tight  # tight where the tau decisions are taken (high dim)
+    # the filter threshold keeps every entry whose exact distance is below tau
+    assert np.all(screened[exact < tau] < mm.filter_threshold())
     # float32 screening stays far below the exact-mode margin
     assert np.abs(_Matmul(x, "cpu").block(0, 300, 0) - exact).max() < EPS / 10
 
