@@ -196,32 +196,40 @@ class _Matmul:
     def _init_bfloat16(self, x: np.ndarray, tau: float) -> None:
         import torch
 
-        mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
-        centred = torch.from_numpy(x) - torch.from_numpy(mean)
-        shift = (x.astype(np.float64, copy=False) @ mean.astype(np.float64)) - (
-            float(mean.astype(np.float64) @ mean.astype(np.float64)) + 1.0 - tau
-        ) / 2
-        parts = []
-        rest = torch.from_numpy(shift)
-        for _ in range(3):
-            part = rest.to(torch.bfloat16)
-            parts.append(part)
-            rest = rest - part.double()
-        ones = torch.ones((len(x), 3), dtype=torch.bfloat16)
-        split = torch.stack(parts, dim=1)
-        c16 = centred.to(torch.bfloat16)
-        self.rows16 = torch.cat([c16, split, ones], dim=1)
-        self.cols16 = torch.cat([c16, ones, split], dim=1)
-        del c16
+        self.torch = torch
+        n, dim = x.shape
+        mean64 = x.mean(axis=0, dtype=np.float64)
+        mean = torch.from_numpy(mean64.astype(np.float32))
+        constant = (float(mean64 @ mean64) + 1.0 - tau) / 2
+        # built in chunks: no full float32 or float64 copy of x
+        self.rows16 = torch.empty((n, dim + 6), dtype=torch.bfloat16)
+        self.cols16 = torch.empty((n, dim + 6), dtype=torch.bfloat16)
+        fourth = 0.0
+        step = 8192
+        for a in range(0, n, step):
+            chunk = x[a : a + step]
+            centred = torch.from_numpy(chunk) - mean
+            fourth = max(fourth, float(centred.square().square().sum(dim=1).sqrt().max()))
+            c16 = centred.to(torch.bfloat16)
+            rest = torch.from_numpy(chunk.astype(np.float64) @ mean64 - constant)
+            parts = []
+            for _ in range(3):
+                parts.append(rest.to(torch.bfloat16))
+                rest = rest - parts[-1].double()
+            split = torch.stack(parts, dim=1)
+            self.rows16[a : a + step, :dim] = c16
+            self.rows16[a : a + step, dim : dim + 3] = split
+            self.rows16[a : a + step, dim + 3 :] = 1
+            self.cols16[a : a + step, :dim] = c16
+            self.cols16[a : a + step, dim : dim + 3] = 1
+            self.cols16[a : a + step, dim + 3 :] = split
         # Error of the product before its own rounding: the inputs round by <= 2^-8 relative each; the
         # resulting sum_k ca_k cb_k (e_k + e'_k) has independent signed terms, standard deviation
         # <= 2^-8 sqrt(2/3) sqrt(sum ca_k^2 cb_k^2) <= 2^-8 sqrt(2/3) max_a ||ca^2||_2 (Cauchy-Schwarz);
         # 6 of those are allowed (the worst case, 2^-7 |ca||cb|, would be ~100x more on 2,048-d features),
         # plus float32 accumulation. The result's own rounding is <= 2^-8 |tau - d|.
-        fourth = float(centred.square().square().sum(dim=1).sqrt().max())
         self.abs_term = 6 * 2.0**-8 * math.sqrt(2 / 3) * fourth + 2e-5
         self.rel_term = 2.0**-8 * (1 + 2.0**-6)
-        del centred
 
     def margins(self, dist: np.ndarray) -> np.ndarray | float:
         """Per-entry margin (twice the error bound) of screening distances ``dist``; EPS for float32."""
@@ -234,6 +242,25 @@ class _Matmul:
         if self.precision != "bfloat16":
             return self.tau + EPS
         return self.tau + 2 * self.abs_term / (1 - 2 * self.rel_term) + 1e-7
+
+    def block_entries(
+        self, a: int, b: int, threshold: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """bfloat16 screening of rows [a, b) against columns [a, n) without a float32 copy of the block.
+
+        Returns the (local row, column - b) entries of the columns above the block whose distance is below
+        ``threshold``, their distances, and the float32 distances inside the block (m x m).
+        """
+        torch = self.torch
+        prod = self.rows16[a:b] @ self.cols16[a:].T  # tau - d, bfloat16
+        m = b - a
+        inner = np.float32(self.tau) - prod[:, :m].float().numpy()
+        # tau - d > tau - threshold; 1e-5 below it absorbs the bfloat16 rounding of the cut itself
+        cut = self.tau - threshold - 1e-5
+        hits = torch.nonzero(prod[:, m:] > cut)
+        r, c = hits[:, 0].numpy(), hits[:, 1].numpy()
+        dist = np.float32(self.tau) - prod[:, m:][hits[:, 0], hits[:, 1]].float().numpy()
+        return r, c, dist, inner
 
     def block(self, a: int, b: int, c: int) -> np.ndarray:
         """Distances of rows [a, b) against columns [c, n), float32."""
@@ -363,19 +390,26 @@ def deletion_distances(
     bar = tqdm(total=n, desc="redundancy", unit="cand", disable=not progress, leave=False)
     for a in starts:
         b = min(a + block, n)
-        dist = mm.block(a, b, a)  # rows [a, b) x columns [a, n)
         m = b - a
         row_best = np.full(m, np.inf)
-        # columns above the block: their T is final, decide all rows at once
-        if b < n:
-            outer = dist[:, m:]
-            t_outer = t[b:]
-            r, c = np.nonzero(outer < threshold)
+        if mm.precision == "bfloat16":
+            # screen the bfloat16 products as they are; only entries below the threshold are converted
+            r, c, outer_d, inner = mm.block_entries(a, b, threshold)
             if len(r):
-                row_best, k = resolve(x, r, c + b, outer[r, c], t_outer[c], tau, m, a)
+                row_best, k = resolve(x, r, c + b, outer_d, t[b:][c], tau, m, a)
                 n_close += k
+        else:
+            dist = mm.block(a, b, a)  # rows [a, b) x columns [a, n)
+            # columns above the block: their T is final, decide all rows at once
+            if b < n:
+                outer = dist[:, m:]
+                t_outer = t[b:]
+                r, c = np.nonzero(outer < threshold)
+                if len(r):
+                    row_best, k = resolve(x, r, c + b, outer[r, c], t_outer[c], tau, m, a)
+                    n_close += k
+            inner = dist[:, :m]
         # columns inside the block depend on T of rows just resolved: go down one row at a time
-        inner = dist[:, :m]
         for i in range(m - 1, -1, -1):
             d32 = inner[i, i + 1 :]
             cc = np.flatnonzero(d32 < threshold)
