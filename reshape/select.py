@@ -26,12 +26,13 @@ minimum) is re-decided on the canonical float64 value, so the result equals the 
 canonical distances, bit for bit, whatever the block size or device.
 
 ``approximate=True`` runs the same recursion with bfloat16 screening products on CPU (about twice the float32
-BLAS rate on AVX512-BF16 CPUs), a margin twice their estimated error (~3e-3 instead of ``EPS``), and
-entries inside that margin refined in float32, then float64 as above. It is not exact by proof: the margin
-covers the bfloat16 rounding of the result rigorously but the input rounding only statistically (checked on
-every refined entry). Measured agreement with exact is reported. Cheaper approximations were measured and
-rejected: on ResNet-like features the removal cascade is chaotic, so PCA-projected distances (256-512 d,
-errors ~0.01) kept only 30-37 % of the same set, and FAISS IVF needed most lists for 99.5 % pair recall.
+BLAS rate on AVX512-BF16 CPUs, see :class:`_Matmul`) and per-entry margins of twice their error bound (~1.3e-3
+at tau on 2,048-d features instead of ``EPS``); entries inside the margin are refined in float32, then
+decided as above. It is not exact by proof: the bound covers the rounding of the result rigorously but the
+rounding of the inputs statistically (verified on every refined entry). Its measured agreement with exact
+is reported. Cheaper approximations were measured and rejected: the removal cascade is chaotic, so
+PCA-projected distances (256-512 d, errors ~0.01) kept only 30-37 % of the same set on the benchmark's
+features, and FAISS IVF lists needed most lists for 99.5 % pair recall.
 """
 
 from __future__ import annotations
