@@ -378,6 +378,8 @@ def deletion_distances(
     n = len(x)
     t = np.full(n, np.inf)
     n_close = 0
+    if n < 2:
+        precision = "float32"  # nothing to compare: skip building bfloat16 copies of an empty set
     mm = _Matmul(x, device, precision, tau)
     resolve = _resolve_rows
     threshold = tau + EPS
