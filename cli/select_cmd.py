@@ -55,8 +55,8 @@ from reshape.cli.common import fingerprint_option
 @click.option(
     "--approximate",
     is_flag=True,
-    help="Compare candidates only within FAISS k-means inverted lists (IVF, nprobe set for 99.5 % pair "
-    "recall); prints its agreement with exact on a 4,000-candidate sample.",
+    help="Screen candidate pairs with bfloat16 products (faster on CPUs with AVX512-BF16; unsure pairs are "
+    "re-checked in float32/float64); prints its agreement with exact on a 4,000-candidate sample.",
 )
 @click.option(
     "--device",

@@ -164,12 +164,42 @@ def test_selection_properties():
     assert chosen_nearest <= dense_distances(cn[others], tn).min(axis=1).min()
 
 
-def test_approximate_agrees_with_exact():
-    train, cand = make_case(4, 3000, dim=48)
-    exact = select_candidates(train, cand)
+@pytest.mark.parametrize(("seed", "n_cand", "dim"), [(4, 3000, 48), (5, 2000, 512), (6, 1500, 2048)])
+def test_approximate_agrees_with_exact(seed, n_cand, dim):
+    train, cand = make_case(seed, n_cand, dim=dim)
+    reference = official_dense(train, cand)
     approx = select_candidates(train, cand, approximate=True)
     assert approx.approximate
-    assert agreement(exact.selected, approx.selected) >= 0.9
+    assert len(reference) > 20  # the redundancy step has real work to do
+    assert agreement(reference, approx.selected) >= 0.99
+    check = approx.extra
+    assert check["screening"] == "bfloat16"
+    assert EPS < check["margin_at_tau"] < 0.05
+    assert check["agreement_sample"] == approx.counts["n_after_distance_filter"]
+    assert check["agreement_with_exact"] >= 0.99
+
+
+@pytest.mark.parametrize(("dim", "tight"), [(64, 0.02), (2048, 2e-3)])
+def test_bfloat16_screening_error_within_its_bound(dim, tight):
+    from reshape.select import _Matmul
+
+    rng = np.random.default_rng(7)
+    x = normalize_rows(clustered(rng, 1200, dim, 20, 0.4))
+    exact = dense_distances(x[:300], x)
+    tau = float(np.quantile(exact, 0.05))
+    mm = _Matmul(x, "cpu", "bfloat16", tau)
+    screened = mm.block(0, 300, 0)  # rows [0, 300) against all columns
+    error = np.abs(screened - exact)
+    half_margin = mm.margins(screened) / 2
+    assert error.max() > 1e-5  # really coarser than float32 ...
+    assert np.all(error <= half_margin)  # ... but within the bound the margins are twice of
+    near_tau = np.abs(exact - tau) < 0.01
+    assert near_tau.any()
+    assert half_margin[near_tau].max() < tight  # tight where the tau decisions are taken (high dim)
+    # the filter threshold keeps every entry whose exact distance is below tau
+    assert np.all(screened[exact < tau] < mm.filter_threshold())
+    # float32 screening stays far below the exact-mode margin
+    assert np.abs(_Matmul(x, "cpu").block(0, 300, 0) - exact).max() < EPS / 10
 
 
 @pytest.mark.parametrize(
@@ -315,8 +345,8 @@ def test_cli_approximate_reports_agreement(tmp_path):
     check = meta["approximate_check"]
     assert meta["approximate"] is True
     assert check["agreement_sample"] == meta["n_after_distance_filter"]  # small pool: sample = all of it
-    assert 0.9 <= check["agreement_with_exact"] <= 1.0
-    assert check["estimated_pair_recall"] >= 0.995
+    assert 0.99 <= check["agreement_with_exact"] <= 1.0
+    assert check["screening"] == "bfloat16"
     assert table.num_rows == meta["n_selected"] == 20
     assert meta["max_select"] == 20
     exact = official_dense(train, cand)
