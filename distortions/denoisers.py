@@ -92,37 +92,87 @@ def _bn_affine(mult: np.ndarray, bias: np.ndarray, mean: np.ndarray, std: np.nda
     return ("bn", scale.astype(np.float32), shift.astype(np.float32))
 
 
-def layers_from_matconvnet(path: str | Path) -> list[Layer]:
-    """Read a MatConvNet SimpleNN ``net`` (``net.layers{i}`` with ``type`` conv/bnorm/relu) from a .mat."""
-    import scipy.io
-
-    try:
-        mat = scipy.io.loadmat(str(path), squeeze_me=False, struct_as_record=False)
-    except NotImplementedError as exc:  # MATLAB v7.3 files are HDF5
-        raise ValueError(
-            f"{path}: MATLAB v7.3 (HDF5) .mat files are not supported; re-save with -v7"
-        ) from exc
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a readable .mat file ({exc})") from exc
+def _cells_from_v7(path: str | Path, mat: dict[str, Any]) -> list[tuple[str, list[np.ndarray]]]:
+    """``net.layers`` of a scipy-loaded (v5/v7) .mat as (type, parameter arrays in MATLAB axis order)."""
     if "net" not in mat:
         raise ValueError(f"{path}: no 'net' variable (expected a MatConvNet SimpleNN model)")
     net = _unwrap(mat["net"])
-    raw_layers = _field(net, "layers")
-    cells = [_unwrap(c) for c in np.asarray(raw_layers, dtype=object).reshape(-1)]
-    layers: list[Layer] = []
-    for index, layer in enumerate(cells, start=1):
+    cells = [_unwrap(c) for c in np.asarray(_field(net, "layers"), dtype=object).reshape(-1)]
+    out = []
+    for layer in cells:
         kind = _text(_field(layer, "type")).lower()
+        try:
+            params = [_unwrap(p) for p in np.asarray(_field(layer, "weights"), dtype=object).reshape(-1)]
+        except KeyError:  # the pre-2015 SimpleNN format, or a layer without parameters
+            params = [_unwrap(_field(layer, f)) for f in ("filters", "biases") if hasattr(layer, f)]
+        out.append((kind, [np.asarray(p) for p in params]))
+    return out
+
+
+def _cells_from_v73(path: str | Path) -> list[tuple[str, list[np.ndarray]]]:
+    """The same from a MATLAB v7.3 (HDF5) .mat, the format of cszn/DnCNN's ``model/*.mat``.
+
+    HDF5 stores MATLAB's column-major arrays with the axes reversed, so ``.T`` restores MATLAB's order;
+    structs are groups, cells are arrays of object references, char arrays are uint16 codes.
+    """
+    try:
+        import h5py
+    except ImportError as exc:
+        raise ValueError(f"{path}: MATLAB v7.3 (HDF5) .mat files need the 'h5py' package") from exc
+
+    def value(f: Any, item: Any) -> Any:
+        return f[item] if isinstance(item, h5py.Reference) else item
+
+    def array(f: Any, ds: Any) -> np.ndarray:
+        if ds.attrs.get("MATLAB_empty", 0):
+            return np.zeros((0,), np.float32)
+        return np.asarray(ds[()]).T
+
+    with h5py.File(path, "r") as f:
+        if "net" not in f:
+            raise ValueError(f"{path}: no 'net' variable (expected a MatConvNet SimpleNN model)")
+        net = f["net"]
+        if "layers" not in net:
+            raise ValueError(f"{path}: 'net' has no 'layers' field")
+        out = []
+        for ref in np.asarray(net["layers"][()]).reshape(-1):
+            layer = value(f, ref)
+            kind = "".join(chr(c) for c in np.asarray(layer["type"][()]).reshape(-1)).lower()
+            params: list[np.ndarray] = []
+            if "weights" in layer:
+                for p in np.asarray(layer["weights"][()]).reshape(-1):
+                    params.append(array(f, value(f, p)))
+            out.append((kind, params))
+    return out
+
+
+def layers_from_matconvnet(path: str | Path) -> list[Layer]:
+    """Read a MatConvNet SimpleNN ``net`` (``net.layers{i}`` with ``type`` conv/bnorm/relu) from a .mat.
+
+    Both the v5/v7 format (scipy) and v7.3/HDF5 (h5py; cszn/DnCNN's ``GD_Gray_Blind.mat`` is one) load.
+    """
+    import scipy.io
+
+    try:
+        cells = _cells_from_v7(path, scipy.io.loadmat(str(path), squeeze_me=False, struct_as_record=False))
+    except NotImplementedError:  # scipy's answer to v7.3 files
+        try:
+            cells = _cells_from_v73(path)
+        except (OSError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: not a readable MATLAB v7.3 .mat file ({exc})") from exc
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a readable .mat file ({exc})") from exc
+    layers: list[Layer] = []
+    for index, (kind, params) in enumerate(cells, start=1):
         if kind == "conv":
-            try:
-                params = [_unwrap(p) for p in np.asarray(_field(layer, "weights"), dtype=object).reshape(-1)]
-            except KeyError:  # the pre-2015 SimpleNN format
-                params = [_unwrap(_field(layer, "filters")), _unwrap(_field(layer, "biases"))]
-            bias = params[1] if len(params) > 1 and np.size(params[1]) else None
+            if not params:
+                raise ValueError(f"{path}: conv layer {index} has no weights")
+            bias = params[1] if len(params) > 1 and params[1].size else None
             layers.append(_conv_from_matconvnet(params[0], bias))
         elif kind == "bnorm":
-            mult, bias, moments = (
-                _unwrap(p) for p in np.asarray(_field(layer, "weights"), dtype=object).reshape(-1)
-            )
+            if len(params) != 3:
+                raise ValueError(f"{path}: bnorm layer {index} needs mult, bias and moments")
+            mult, bias, moments = params
             moments = np.asarray(moments, np.float64).reshape(-1, 2)  # column 1 mean, column 2 std
             layers.append(_bn_affine(mult, bias, moments[:, 0], moments[:, 1]))
         elif kind == "relu":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -201,7 +202,12 @@ def _run_pool(
     window: int | None,
 ) -> Iterator[ShardResult[R]]:
     limit = window or workers * 4
-    with ProcessPoolExecutor(max_workers=workers, initializer=_pool_init, initargs=(setup,)) as pool:
+    # "spawn", not fork: a forked child of a driver that has already run torch/OpenMP code (the type-15
+    # DnCNN, an encoder) can deadlock in its first parallel region; spawned workers start clean.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_pool_init, initargs=(setup,)
+    ) as pool:
         pending: dict[Future, int] = {}
         queue = iter(todo)
         try:

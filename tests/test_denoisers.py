@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -74,6 +75,72 @@ def test_matconvnet_layout_maps_to_the_same_network(tiny_matconvnet):
     assert "tiny_dncnn.mat" in denoiser.name
     grey = np.random.default_rng(1).random((17, 23))
     np.testing.assert_allclose(denoiser(grey), reference(grey), atol=2e-5)
+
+
+def _save_v73(path, layers: list[dict]) -> None:
+    """Write ``net.layers`` the way MATLAB's ``save -v7.3`` does (layout read off cszn/DnCNN's
+    GD_Gray_Blind.mat): HDF5 with reversed axes, structs as groups, cells as object references kept in
+    ``#refs#``, char arrays as uint16 codes."""
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(path, "w", userblock_size=512) as f:
+        refs = f.create_group("#refs#")
+        counter = iter(range(10**6))
+
+        def store(arr: np.ndarray):
+            ds = refs.create_dataset(str(next(counter)), data=np.asarray(arr, np.float32).T)
+            ds.attrs["MATLAB_class"] = np.bytes_("single")
+            return ds.ref
+
+        layer_refs = []
+        for layer in layers:
+            g = refs.create_group(str(next(counter)))
+            g.attrs["MATLAB_class"] = np.bytes_("struct")
+            codes = np.array([[ord(c)] for c in layer["type"]], dtype=np.uint16)
+            g.create_dataset("type", data=codes).attrs["MATLAB_class"] = np.bytes_("char")
+            if "weights" in layer:
+                cell = np.array([[store(p)] for p in layer["weights"]], dtype=h5py.ref_dtype)
+                g.create_dataset("weights", data=cell).attrs["MATLAB_class"] = np.bytes_("cell")
+            layer_refs.append([g.ref])
+        net = f.create_group("net")
+        net.attrs["MATLAB_class"] = np.bytes_("struct")
+        net.create_dataset("layers", data=np.array(layer_refs, dtype=h5py.ref_dtype))
+    # MATLAB's 128-byte header in the user block: text, subsystem offset, version 0x0200, endian "IM"
+    header = b"MATLAB 7.3 MAT-file, written by a test".ljust(116, b" ") + bytes(8) + b"\x00\x02IM"
+    with open(path, "r+b") as fh:
+        fh.write(header)
+
+
+def test_matconvnet_v73_hdf5_loads_like_v7(tiny_matconvnet, tmp_path):
+    # cszn/DnCNN ships its models as MATLAB v7.3 (HDF5) files; the same net saved that way must load
+    # to the same network as the v7 file.
+    path, reference = tiny_matconvnet
+    raw = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=False)
+    cells = denoisers._cells_from_v7(path, raw)
+    layers = [{"type": kind, **({"weights": params} if params else {})} for kind, params in cells]
+    v73 = tmp_path / "tiny_v73.mat"
+    _save_v73(v73, layers)
+    with pytest.raises(NotImplementedError):
+        scipy.io.loadmat(v73)  # really a v7.3 file, not something scipy reads
+    grey = np.random.default_rng(2).random((19, 21))
+    np.testing.assert_allclose(distortions.load_denoiser(v73)(grey), reference(grey), atol=2e-5)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("RESHAPE_DNCNN_WEIGHTS"),
+    reason="set RESHAPE_DNCNN_WEIGHTS to cszn/DnCNN's model/GD_Gray_Blind.mat to test the real weights",
+)
+def test_real_dncnn_b_weights_denoise(natural_photos):
+    denoiser = distortions.load_denoiser(os.environ["RESHAPE_DNCNN_WEIGHTS"])
+    assert denoiser.depth == 20
+    grey = natural_photos["chelsea"][..., 1].astype(np.float64) / 255.0
+    rng = np.random.default_rng(0)
+    noisy = np.clip(grey + rng.normal(0, 0.1, grey.shape), 0, 1)  # sigma 25.5/255, inside DnCNN-B's range
+
+    def psnr(a: np.ndarray) -> float:
+        return float(10 * np.log10(1.0 / np.mean((a - grey) ** 2)))
+
+    assert psnr(denoiser(noisy)) > psnr(noisy) + 8
+    assert psnr(denoiser(noisy)) > psnr(denoisers.NLMeansDenoiser()(noisy))
 
 
 def test_matconvnet_transposed_filters_would_differ(tiny_matconvnet):

@@ -668,3 +668,43 @@ def test_reference_failing_only_at_decode(monkeypatch, kernels, refs: Path, tmp_
         "coffee.png",
         "rocket.png",
     ]
+
+
+def test_dncnn_with_two_workers_finishes_and_matches_one_worker(refs: Path, tmp_path: Path) -> None:
+    # Regression: the driver builds the DnCNN (torch) before starting the pool; forked workers then hung in
+    # their first torch call. Run as a separate process with a time limit so a hang fails instead of blocking.
+    import scipy.io
+
+    rng = np.random.default_rng(0)
+
+    def cell(items: list) -> np.ndarray:
+        out = np.empty((1, len(items)), dtype=object)
+        for i, item in enumerate(items):
+            out[0, i] = item
+        return out
+
+    # 64 channels as in DnCNN: copying a 3x3x64x64 bank is large enough for torch to go parallel (OpenMP)
+    # in the driver, which is what made forked workers hang
+    layers = [
+        {"type": "conv", "weights": cell([rng.normal(size=(3, 3, 1, 64)) * 0.3, np.zeros((1, 64))])},
+        {"type": "relu"},
+        {"type": "conv", "weights": cell([rng.normal(size=(3, 3, 64, 64)) * 0.02, np.zeros((1, 64))])},
+        {"type": "relu"},
+        {"type": "conv", "weights": cell([rng.normal(size=(3, 3, 64)) * 0.02, np.zeros((1, 1))])},
+    ]
+    weights = tmp_path / "tiny_dncnn.mat"
+    scipy.io.savemat(weights, {"net": {"layers": cell(layers)}})
+    outputs = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"out{workers}"
+        args = [str(refs), "--out", str(out), "--types", "15", "--levels", "1,5", "--workers", workers]
+        res = subprocess.run(
+            [sys.executable, "-m", "reshape.cli.main", "distort", *args, "--dncnn-weights", str(weights)],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert res.returncode == 0, res.stderr
+        outputs[workers] = folder_bytes(out)
+    assert len(outputs["1"]) == 4 * 2 + 1
+    assert outputs["1"] == outputs["2"]
