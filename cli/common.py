@@ -38,6 +38,16 @@ class ReshapeGroup(click.Group):
             ctx.exit(130)
 
 
+def is_quiet() -> bool:
+    """True after ``reshape -q``: stages then print no summary and show no progress bar."""
+    return logging.getLogger("reshape").getEffectiveLevel() > logging.WARNING
+
+
+def show_progress(disabled: bool = False) -> bool:
+    """Progress bars only on a terminal, and not after ``-q`` (or a stage's own ``--no-progress``)."""
+    return not disabled and sys.stderr.isatty() and not is_quiet()
+
+
 #: hidden on every stage: `reshape run` passes the stage's fingerprint, stored in its artifact's metadata
 fingerprint_option = click.option(
     "--fingerprint",

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 
 import click
 
 from reshape.cli.backend_opts import backend_options
-from reshape.cli.common import fingerprint_option, int_list
+from reshape.cli.common import fingerprint_option, int_list, is_quiet, show_progress
 from reshape.errors import BadInputError
 
 PRESET_HELP = "livec, koniq, bid, pipal1..pipal6 (the official per-target subsets) or all (1..25)"
@@ -126,7 +124,7 @@ def command(
     from reshape.cli.common import log
     from reshape.distort import run_distort, split_list, summary_lines
 
-    quiet = logging.getLogger().getEffectiveLevel() >= logging.ERROR
+    quiet = is_quiet()
     summary = run_distort(
         source,
         out_dir,
@@ -144,7 +142,7 @@ def command(
         dncnn_weights=dncnn_weights,
         ref_root=ref_root,
         fingerprint=fingerprint,
-        progress=not quiet and sys.stderr.isatty(),
+        progress=show_progress(),
     )
     lines = summary_lines(summary)
     if not quiet:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-
 import click
 
 from reshape.cli.backend_opts import backend_options
-from reshape.cli.common import fingerprint_option
+from reshape.cli.common import fingerprint_option, is_quiet, show_progress
 
 
 @click.command()
@@ -95,7 +92,7 @@ def command(
     """
     from reshape.features import run_features
 
-    quiet = logging.getLogger("reshape").getEffectiveLevel() > logging.WARNING
+    quiet = is_quiet()
     if weights == "none":
         click.echo(
             "reshape features: WARNING: --weights none embeds with RANDOM weights (tests only)", err=True
@@ -103,7 +100,7 @@ def command(
     result = run_features(
         images, out_path, encoder=encoder, weights=weights, device=device, batch_size=batch_size,
         workers=workers, image_root=image_root, skip_bad=skip_bad, checkpoint_every=checkpoint_every,
-        fingerprint=fingerprint, progress=sys.stderr.isatty() and not quiet,
+        fingerprint=fingerprint, progress=show_progress(),
         backend=backend, ray_address=ray_address,
     )  # fmt: skip
     if not quiet:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from reshape.cli.common import fingerprint_option
-from reshape.label import SCALES, WEIGHTINGS, parse_exclude_refs, progress_enabled, run_label
+from reshape.cli.common import fingerprint_option, show_progress
+from reshape.label import SCALES, WEIGHTINGS, parse_exclude_refs, run_label
 from reshape.presets import PRESETS
 from reshape.sources import SOURCE_FORMATS
 
@@ -132,7 +132,7 @@ def command(**opts: object) -> None:
     """
     exclude = parse_exclude_refs(opts.pop("exclude_refs"))
     no_progress = bool(opts.pop("no_progress"))
-    result = run_label(exclude_refs=exclude, progress=progress_enabled(no_progress), **opts)
+    result = run_label(exclude_refs=exclude, progress=show_progress(no_progress), **opts)
     if result.skipped:
         click.echo(f"reshape label: skipped {len(result.skipped)}:", err=True)
         for line in result.skipped:

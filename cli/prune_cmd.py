@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 
 import click
 
-from reshape.cli.common import fingerprint_option
+from reshape.cli.common import fingerprint_option, is_quiet, show_progress
 from reshape.prune import indices_path_for, run_prune
 
 
@@ -114,7 +112,7 @@ def command(
     Example:
       reshape prune --features samples.parquet --labels train.csv --out pruned.csv --label-scale 1-5
     """
-    quiet = logging.getLogger("reshape").getEffectiveLevel() > logging.WARNING
+    quiet = is_quiet()
     stats = run_prune(
         features_path,
         labels_path,
@@ -128,7 +126,7 @@ def command(
         approximate=approximate,
         block_size=block_size,
         backend=backend,
-        progress=sys.stderr.isatty() and not quiet,
+        progress=show_progress(),
         fingerprint=fingerprint,
     )
     if not quiet:

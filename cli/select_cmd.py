@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-
 import click
 
-from reshape.cli.common import fingerprint_option
+from reshape.cli.common import fingerprint_option, is_quiet, show_progress
 
 
 @click.command()
@@ -93,11 +90,11 @@ def command(
     """
     from reshape.select import run_select, summary_lines
 
-    quiet = logging.getLogger("reshape").getEffectiveLevel() > logging.WARNING
+    quiet = is_quiet()
     result = run_select(
         train_path, candidates_path, out_path,
         tau_quantile=tau_quantile, k=k, max_select=max_select, approximate=approximate, device=device,
-        plot_path=plot_path, fingerprint=fingerprint, progress=sys.stderr.isatty() and not quiet,
+        plot_path=plot_path, fingerprint=fingerprint, progress=show_progress(),
     )  # fmt: skip
     if not quiet:
         for line in summary_lines(result):

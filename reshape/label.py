@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -579,7 +578,3 @@ def run_label(
         write_csv(pyiqa_meta, meta_frame, "pyiqa_meta", meta_meta, float_format="%.8g")
         result.pyiqa_meta = meta_frame
     return result
-
-
-def progress_enabled(quiet: bool = False) -> bool:
-    return not quiet and sys.stderr.isatty() and logging.getLogger().level < logging.ERROR
