@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from reshape.artifacts import (
     read_artifact_metadata,
     read_csv,
     read_parquet,
+    sidecar_path,
     write_csv,
 )
 from reshape.backends import check_backend, import_ray, map_shards
@@ -500,7 +502,9 @@ def _still_valid(
         and int(record.get("dist_level", -1)) == job.dist_level
         and int(record.get("seed", -1)) == job.seed
     )
-    if isinstance(out_dir, str):  # object store: the object is read back and hashed again (see _StoreJournal)
+    if isinstance(
+        out_dir, str
+    ):  # object store: the object is read back and hashed again (see the object store notes below)
         return same and _store_sha256(storage.join(out_dir, job.dist_img)) == record.get("sha256")
     path = out_dir / job.dist_img
     return same and path.is_file() and sha256_file(path) == record.get("sha256")
@@ -591,8 +595,6 @@ def _store_journal_dir(manifest: str) -> str:
 
 def _load_previous_from_store(manifest: str, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """:func:`_load_previous` on local copies of the manifest, its sidecar and the journal segments."""
-    from reshape.artifacts import sidecar_path
-
     with tempfile.TemporaryDirectory(prefix=TMP_PREFIX) as tmp:
         local = Path(tmp) / manifest.rstrip("/").rsplit("/", 1)[-1]
         if storage.is_file(manifest):
@@ -613,8 +615,6 @@ class _StoreJournal:
     every STORE_JOURNAL_FLUSH_S seconds (and on close); a driver crash loses only the last few seconds."""
 
     def __init__(self, manifest: str, settings: dict[str, Any], verified: list[dict[str, Any]]):
-        import time
-
         self._clock = time.monotonic
         self.folder = _store_journal_dir(manifest)
         storage.remove_tree(self.folder)
@@ -670,8 +670,6 @@ def _check_store_writable(location: str, folder: str | None = None) -> None:
 
 def _write_manifest_to_store(manifest: str, frame: pd.DataFrame, metadata: dict[str, Any]) -> None:
     """write_csv into a local folder, then upload the CSV and then its sidecar (the local order)."""
-    from reshape.artifacts import sidecar_path
-
     with tempfile.TemporaryDirectory(prefix=TMP_PREFIX) as tmp:
         local = Path(tmp) / manifest.rstrip("/").rsplit("/", 1)[-1]
         write_csv(local, frame, "distortion_manifest", metadata)
@@ -745,6 +743,9 @@ def run_distort(
     progress: bool = False,
 ) -> DistortSummary:
     """Distort every reference of ``source`` with ``types`` x ``levels`` into ``out_dir``; write the manifest.
+
+    ``out_dir`` and ``manifest`` may be object-store URIs (``s3://``, ``gs://``, any pyarrow.fs/fsspec URI):
+    the shards then write their images straight to the store (see the object store notes above).
 
     Resumable: outputs whose file still has the sha256 recorded by a previous run with the same settings
     (manifest or journal) are kept; everything else is (re)written; stale outputs and temp files are removed.
