@@ -26,9 +26,11 @@ def _levels(text: str | None) -> list[int] | None:
     "--out",
     "out_dir",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Output folder for <refstem>_<tt>_<ll>.<ext> images. The stage owns it: earlier outputs that this "
-    "run does not produce (same naming pattern) are removed; other files are left alone.",
+    metavar="PATH|URI",
+    help="Output folder for <refstem>_<tt>_<ll>.<ext> images, or an object-store URI (s3://bucket/prefix, "
+    "gs://..., any pyarrow.fs or fsspec URI) that every worker writes to directly. The stage owns it: "
+    "earlier outputs that this run does not produce (same naming pattern) are removed; other files are "
+    "left alone.",
 )
 @click.option(
     "--types", default=None, help="Distortion types: KADID ids 1..25 or names, e.g. 1,3,gaussian_blur,GBLUR."
@@ -38,8 +40,9 @@ def _levels(text: str | None) -> list[int] | None:
 @click.option(
     "--manifest",
     default=None,
-    type=click.Path(path_type=Path),
-    help="Manifest CSV to write (plus <manifest>.meta.json). [default: OUT/manifest.csv]",
+    metavar="PATH|URI",
+    help="Manifest CSV to write (plus <manifest>.meta.json), a path or object-store URI. "
+    "[default: OUT/manifest.csv]",
 )
 @click.option(
     "--format",
@@ -91,11 +94,11 @@ def _levels(text: str | None) -> list[int] | None:
 @fingerprint_option
 def command(
     source: Path,
-    out_dir: Path,
+    out_dir: str,
     types: str | None,
     preset: str | None,
     levels: str | None,
-    manifest: Path | None,
+    manifest: str | None,
     fmt: str,
     resize: str | None,
     workers: int,

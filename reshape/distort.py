@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,12 +37,20 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 import distortions
-from reshape import __version__
-from reshape.artifacts import SCHEMA_KEY, read_artifact_metadata, read_csv, read_parquet, write_csv
+from reshape import __version__, storage
+from reshape.artifacts import (
+    META_SUFFIX,
+    SCHEMA_KEY,
+    read_artifact_metadata,
+    read_csv,
+    read_parquet,
+    sidecar_path,
+    write_csv,
+)
 from reshape.backends import check_backend, import_ray, map_shards
 from reshape.errors import BadInputError, StageError
 from reshape.fileio import TMP_PREFIX, atomic_write_text, remove_stale_temps, resolve_under_root, sha256_file
-from reshape.imageio import image_size, load_image, save_image, to_uint8
+from reshape.imageio import SAVE_FORMATS, encode_image, image_size, load_image, save_image, to_uint8
 from reshape.presets import PRESETS
 
 log = logging.getLogger("reshape.distort")
@@ -283,7 +292,8 @@ def distort_shard(jobs: Sequence[DistortJob], options: ShardOptions) -> list[dic
     instead of its images; the caller decides whether that is fatal (without ``--skip-bad``) or listed.
     Any other exception (a bug in a kernel) propagates.
     """
-    out_dir = Path(options.out_dir)
+    to_store = not storage.is_local(options.out_dir)
+    out_dir = options.out_dir if to_store else Path(options.out_dir)
     rows: list[dict[str, Any]] = []
     image: np.ndarray | None = None
     loaded_from: str | None = None
@@ -312,7 +322,11 @@ def distort_shard(jobs: Sequence[DistortJob], options: ShardOptions) -> list[dic
                 f"{job.ref_path}: distortion {job.dist_type} level {job.dist_level} failed "
                 f"({type(exc).__name__}: {exc})"
             ) from exc
-        data = save_image(out_dir / job.dist_img, result)
+        if to_store:  # s3://, gs://, ...: straight to the store, one atomic object per image
+            data = encode_image(result, SAVE_FORMATS[f".{options.fmt}"])
+            storage.write_bytes(storage.join(out_dir, job.dist_img), data)
+        else:
+            data = save_image(out_dir / job.dist_img, result)
         rows.append(_manifest_row(job, hashlib.sha256(data).hexdigest(), denoiser_name))
     return rows
 
@@ -472,7 +486,9 @@ def _load_previous(manifest: Path, settings: dict[str, Any]) -> dict[str, dict[s
     return records
 
 
-def _still_valid(job: DistortJob, record: dict[str, Any] | None, out_dir: Path, denoiser: str | None) -> bool:
+def _still_valid(
+    job: DistortJob, record: dict[str, Any] | None, out_dir: Path | str, denoiser: str | None
+) -> bool:
     if record is None:
         return False
     recorded_denoiser = record.get("denoiser")
@@ -486,8 +502,18 @@ def _still_valid(job: DistortJob, record: dict[str, Any] | None, out_dir: Path, 
         and int(record.get("dist_level", -1)) == job.dist_level
         and int(record.get("seed", -1)) == job.seed
     )
+    if isinstance(
+        out_dir, str
+    ):  # object store: the object is read back and hashed again (see the object store notes below)
+        return same and _store_sha256(storage.join(out_dir, job.dist_img)) == record.get("sha256")
     path = out_dir / job.dist_img
     return same and path.is_file() and sha256_file(path) == record.get("sha256")
+
+
+def _store_sha256(location: str) -> str | None:
+    if not storage.is_file(location):
+        return None
+    return hashlib.sha256(storage.read_bytes(location)).hexdigest()
 
 
 class _Journal:
@@ -549,13 +575,115 @@ def _check_writable(out_dir: Path) -> None:
         raise BadInputError(f"{out_dir}: output folder is not writable ({exc.strerror or exc})") from None
 
 
+# ----------------------------------------------------------------------------------------------- object store
+# With --out/--manifest on an object store (s3://, gs://, any pyarrow.fs / fsspec URI; issue #9) the same
+# run happens with these stand-ins for the local-file helpers above. Choices: resume re-reads every
+# listed object and checks its sha256 (a size check would miss a rewritten object of equal size, and the
+# read is cheap next to distorting); the journal, which an object store cannot append to, is a prefix
+# ``<manifest>.journal.d/`` of numbered JSON-lines segments, each written atomically.
+STORE_JOURNAL_SUFFIX = JOURNAL_SUFFIX.removesuffix(".jsonl") + ".d"
+STORE_JOURNAL_FLUSH_S = 5.0
+
+
+def _parent(location: str) -> str:
+    return location.rstrip("/").rsplit("/", 1)[0]
+
+
+def _store_journal_dir(manifest: str) -> str:
+    return manifest + STORE_JOURNAL_SUFFIX
+
+
+def _load_previous_from_store(manifest: str, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """:func:`_load_previous` on local copies of the manifest, its sidecar and the journal segments."""
+    with tempfile.TemporaryDirectory(prefix=TMP_PREFIX) as tmp:
+        local = Path(tmp) / manifest.rstrip("/").rsplit("/", 1)[-1]
+        if storage.is_file(manifest):
+            local.write_bytes(storage.read_bytes(manifest))
+            sidecar = manifest + META_SUFFIX
+            if storage.is_file(sidecar):
+                sidecar_path(local).write_bytes(storage.read_bytes(sidecar))
+        segments_dir = _store_journal_dir(manifest)
+        segments = [n for n in storage.listdir(segments_dir) if n.endswith(".jsonl")]
+        if segments:
+            text = "".join(storage.read_bytes(storage.join(segments_dir, n)).decode() for n in segments)
+            journal_path(local).write_text(text, encoding="utf-8")
+        return _load_previous(local, settings)
+
+
+class _StoreJournal:
+    """:class:`_Journal` for an object store: rows are buffered and written as a new segment object at most
+    every STORE_JOURNAL_FLUSH_S seconds (and on close); a driver crash loses only the last few seconds."""
+
+    def __init__(self, manifest: str, settings: dict[str, Any], verified: list[dict[str, Any]]):
+        self._clock = time.monotonic
+        self.folder = _store_journal_dir(manifest)
+        storage.remove_tree(self.folder)
+        self._seq = 0
+        self._buffer: list[str] = []
+        header = json.dumps({"journal": "reshape-distort", "settings": settings}, sort_keys=True)
+        self._write([header] + [json.dumps(_jsonable(r), sort_keys=True) for r in verified])
+        self._last = self._clock()
+
+    def _write(self, lines: list[str]) -> None:
+        data = "".join(line + "\n" for line in lines).encode()
+        storage.write_bytes(storage.join(self.folder, f"{self._seq:010d}.jsonl"), data)
+        self._seq += 1
+
+    def append(self, rows: Sequence[dict[str, Any]]) -> None:
+        self._buffer += [json.dumps(_jsonable(r), sort_keys=True) for r in rows]
+        if self._buffer and self._clock() - self._last >= STORE_JOURNAL_FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._write(self._buffer)
+            self._buffer = []
+        self._last = self._clock()
+
+    def close(self) -> None:
+        self.flush()
+
+
+def _clean_store_dir(out_dir: str, keep: set[str]) -> int:
+    removed = storage.remove_stale_temps(out_dir)
+    for name in storage.listdir(out_dir):
+        if OUTPUT_NAME_RE.match(name) and name not in keep:
+            storage.remove(storage.join(out_dir, name))
+            removed += 1
+    return removed
+
+
+def _check_store_writable(location: str, folder: str | None = None) -> None:
+    """Create the folder/prefix of ``location`` (``folder``, default itself; a no-op on most object stores);
+    an unknown scheme or unusable location is bad input named after ``location``."""
+    try:
+        storage.filesystem(location)  # unknown scheme, missing fsspec plug-in: one line naming the URI
+        storage.makedirs(folder or location)
+        if folder is None and storage.is_file(location):
+            raise BadInputError(f"{location}: output path exists and is not a folder")
+    except BadInputError:
+        raise
+    except (OSError, ValueError, ImportError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BadInputError(f"{location}: cannot use this output location ({first})") from None
+
+
+def _write_manifest_to_store(manifest: str, frame: pd.DataFrame, metadata: dict[str, Any]) -> None:
+    """write_csv into a local folder, then upload the CSV and then its sidecar (the local order)."""
+    with tempfile.TemporaryDirectory(prefix=TMP_PREFIX) as tmp:
+        local = Path(tmp) / manifest.rstrip("/").rsplit("/", 1)[-1]
+        write_csv(local, frame, "distortion_manifest", metadata)
+        storage.upload_file(local, manifest)
+        storage.upload_file(sidecar_path(local), manifest + META_SUFFIX)
+
+
 # ----------------------------------------------------------------------------------------------- run
 @dataclass
 class DistortSummary:
     """What a run did: counts, the manifest written, and references skipped with --skip-bad."""
 
-    manifest: Path
-    out_dir: Path
+    manifest: Path | str  # a str for an object-store URI
+    out_dir: Path | str
     n_references: int
     n_images: int
     n_written: int
@@ -616,6 +744,9 @@ def run_distort(
 ) -> DistortSummary:
     """Distort every reference of ``source`` with ``types`` x ``levels`` into ``out_dir``; write the manifest.
 
+    ``out_dir`` and ``manifest`` may be object-store URIs (``s3://``, ``gs://``, any pyarrow.fs/fsspec URI):
+    the shards then write their images straight to the store (see the object store notes above).
+
     Resumable: outputs whose file still has the sha256 recorded by a previous run with the same settings
     (manifest or journal) are kept; everything else is (re)written; stale outputs and temp files are removed.
     """
@@ -635,23 +766,38 @@ def run_distort(
         raise BadInputError(f"{dncnn_weights}: DnCNN weights file not found (--dncnn-weights)")
     type_ids = resolve_types(types, preset)
     level_ids = resolve_levels(levels)
-    out = Path(out_dir).resolve()
-    manifest_path = Path(manifest).resolve() if manifest else out / "manifest.csv"
+    out_on_store = not storage.is_local(out_dir)
+    # an object-store location stays a URI string; a local one is a resolved Path as before
+    out: Path | str = str(out_dir).rstrip("/") if out_on_store else storage.local_path(out_dir).resolve()
+    manifest_path: Path | str
+    if manifest:
+        manifest_path = (
+            str(manifest) if not storage.is_local(manifest) else storage.local_path(manifest).resolve()
+        )
+    else:
+        manifest_path = storage.join(out, "manifest.csv") if out_on_store else out / "manifest.csv"
+    manifest_on_store = isinstance(manifest_path, str)
+    if out_on_store:
+        _check_store_writable(out)
+    if manifest_on_store:
+        _check_store_writable(manifest_path, folder=_parent(manifest_path))
 
     src = Path(source).resolve()
-    if src.is_dir() and (src == out or out in src.parents):
+    if not out_on_store and src.is_dir() and (src == out or out in src.parents):
         raise BadInputError(f"{out}: the output folder must not be the folder holding the references")
-    refs = read_references(source, ref_root=ref_root, exclude=out)
+    refs = read_references(source, ref_root=ref_root, exclude=None if out_on_store else out)
     paths = refs.paths()
-    if any(p.parent == out for p in paths):
+    if not out_on_store and any(p.parent == out for p in paths):
         raise BadInputError(f"{out}: the output folder must not be the folder holding the references")
     min_size = min_reference_size(type_ids)
     if resize is not None and (resize[0] < min_size or resize[1] < min_size):
         raise BadInputError(f"--resize {resize[0]}x{resize[1]} is below the minimum {min_size}x{min_size}")
     jobs = plan_jobs(refs.images, paths, type_ids, level_ids, int(seed), fmt)
     _check_implemented(type_ids)
-    _check_writable(out)
-    _check_writable(manifest_path.parent)
+    if not out_on_store:
+        _check_writable(out)
+    if not manifest_on_store:
+        _check_writable(manifest_path.parent)
 
     denoiser_name = None
     weights = str(Path(dncnn_weights).resolve()) if dncnn_weights else None
@@ -679,10 +825,19 @@ def run_distort(
             "reshape_version": __version__,
         }
     )
-    previous = _load_previous(manifest_path, settings)
+    if manifest_on_store:
+        previous = _load_previous_from_store(manifest_path, settings)
+    else:
+        previous = _load_previous(manifest_path, settings)
     planned = [j for j in jobs if j.ref_img not in bad]
-    removed = _clean_out_dir(out, {j.dist_img for j in planned})
-    remove_stale_temps(manifest_path.parent)
+    if out_on_store:
+        removed = _clean_store_dir(out, {j.dist_img for j in planned})
+    else:
+        removed = _clean_out_dir(out, {j.dist_img for j in planned})
+    if manifest_on_store:
+        storage.remove_stale_temps(_parent(manifest_path))
+    else:
+        remove_stale_temps(manifest_path.parent)
 
     done: dict[str, dict[str, Any]] = {}
     todo: list[DistortJob] = []
@@ -709,7 +864,11 @@ def run_distort(
         min_size=min_size,
         denoiser_label=denoiser_name,
     )
-    journal = _Journal(journal_path(manifest_path), settings, list(done.values()))
+    journal: _Journal | _StoreJournal
+    if manifest_on_store:
+        journal = _StoreJournal(manifest_path, settings, list(done.values()))
+    else:
+        journal = _Journal(journal_path(manifest_path), settings, list(done.values()))
     failures: dict[str, str] = {}
     results = _execute(
         shard_by_reference(todo), options, workers, progress, len(planned), n_reused, backend, ray_address
@@ -757,9 +916,13 @@ def run_distort(
     }
     if fingerprint is not None:
         metadata["fingerprint"] = fingerprint
-    write_csv(manifest_path, frame, "distortion_manifest", metadata)
-    with contextlib.suppress(FileNotFoundError):
-        journal_path(manifest_path).unlink()
+    if manifest_on_store:
+        _write_manifest_to_store(manifest_path, frame, metadata)
+        storage.remove_tree(_store_journal_dir(manifest_path))
+    else:
+        write_csv(manifest_path, frame, "distortion_manifest", metadata)
+        with contextlib.suppress(FileNotFoundError):
+            journal_path(manifest_path).unlink()
     return DistortSummary(
         manifest=manifest_path,
         out_dir=out,

@@ -175,3 +175,9 @@ def register_test_filesystem() -> None:
             super().__init__(path=os.environ["RESHAPE_TEST_FS_ROOT"], fs=LocalFileSystem(), **kwargs)
 
     fsspec.register_implementation(TEST_FS_PROTOCOL, FolderStore, clobber=True)
+
+
+def distort_store_worker_hook() -> None:
+    """Ray worker set-up for the distort object-store tests: ``reshapetest://`` and the stand-in kernels."""
+    register_test_filesystem()
+    register_stand_in_kernels()
