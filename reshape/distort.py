@@ -502,9 +502,8 @@ def _still_valid(
         and int(record.get("dist_level", -1)) == job.dist_level
         and int(record.get("seed", -1)) == job.seed
     )
-    if isinstance(
-        out_dir, str
-    ):  # object store: the object is read back and hashed again (see the object store notes below)
+    # object store: the object is read back and hashed again (see the object store notes below)
+    if isinstance(out_dir, str):
         return same and _store_sha256(storage.join(out_dir, job.dist_img)) == record.get("sha256")
     path = out_dir / job.dist_img
     return same and path.is_file() and sha256_file(path) == record.get("sha256")
