@@ -48,3 +48,18 @@ def natural_photos() -> dict[str, np.ndarray]:
     from skimage import data
 
     return {name: getattr(data, name)() for name in ("astronaut", "chelsea", "coffee", "rocket")}
+
+
+@pytest.fixture(scope="module")
+def stand_ins():
+    """Stand-in kernels in this process for types the distortions library lacks (only for the module)."""
+    import shard_toys
+
+    from distortions import registry
+
+    registry._load_kernels()
+    with pytest.MonkeyPatch.context() as mp:
+        for t, fn in shard_toys.STAND_INS.items():
+            if t not in registry.KERNELS:
+                mp.setitem(registry.KERNELS, t, fn)
+        yield

@@ -100,6 +100,11 @@ def _shift(x: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
 STAND_INS = {1: _blur, 11: _noise, 18: _shift}
 
 
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Images and the manifest of a distort output (the .meta.json sidecar holds a creation time)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix in (".png", ".bmp", ".csv")}
+
+
 def register_stand_in_kernels() -> None:
     from distortions import registry
 

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-import shard_toys
 from click.testing import CliRunner
 from PIL import Image
 from ray_helpers import TESTS, local_ray, needs_ray
+from shard_toys import folder_bytes
 
 from reshape.cli.main import cli
 from reshape.distort import run_distort
@@ -46,29 +46,11 @@ def refs(tmp_path_factory, natural_photos) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stand_ins():
-    """Stand-in kernels in this process for types the distortions library lacks (only for this module)."""
-    from distortions import registry
-
-    registry._load_kernels()
-    with pytest.MonkeyPatch.context() as mp:
-        for t, fn in shard_toys.STAND_INS.items():
-            if t not in registry.KERNELS:
-                mp.setitem(registry.KERNELS, t, fn)
-        yield
-
-
-@pytest.fixture(scope="module")
 def local_run(tmp_path_factory, refs, stand_ins) -> Path:
     """The local, single-process run every Ray run must reproduce byte for byte."""
     out = tmp_path_factory.mktemp("local") / "out"
     run_distort(refs, out, types=TYPES, levels=LEVELS, seed=7, workers=1)
     return out
-
-
-def folder_bytes(folder: Path) -> dict[str, bytes]:
-    """Images and the manifest (the .meta.json sidecar holds a creation time and is left out)."""
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix in (".png", ".bmp", ".csv")}
 
 
 @needs_ray
