@@ -19,6 +19,13 @@ class BadInputError(ReshapeError, ValueError):
     exit_code = 2
 
 
+class ResourceError(ReshapeError, OSError):
+    """A filesystem or resource fault (read-only, no space, permission, name too long, too many open files,
+    decompression bomb, out of memory): one line naming the path and the cause, exit code 2."""
+
+    exit_code = 2
+
+
 class StageError(ReshapeError, RuntimeError):
     """A stage failed while running on valid input: exit code 1."""
 

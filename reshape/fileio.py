@@ -10,11 +10,12 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import IO
 
 from reshape.errors import BadInputError, where
+from reshape.outputs import file_mode
 
 TMP_PREFIX = ".reshape-tmp-"
 
@@ -27,9 +28,16 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=final.suffix, dir=final.parent)
-    os.close(fd)
+    # The final name inside the temp name lets a run clean up only the temps of the outputs it holds.
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f"{TMP_PREFIX}{final.name}.", suffix=final.suffix, dir=final.parent
+    )
     tmp = Path(tmp_name)
+    try:
+        # mkstemp creates 0600; a published file must get the mode a plain open() would (umask honoured).
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
@@ -63,10 +71,14 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         fh.write(text)
 
 
-def remove_stale_temps(folder: str | os.PathLike[str]) -> int:
-    """Delete temp files an interrupted run left in ``folder``; returns how many were removed."""
+def remove_stale_temps(folder: str | os.PathLike[str], names: Iterable[str] | None = None) -> int:
+    """Delete temp files an interrupted run left in ``folder`` (only those of the final ``names`` when
+    given; call it while holding the output's lock); returns how many were removed."""
     removed = 0
+    wanted = None if names is None else {f"{TMP_PREFIX}{n}." for n in names}
     for p in Path(folder).glob(TMP_PREFIX + "*"):
+        if wanted is not None and not any(p.name.startswith(w) for w in wanted):
+            continue
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
             removed += 1

@@ -1,0 +1,414 @@
+"""Output safety shared by every writing stage: guards run before any work, and one lock per output.
+
+The rules (README, "Your files are safe"):
+
+* **Ownership.** A stage replaces or deletes only files it recorded as its own: a file artifact carries
+  reshape's schema tag (Parquet metadata, a CSV's ``.meta.json`` sidecar, a JSON ``reshape_version``);
+  folder outputs keep a record of what they wrote (distort's manifest/journal, publish's SHA256SUMS).
+  Anything else at an output path is a conflict, refused before any work unless ``--overwrite``.
+* **Inputs are never outputs**, symlinks included; a folder output never lies inside or around an input.
+* **Format guard.** A file of another format (or a folder) at a file output is refused, even with
+  ``--overwrite``.
+* **Preflight.** Writability and free space are checked before expensive work; folders a failed run
+  created and left empty are removed again.
+* **One run per output.** :class:`OutputLock` holds an OS file lock beside the output (or a lease object on
+  an object store); a second run refuses naming the holder, or waits with ``wait=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from reshape.errors import BadInputError, ResourceError
+
+Location = str | os.PathLike[str]
+
+#: The magic bytes that identify the formats reshape writes.
+_MAGIC = {b"PAR1": "parquet", b"\x89PNG\r\n\x1a\n": "png", b"BM": "bmp", b"\xff\xd8\xff": "jpeg"}
+LOCK_SUFFIX = ".reshape-lock"
+
+
+# ----------------------------------------------------------------------------------------------- paths
+def _resolved(path: Location) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(path)))).resolve()
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_inputs_not_outputs(
+    inputs: Iterable[Location | None],
+    file_outputs: Iterable[Location | None] = (),
+    folder_outputs: Iterable[Location | None] = (),
+) -> None:
+    """Refuse an output that resolves (symlinks included) to an input, or a folder output that would mix
+    with an input folder (the same folder, inside it, or around it)."""
+    ins = [_resolved(p) for p in inputs if p is not None and _is_local(p)]
+    for out in (p for p in file_outputs if p is not None and _is_local(p)):
+        target = _resolved(out)
+        for src in ins:
+            if target == src:
+                raise BadInputError(f"{out}: output is the input {src}; refusing to overwrite an input")
+            if src.is_dir() and target.is_dir() and _inside(target, src):
+                raise BadInputError(f"{out}: output is a folder inside the input {src}")
+    for out in (p for p in folder_outputs if p is not None and _is_local(p)):
+        target = _resolved(out)
+        for src in ins:
+            if _inside(target, src) and (src.is_dir() or target == src):
+                where = "is" if target == src else "lies inside"
+                raise BadInputError(
+                    f"{out}: output folder {where} the input {src}; outputs would mix with inputs"
+                )
+            if _inside(src, target):
+                raise BadInputError(f"{out}: output folder contains the input {src}; choose another folder")
+
+
+def _is_local(location: Location) -> bool:
+    text = os.fspath(location)
+    return "://" not in text or text.lower().startswith("file://")
+
+
+# ----------------------------------------------------------------------------------------------- formats
+def sniff_format(path: Location) -> str:
+    """``'missing'``, ``'folder'``, ``'parquet'``, ``'png'``, ``'bmp'``, ``'jpeg'``, ``'json'``, ``'csv'``
+    (text) or ``'binary'``: what is at ``path`` judged by its bytes, never by its name."""
+    p = Path(path)
+    if not p.exists() and not p.is_symlink():
+        return "missing"
+    if p.is_dir():
+        return "folder"
+    with open(p, "rb") as fh:
+        head = fh.read(4096)
+    for magic, name in _MAGIC.items():
+        if head.startswith(magic):
+            return name
+    if not head:
+        return "empty"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary"
+    return "json" if text.lstrip().startswith(("{", "[")) else "csv"
+
+
+def _owned_artifact(path: Path, fmt: str) -> bool:
+    """True when ``path`` carries the mark reshape puts on what it writes."""
+    from reshape.artifacts import META_SUFFIX, SCHEMA_KEY
+
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            meta = pq.read_schema(path).metadata or {}
+            return SCHEMA_KEY.encode() in meta
+        if fmt == "csv":
+            side = path.with_name(path.name + META_SUFFIX)
+            return side.is_file() and SCHEMA_KEY in json.loads(side.read_text("utf-8"))
+        if fmt == "json":
+            data = json.loads(path.read_text("utf-8"))
+            return isinstance(data, dict) and ("reshape_version" in data or SCHEMA_KEY in data)
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def check_file_output(
+    path: Location | None,
+    fmt: str,
+    *,
+    overwrite: bool = False,
+    owned: Callable[[Path], bool] | None = None,
+    option: str = "--out",
+) -> None:
+    """Refuse to write ``fmt`` at ``path`` over a folder, a file of another format, or (without
+    ``overwrite``) a file reshape did not write. ``owned`` overrides the ownership test."""
+    if path is None or not _is_local(path):
+        return
+    p = Path(path)
+    found = sniff_format(p)
+    if found == "missing":
+        return
+    if found == "folder":
+        raise BadInputError(f"{p}: {option} is a folder, expected a {fmt} file path")
+    compatible = {fmt, "empty"} | ({"json", "csv"} if fmt in ("csv", "json") and found == "csv" else set())
+    if found not in compatible:
+        raise BadInputError(f"{p}: {option} holds a {found} file, not {fmt}; refusing to overwrite it")
+    is_ours = owned(p) if owned is not None else _owned_artifact(p, fmt)
+    if not is_ours and not overwrite:
+        raise BadInputError(
+            f"{p}: exists and was not written by reshape; refusing to replace it (pass --overwrite to allow)"
+        )
+
+
+def refuse_foreign(conflicts: list[str], where: Location, *, overwrite: bool) -> None:
+    """One line for files in an output folder that the stage would write over without owning them."""
+    if conflicts and not overwrite:
+        shown = ", ".join(sorted(conflicts)[:3]) + (", ..." if len(conflicts) > 3 else "")
+        raise BadInputError(
+            f"{where}: {len(conflicts)} existing file(s) not written by reshape would be replaced "
+            f"({shown}); refusing (pass --overwrite to replace them)"
+        )
+
+
+# ----------------------------------------------------------------------------------------------- preflight
+def _existing_ancestor(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p if p.is_dir() else p.parent
+
+
+def check_writable(target: Location, *, need_bytes: int = 0) -> None:
+    """Fail early, in one line, when ``target`` (a file or folder path) cannot be written: read-only,
+    no permission, or less than ``need_bytes`` (plus a 1 MiB margin) free. Object-store locations pass."""
+    if not _is_local(target):
+        return
+    folder = _existing_ancestor(_resolved(target))
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".reshape-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ResourceError(f"{target}: cannot write in {folder} ({exc.strerror or exc})") from None
+    free = shutil.disk_usage(folder).free
+    if need_bytes and free < need_bytes + (1 << 20):
+        raise ResourceError(
+            f"{target}: not enough free space in {folder} "
+            f"({free / 2**20:.1f} MiB free, about {need_bytes / 2**20:.1f} MiB needed)"
+        )
+
+
+@contextlib.contextmanager
+def created_folders(*folders: Location | None) -> Iterator[None]:
+    """Create ``folders`` (and parents) now; if the block fails, remove the ones created here that are
+    still empty, so a failed run leaves no empty output folders behind."""
+    made: list[Path] = []
+    for folder in folders:
+        if folder is None or not _is_local(folder):
+            continue
+        p = _resolved(folder)
+        missing = []
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
+        for q in reversed(missing):
+            q.mkdir(exist_ok=True)
+            made.append(q)
+    try:
+        yield
+    except BaseException:
+        for q in reversed(made):
+            with contextlib.suppress(OSError):
+                q.rmdir()
+        raise
+
+
+# ----------------------------------------------------------------------------------------------- locks
+@dataclass(frozen=True)
+class LockHolder:
+    host: str
+    pid: int
+    started: str
+
+    def describe(self) -> str:
+        return f"host {self.host}, pid {self.pid}, since {self.started}"
+
+
+def _holder_now() -> LockHolder:
+    return LockHolder(socket.gethostname(), os.getpid(), time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+def lock_location(output: Location) -> str:
+    """The lock beside an output: ``<parent>/.<name>.reshape-lock`` (a file output and its folder alike)."""
+    text = os.fspath(output).rstrip("/")
+    if _is_local(text):
+        p = _resolved(text)
+        return str(p.with_name(f".{p.name}{LOCK_SUFFIX}"))
+    head, _, name = text.rpartition("/")
+    return f"{head}/.{name}{LOCK_SUFFIX}"
+
+
+class OutputLock:
+    """An exclusive lock on one output location, taken before any work.
+
+    Local: an OS lock (``filelock``) on a file beside the output, released by the kernel when the process
+    dies, so a lock left by a killed run is simply taken over. The holder (host, pid, start) is written
+    into the lock file for the refusal message. Object stores: a lease object naming the holder, renewed
+    while held and taken over once expired.
+    """
+
+    def __init__(self, output: Location, *, wait: bool = False, lease_seconds: float = 120.0):
+        self.output = os.fspath(output)
+        self.path = lock_location(output)
+        self.wait = wait
+        self.lease_seconds = lease_seconds
+        self._file_lock = None
+        self._renewer: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._token = uuid.uuid4().hex
+
+    # -- local
+    def _acquire_local(self, on_wait: Callable[[str], None] | None) -> None:
+        from filelock import FileLock, Timeout
+
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.path, mode=0o666 & ~current_umask(), thread_local=False)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            holder = self.holder()
+            who = holder.describe() if holder else "another process"
+            if not self.wait:
+                raise BadInputError(
+                    f"{self.output}: another reshape run holds this output ({who}); "
+                    "wait for it or pass --wait"
+                ) from None
+            if on_wait:
+                on_wait(f"{self.output}: waiting for the run that holds it ({who})")
+            lock.acquire()
+        self._file_lock = lock
+        with open(self.path + ".holder", "w", encoding="utf-8") as fh:
+            json.dump(_holder_now().__dict__, fh)
+
+    def holder(self) -> LockHolder | None:
+        """Who holds (or last held) the lock, as recorded by them."""
+        try:
+            if _is_local(self.path):
+                raw = Path(self.path + ".holder").read_text("utf-8")
+            else:
+                from reshape import storage
+
+                raw = storage.read_bytes(self.path).decode()
+            data = json.loads(raw)
+            return LockHolder(str(data["host"]), int(data["pid"]), str(data["started"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    # -- object store
+    def _lease(self) -> dict:
+        return {
+            **_holder_now().__dict__,
+            "token": self._token,
+            "expires": time.time() + self.lease_seconds,
+        }
+
+    def _acquire_store(self, on_wait: Callable[[str], None] | None) -> None:
+        from reshape import storage
+
+        while True:
+            current = None
+            with contextlib.suppress(OSError, ValueError, FileNotFoundError):
+                current = json.loads(storage.read_bytes(self.path))
+            if (
+                current is None
+                or current.get("expires", 0) < time.time()
+                or current.get("token") == self._token
+            ):
+                storage.write_bytes(self.path, json.dumps(self._lease()).encode())
+                time.sleep(0.05)
+                confirmed = json.loads(storage.read_bytes(self.path))
+                if confirmed.get("token") == self._token:
+                    break
+                continue
+            who = f"host {current.get('host')}, pid {current.get('pid')}, since {current.get('started')}"
+            if not self.wait:
+                raise BadInputError(
+                    f"{self.output}: another reshape run holds this output ({who}); wait for it or pass --wait"
+                )
+            if on_wait:
+                on_wait(f"{self.output}: waiting for the run that holds it ({who})")
+                on_wait = None
+            time.sleep(min(5.0, self.lease_seconds / 4))
+        self._renewer = threading.Thread(target=self._renew, daemon=True)
+        self._renewer.start()
+
+    def _renew(self) -> None:
+        from reshape import storage
+
+        while not self._stop.wait(self.lease_seconds / 3):
+            with contextlib.suppress(Exception):
+                storage.write_bytes(self.path, json.dumps(self._lease()).encode())
+
+    # -- both
+    def acquire(self, on_wait: Callable[[str], None] | None = None) -> OutputLock:
+        if _is_local(self.output):
+            self._acquire_local(on_wait)
+        else:
+            self._acquire_store(on_wait)
+        return self
+
+    def release(self) -> None:
+        if self._file_lock is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path + ".holder")
+            # The lock file itself stays: unlinking it would let a waiter and a newcomer lock two inodes.
+            self._file_lock.release()
+            self._file_lock = None
+        if self._renewer is not None:
+            from reshape import storage
+
+            self._stop.set()
+            self._renewer.join(timeout=5)
+            with contextlib.suppress(Exception):
+                storage.remove(self.path)
+            self._renewer = None
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@contextlib.contextmanager
+def locked_outputs(
+    *outputs: Location | None, wait: bool = False, on_wait: Callable[[str], None] | None = None
+) -> Iterator[list[OutputLock]]:
+    """Hold :class:`OutputLock` on every output (in a fixed order, so two runs cannot deadlock)."""
+    unique = sorted({lock_location(o): o for o in outputs if o is not None}.items())
+    with contextlib.ExitStack() as stack:
+        locks = []
+        for _, output in unique:
+            lock = OutputLock(output, wait=wait).acquire(on_wait)
+            stack.callback(lock.release)
+            locks.append(lock)
+        yield locks
+
+
+# ----------------------------------------------------------------------------------------------- modes
+_UMASK: int | None = None
+
+
+def current_umask() -> int:
+    """The process umask (read once; os.umask has no read-only form)."""
+    global _UMASK
+    if _UMASK is None:
+        old = os.umask(0o022)
+        os.umask(old)
+        _UMASK = old
+    return _UMASK
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(path, 'w')`` would give a new file: 0o666 less the umask."""
+    return 0o666 & ~current_umask()
+
+
+def is_resource_errno(code: int | None) -> bool:
+    return code in {
+        errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG,
+        errno.EMFILE, errno.ENFILE, errno.EFBIG, errno.ENOMEM, errno.EIO,
+    }  # fmt: skip
