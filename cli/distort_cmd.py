@@ -28,9 +28,10 @@ def _levels(text: str | None) -> list[int] | None:
     required=True,
     metavar="PATH|URI",
     help="Output folder for <refstem>_<tt>_<ll>.<ext> images, or an object-store URI (s3://bucket/prefix, "
-    "gs://..., any pyarrow.fs or fsspec URI) that every worker writes to directly. The stage owns it: "
-    "earlier outputs that this run does not produce (same naming pattern) are removed; other files are "
-    "left alone.",
+    "gs://..., any pyarrow.fs or fsspec URI) that every worker writes to directly. Its record of what it "
+    "wrote is kept in OUT/.reshape-journal/: only those files are ever replaced or removed (earlier outputs "
+    "this run does not produce are removed when unchanged); a file it did not write under a name it must "
+    "produce stops the run before any work (see --overwrite). Must not be or lie inside the reference folder.",
 )
 @click.option(
     "--types", default=None, help="Distortion types: KADID ids 1..25 or names, e.g. 1,3,gaussian_blur,GBLUR."
@@ -91,6 +92,17 @@ def _levels(text: str | None) -> list[int] | None:
     help="Root the reference paths are relative to. Default: the CSV's folder, the Parquet's image_root "
     "metadata, or the SOURCE folder itself.",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Write over existing files that reshape did not write under the names this run produces (and a "
+    "foreign --manifest); never deletes them.",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="If another reshape run holds this output, wait for it to finish instead of stopping.",
+)
 @fingerprint_option
 def command(
     source: Path,
@@ -108,48 +120,54 @@ def command(
     skip_bad: bool,
     dncnn_weights: Path | None,
     ref_root: Path | None,
+    overwrite: bool,
+    wait: bool,
     fingerprint: str | None,
 ) -> None:
     """Distort reference images with KADID-10k distortions and write a manifest CSV.
 
-    SOURCE is a folder of reference images (searched recursively), a selection Parquet from
+    SOURCE is a folder of reference images (searched recursively), a single image, a selection Parquet from
     `reshape select` or a features Parquet from `reshape features` (column image relative to the
     image_root metadata), or a CSV list (column image, else the first column; paths relative to the
     CSV's folder or --ref-root).
 
     Outputs are named <refstem>_<tt>_<ll>.png as in KADID-10k. The manifest has one row per image:
     dist_img, ref_img, dist_type, dist_name, dist_level, parameter, seed, sha256, denoiser. Re-running
-    resumes: outputs whose sha256 matches the previous manifest are kept, the rest are written.
+    resumes: recorded outputs that still hold their bytes (size and mtime, else sha256) are kept, missing
+    or changed ones are made again. One run at a time per output (see --wait).
 
     References must be at least 16x16 pixels (48x48 with type 20, 32x32 with type 23), checked after
     --resize.
     """
     from reshape.cli.common import log
-    from reshape.distort import run_distort, split_list, summary_lines
+    from reshape.distort import DistortConfig, run
 
-    quiet = is_quiet()
-    summary = run_distort(
-        source,
-        out_dir,
-        types=split_list(types) or None,
-        preset=preset,
-        levels=_levels(levels),
-        manifest=manifest,
-        fmt=fmt,
-        resize=resize,
-        workers=workers,
-        backend=backend,
-        ray_address=ray_address,
-        seed=seed,
-        skip_bad=skip_bad,
-        dncnn_weights=dncnn_weights,
-        ref_root=ref_root,
-        fingerprint=fingerprint,
-        progress=show_progress(),
+    result = run(
+        DistortConfig(
+            source=source,
+            out=out_dir,
+            types=types,
+            preset=preset,
+            levels=_levels(levels),
+            manifest=manifest,
+            format=fmt,
+            resize=resize,
+            workers=workers,
+            backend=backend,
+            ray_address=ray_address,
+            seed=seed,
+            skip_bad=skip_bad,
+            dncnn_weights=dncnn_weights,
+            ref_root=ref_root,
+            overwrite=overwrite,
+            wait=wait,
+            fingerprint=fingerprint,
+            progress=show_progress(),
+        )
     )
-    lines = summary_lines(summary)
-    if not quiet:
+    lines = result.summary_lines()
+    if not is_quiet():
         for line in lines:
-            click.echo(line, err=True)
-    elif summary.skipped:
+            click.echo(line)
+    elif result.skipped:
         log.error("%s", " ".join(lines[1:]))

@@ -4,19 +4,23 @@ A location without a scheme (or with ``file://``) is a local or shared-filesyste
 :mod:`reshape.fileio` (temporary file + rename, truly atomic). Anything else is opened with
 ``pyarrow.fs`` (S3, GCS, HDFS, Azure built in) or, for schemes pyarrow does not know, ``fsspec``
 (``memory://``, and whatever fsspec plug-ins are installed), both behind the same ``pyarrow.fs`` interface.
-Remote writes go to a temporary key beside the final one and are then moved onto it: on filesystems with a
-rename (HDFS) that is atomic; on object stores the move is a server-side copy, and the final key still
-only ever appears complete, because an object becomes visible only once its upload has finished.
+Object stores (:data:`OBJECT_STORE_SCHEMES`: S3, GCS, Azure) put whole objects: an object becomes visible
+only once its upload has finished, so it is written straight to its final key. Other remote filesystems
+(HDFS, fsspec plug-ins) write a temporary key beside the final one, ``.reshape-tmp-<name>.<random>``, and
+move it onto the final key (a rename where the filesystem has one).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import posixpath
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +29,18 @@ from reshape.errors import BadInputError
 from reshape.fileio import TMP_PREFIX, atomic_path, atomic_write_bytes
 
 Location = str | os.PathLike[str]
+
+#: Schemes whose objects appear only once fully uploaded: written straight to the final key.
+OBJECT_STORE_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
+_COPY_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """Size and modification time of a file or object, as the filesystem reports them."""
+
+    size: int
+    mtime_ns: int
 
 
 def scheme(location: Location) -> str:
@@ -134,14 +150,25 @@ def write_bytes(location: Location, data: bytes) -> None:
     if is_local(location):
         atomic_write_bytes(local_path(location), data)
         return
+    with _remote_output(location) as fh:
+        fh.write(data)
+
+
+@contextlib.contextmanager
+def _remote_output(location: Location) -> Iterator[Any]:
+    """An output stream whose bytes appear at ``location`` only once complete (see the module notes)."""
     fs, path = filesystem(location)
     parent = posixpath.dirname(path)
     if parent:
         fs.create_dir(parent, recursive=True)
-    tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}")
+    if scheme(location) in OBJECT_STORE_SCHEMES:
+        with fs.open_output_stream(path) as fh:
+            yield fh
+        return
+    tmp = posixpath.join(parent, f"{TMP_PREFIX}{posixpath.basename(path)}.{uuid.uuid4().hex[:12]}")
     try:
         with fs.open_output_stream(tmp) as fh:
-            fh.write(data)
+            yield fh
         fs.move(tmp, path)
     except BaseException:
         with contextlib.suppress(Exception):
@@ -150,12 +177,73 @@ def write_bytes(location: Location, data: bytes) -> None:
 
 
 def upload_file(local: Location, location: Location) -> None:
-    """Copy a finished local file to ``location`` (atomic as :func:`write_bytes`)."""
+    """Copy a finished local file to ``location`` (atomic as :func:`write_bytes`), in chunks."""
     if is_local(location):
         with atomic_path(local_path(location)) as tmp:
-            tmp.write_bytes(Path(local).read_bytes())
+            shutil.copyfile(local, tmp)
         return
-    write_bytes(location, Path(local).read_bytes())
+    with open(local, "rb") as src, _remote_output(location) as fh:
+        while block := src.read(_COPY_CHUNK):
+            fh.write(block)
+
+
+def stat(location: Location) -> FileStat | None:
+    """Size and mtime of the file at ``location``; None when there is no file there."""
+    from pyarrow import fs as pafs
+
+    if is_local(location):
+        try:
+            st = local_path(location).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return FileStat(st.st_size, st.st_mtime_ns) if local_path(location).is_file() else None
+    fs, path = filesystem(location)
+    info = fs.get_file_info(path)
+    return _file_stat(info) if info.type == pafs.FileType.File else None
+
+
+def _file_stat(info: Any) -> FileStat:
+    return FileStat(int(info.size or 0), int(info.mtime_ns or 0))
+
+
+def list_files(location: Location) -> dict[str, FileStat]:
+    """``{name: FileStat}`` of the regular files directly under a folder/prefix (one listing call);
+    {} when it does not exist."""
+    from pyarrow import fs as pafs
+
+    if is_local(location):
+        folder = local_path(location)
+        if not folder.is_dir():
+            return {}
+        with os.scandir(folder) as entries:
+            return {
+                e.name: FileStat(st.st_size, st.st_mtime_ns)
+                for e in entries
+                if e.is_file(follow_symlinks=False) and (st := e.stat(follow_symlinks=False))
+            }
+    fs, path = filesystem(location)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return {
+        posixpath.basename(i.path.rstrip("/")): _file_stat(i) for i in infos if i.type == pafs.FileType.File
+    }
+
+
+def sha256(location: Location) -> str | None:
+    """Hex sha256 of the file at ``location`` (read in chunks); None when it is missing."""
+    h = hashlib.sha256()
+    try:
+        if is_local(location):
+            with open(local_path(location), "rb") as fh:
+                while block := fh.read(_COPY_CHUNK):
+                    h.update(block)
+            return h.hexdigest()
+        fs, path = filesystem(location)
+        with fs.open_input_stream(path) as fh:
+            while block := fh.read(_COPY_CHUNK):
+                h.update(block)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    return h.hexdigest()
 
 
 @contextlib.contextmanager
@@ -233,11 +321,14 @@ def remove_stale_temps(location: Location) -> int:
 
 
 __all__ = [
+    "OBJECT_STORE_SCHEMES",
+    "FileStat",
     "exists",
     "filesystem",
     "is_file",
     "is_local",
     "join",
+    "list_files",
     "listdir",
     "local_copy",
     "local_path",
@@ -247,7 +338,9 @@ __all__ = [
     "remove_stale_temps",
     "remove_tree",
     "scheme",
+    "sha256",
     "staged_output",
+    "stat",
     "upload_file",
     "write_bytes",
 ]

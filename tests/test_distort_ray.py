@@ -15,6 +15,7 @@ from shard_toys import folder_bytes
 
 from reshape.cli.main import cli
 from reshape.distort import run_distort
+from reshape.writer import Journal, OutputFolder
 
 TYPES = [1, 11, 18]  # deterministic, random (seeded per output), tone
 LEVELS = [1, 3, 5]
@@ -98,6 +99,7 @@ shard_toys.register_stand_in_kernels()
 import ray
 ray.init(address={address!r}, runtime_env={{"worker_process_setup_hook": "shard_toys.distort_worker_hook"}})
 from reshape.distort import run_distort
+from reshape.writer import Journal, OutputFolder
 run_distort({refs!r}, {out!r}, types={types!r}, levels={levels!r}, seed=7, workers=2, backend="ray")
 """
 
@@ -106,7 +108,7 @@ run_distort({refs!r}, {out!r}, types={types!r}, levels={levels!r}, seed=7, worke
 @pytest.mark.ray
 def test_rerun_after_driver_kill_resumes_and_matches_local(ray_cluster, control, refs, local_run, tmp_path):
     out = tmp_path / "out"
-    journal = out / "manifest.csv.journal.jsonl"
+    journal = Journal(OutputFolder(out))
     script = CRASHING_DRIVER.format(
         tests=str(TESTS), address=ray_cluster, refs=str(refs), out=str(out), types=TYPES, levels=LEVELS
     )
@@ -115,9 +117,9 @@ def test_rerun_after_driver_kill_resumes_and_matches_local(ray_cluster, control,
         driver = subprocess.Popen([sys.executable, "-c", script])
         try:
             deadline = time.monotonic() + 120
-            # header + one reference's 9 rows: the driver has recorded at least one finished shard
+            # one reference's 9 images recorded: at least one shard has finished
             while time.monotonic() < deadline and driver.poll() is None:
-                if journal.is_file() and len(journal.read_text().splitlines()) >= 1 + 9:
+                if sum(r.confirmed for r in journal.load().values()) >= 9:
                     break
                 time.sleep(0.05)
             assert driver.poll() is None, "the driver finished before it could be killed"

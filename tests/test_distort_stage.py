@@ -23,6 +23,7 @@ from shard_toys import folder_bytes
 import distortions
 from distortions import registry
 from reshape import distort as distort_mod
+from reshape import distort_shards
 from reshape.artifacts import read_artifact_metadata, read_csv, write_parquet
 from reshape.cli.main import cli
 from reshape.distort import (
@@ -42,6 +43,7 @@ from reshape.distort import (
 from reshape.errors import BadInputError
 from reshape.fileio import TMP_PREFIX
 from reshape.imageio import load_image
+from reshape.writer import JOURNAL_DIR, Journal, OutputFolder
 
 # Types used by the run tests: one deterministic (1), one random (11), one tone (18). When the distortions
 # library does not provide them yet, small stand-in kernels are registered (fork-started workers inherit
@@ -262,23 +264,55 @@ def test_rerun_keeps_verified_outputs_repairs_and_cleans(kernels, refs: Path, tm
     args = (str(refs), "--out", str(out), "--types", "1,11")
     assert invoke(*args)[0] == 0
     first = folder_bytes(out)
-    target = out / "rocket_11_03.png"
-    target.write_bytes(b"\x89PNG damaged")
-    (out / "stale_05_01.png").write_bytes(b"left over from another run")
-    (out / ".reshape-tmp-abc.png").write_bytes(b"partial")
+    (out / "rocket_11_03.png").write_bytes(b"\x89PNG damaged")
+    (out / "coffee_01_05.png").unlink()
+    (out / "stale_05_01.png").write_bytes(b"not written by reshape")
+    own_temp = out / ".reshape-tmp-chelsea_11_01.png.k2j4x9.png"  # an interrupted write of ours
+    own_temp.write_bytes(b"partial")
+    (out / ".reshape-tmp-abc.png").write_bytes(b"not the temp of any name distort writes")
     (out / "notes.txt").write_text("user file")
     code, output = invoke(*args, "--fingerprint", "fp-123")
     assert code == 0, output
-    assert "1 written, 23 already up to date" in output
-    assert folder_bytes(out) == first
-    assert not (out / "stale_05_01.png").exists()
-    assert not list(out.glob(".reshape-tmp-*"))
+    assert "2 written, 22 already up to date" in output
+    assert {k: v for k, v in folder_bytes(out).items() if k in first} == first
+    assert not own_temp.exists()
+    # files it did not write are never removed, whatever their names
+    assert (out / "stale_05_01.png").read_bytes() == b"not written by reshape"
+    assert (out / ".reshape-tmp-abc.png").read_bytes() == b"not the temp of any name distort writes"
     assert (out / "notes.txt").read_text() == "user file"
     assert read_artifact_metadata(out / "manifest.csv")["fingerprint"] == "fp-123"
     # different settings invalidate earlier outputs: a new seed rewrites every random image
     code, output = invoke(*args, "--seed", "9")
     assert code == 0
     assert "24 written, 0 already" in output
+
+
+def test_resume_trusts_size_and_mtime_and_hashes_only_what_changed(kernels, refs: Path, tmp_path) -> None:
+    out = tmp_path / "out"
+    args = [refs, out]
+    kwargs = {"types": [1, 11], "levels": [2]}
+    run_distort(*args, **kwargs)
+    touched, same_size, disguised = (
+        out / "coffee_01_02.png",
+        out / "rocket_11_02.png",
+        out / "chelsea_01_02.png",
+    )
+    # same bytes, newer mtime: hashed, found unchanged, kept
+    os.utime(touched, ns=(time.time_ns(), touched.stat().st_mtime_ns + 5_000_000_000))
+    # other bytes of the same size, newer mtime: hashed, found changed, made again
+    original = same_size.read_bytes()
+    same_size.write_bytes(bytes(len(original)))
+    os.utime(same_size, ns=(time.time_ns(), same_size.stat().st_mtime_ns + 5_000_000_000))
+    # other bytes of the same size with the recorded mtime put back: trusted without reading it (the
+    # price of a cheap check, as rsync's), so it is kept
+    stat = disguised.stat()
+    disguised.write_bytes(bytes(stat.st_size))
+    os.utime(disguised, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    summary = run_distort(*args, **kwargs)
+    assert (summary.n_written, summary.n_reused) == (1, 7)
+    assert same_size.read_bytes() == original
+    assert disguised.read_bytes() == bytes(stat.st_size)
+    assert Image.open(touched).size == (64, 48)
 
 
 def _run_cli(args: list[str], delay: float) -> subprocess.Popen:
@@ -300,10 +334,9 @@ def test_kill_9_then_rerun_gives_the_same_bytes(refs: Path, tmp_path: Path) -> N
 
     out = tmp_path / "killed"
     proc = _run_cli([str(refs), "--out", str(out), *common, "--workers", "2"], 0.08)
-    journal = out / "manifest.csv.journal.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if journal.is_file() and len(journal.read_text().splitlines()) >= 16:
+        if len([p for p in out.glob("*.png") if not p.name.startswith(TMP_PREFIX)]) >= 16:
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)  # the driver only, as a crash would
@@ -332,10 +365,10 @@ def test_kill_9_then_rerun_gives_the_same_bytes(refs: Path, tmp_path: Path) -> N
 
     proc = _run_cli([str(refs), "--out", str(out), *common], 0.0)
     assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
-    assert "already up to date" in proc.stderr.read().decode()
+    assert "already up to date" in proc.stdout.read().decode()
     assert folder_bytes(out) == folder_bytes(ref_out)
     assert not list(out.glob(".reshape-tmp-*"))
-    assert not journal.exists()
+    assert not list((out / JOURNAL_DIR).glob("shard-*"))  # every shard segment folded into the record
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -410,7 +443,21 @@ def test_distort_shard_returns_rows_in_job_order_and_reports_bad_references(
     assert rows[0]["ref_img"] == "broken.png"
     assert "broken.png" in rows[0]["error"]
     assert [r["dist_img"] for r in rows[1:]] == ["coffee_18_02.png", "coffee_01_04.png"]
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["coffee_01_04.png", "coffee_18_02.png"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        JOURNAL_DIR,
+        "coffee_01_04.png",
+        "coffee_18_02.png",
+    ]
+    # the shard recorded what it wrote (size and mtime as stored), so the folder knows they are its own
+    records = Journal(OutputFolder(tmp_path / "o")).load()
+    assert sorted(records) == ["coffee_01_04.png", "coffee_18_02.png"]
+    for row in rows[1:]:
+        stat = (tmp_path / "o" / row["dist_img"]).stat()
+        assert (records[row["dist_img"]].size, records[row["dist_img"]].mtime_ns) == (
+            stat.st_size,
+            stat.st_mtime_ns,
+        )
+        assert records[row["dist_img"]].sha256 == row["sha256"]
 
 
 def test_denoiser_is_passed_for_type_15_and_recorded(
@@ -428,7 +475,7 @@ def test_denoiser_is_passed_for_type_15_and_recorded(
 
     monkeypatch.setattr(distortions, "load_denoiser", lambda path: Denoiser(), raising=False)
     monkeypatch.setattr(distortions, "apply", apply)
-    monkeypatch.setattr(distort_mod, "_DENOISERS", {})
+    monkeypatch.setattr(distort_shards, "_DENOISERS", {})
     if 15 not in registry.KERNELS:
         monkeypatch.setitem(registry.KERNELS, 15, _blur)
     summary = run_distort(refs, tmp_path / "out", types=[15, 18], levels=[2])
@@ -444,7 +491,7 @@ def test_denoiser_is_passed_for_type_15_and_recorded(
         name = "other-denoiser"
 
     monkeypatch.setattr(distortions, "load_denoiser", lambda path: Other(), raising=False)
-    monkeypatch.setattr(distort_mod, "_DENOISERS", {})
+    monkeypatch.setattr(distort_shards, "_DENOISERS", {})
     again = run_distort(refs, tmp_path / "out", types=[15, 18], levels=[2])
     assert (again.n_written, again.n_reused) == (4, 4)
     manifest = read_csv(again.manifest, "distortion_manifest")
@@ -553,7 +600,7 @@ def test_output_folder_not_usable(kernels, refs: Path, tmp_path: Path) -> None:
             code, output = invoke(str(refs), "--out", str(locked), "--types", "18")
             assert code == 2
             assert str(locked) in output
-            assert "not writable" in output
+            assert "cannot write" in output
         finally:
             locked.chmod(0o700)
 
@@ -589,7 +636,7 @@ def test_bad_reference_lists(kernels, refs: Path, tmp_path: Path) -> None:
     assert "missing: no such file or folder" in output
     code, output = invoke(str(refs), "--out", str(refs), "--types", "18")
     assert code == 2
-    assert "must not be the folder holding the references" in output
+    assert "output folder is the input" in output
 
 
 def test_unimplemented_type_is_a_clear_error(monkeypatch, kernels, refs: Path, tmp_path: Path) -> None:
@@ -652,10 +699,9 @@ def test_reference_failing_only_at_decode(monkeypatch, kernels, refs: Path, tmp_
     with pytest.raises(BadInputError, match=str(bad)):
         run_distort(refs, out, types=[18], levels=[1])
     assert not (out / "manifest.csv").exists()
-    journal = out / "manifest.csv.journal.jsonl"
-    assert journal.is_file()  # the references done before the bad one are kept for the rerun
-    done_before = [json.loads(line)["dist_img"] for line in journal.read_text().splitlines()[1:]]
-    assert done_before == ["astronaut_18_01.png", "chelsea_18_01.png", "coffee_18_01.png"]
+    # the references done before the bad one are recorded for the rerun
+    done_before = [n for n, r in Journal(OutputFolder(out)).load().items() if r.confirmed]
+    assert sorted(done_before) == ["astronaut_18_01.png", "chelsea_18_01.png", "coffee_18_01.png"]
 
     summary = run_distort(refs, out, types=[18], levels=[1], skip_bad=True)
     assert summary.n_reused == 3

@@ -17,9 +17,10 @@ from ray_helpers import local_ray, needs_ray
 from shard_toys import folder_bytes
 
 import distortions
-from reshape import distort as distort_mod
 from reshape.cli.main import cli
 from reshape.distort import run_distort
+from reshape.errors import StageError
+from reshape.writer import JOURNAL_DIR, Journal, OutputFolder
 
 TYPES = [1, 11, 18]  # deterministic, random (seeded per output), tone
 LEVELS = [1, 3, 5]
@@ -67,8 +68,11 @@ def test_uri_out_is_byte_identical_to_the_local_folder(store_root, refs, local_r
     assert len(expected) == N_IMAGES + 1
     assert folder_bytes(folder) == expected
     assert (summary.n_written, summary.manifest) == (N_IMAGES, f"{STORE}://bucket/a/out/manifest.csv")
-    # nothing else is left on the store: no temporary keys, no journal segments
-    assert sorted(p.name for p in folder.iterdir()) == sorted([*expected, "manifest.csv.meta.json"])
+    # nothing else is left on the store but the folder's record: no temporary keys, no shard segments
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [*expected, "manifest.csv.meta.json", JOURNAL_DIR]
+    )
+    assert [p.name for p in (folder / JOURNAL_DIR).iterdir()] == ["merged-0000000001.jsonl"]
     meta = json.loads((folder / "manifest.csv.meta.json").read_text())
     assert meta["out_dir"] == f"{STORE}://bucket/a/out"
 
@@ -89,21 +93,28 @@ def test_rerun_recreates_only_the_deleted_or_altered_objects(store_root, refs, l
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.name in images} == images
 
 
-def test_stale_outputs_and_temp_keys_on_the_store_are_removed(store_root, refs, local_run):
+def test_only_own_stale_outputs_and_temp_keys_are_removed(store_root, refs, local_run, tmp_path):
     folder = store_root / "bucket" / "c" / "out"
-    folder.mkdir(parents=True)
-    (folder / "oldref_05_02.png").write_bytes(b"stale output of an earlier run")
-    (folder / ".reshape-tmp-abandoned-x.png").write_bytes(b"half an upload")
+    # an earlier run with one more reference: its outputs of that reference are this folder's own
+    (tmp_path / "more").mkdir()
+    for p in refs.iterdir():
+        (tmp_path / "more" / p.name).write_bytes(p.read_bytes())
+    (tmp_path / "more" / "extra.png").write_bytes((refs / "coffee.png").read_bytes())
+    store_run(tmp_path / "more", "c/out")
+    assert (folder / "extra_11_03.png").is_file()
+    (folder / "oldref_05_02.png").write_bytes(b"not written by reshape")
+    (folder / ".reshape-tmp-abandoned-x.bin").write_bytes(b"not a temp of any name distort writes")
+    (folder / ".reshape-tmp-chelsea_01_01.png.0a1b2c3d4e5f").write_bytes(b"half an upload of ours")
     (folder / "notes.txt").write_text("not ours")
     summary = store_run(refs, "c/out")
-    assert summary.n_removed == 2
-    assert folder_bytes(folder) == {**folder_bytes(local_run)}
+    assert summary.n_removed == len(TYPES) * len(LEVELS) + 1  # extra's images and our temp key
+    assert folder_bytes(folder) == {**folder_bytes(local_run), "oldref_05_02.png": b"not written by reshape"}
     assert (folder / "notes.txt").read_text() == "not ours"
+    assert (folder / ".reshape-tmp-abandoned-x.bin").is_file()
 
 
 def test_crashed_run_resumes_from_the_journal_on_the_store(store_root, refs, local_run, monkeypatch):
-    """A run that dies on the third reference leaves its journal segments; the rerun reuses them."""
-    monkeypatch.setattr(distort_mod, "STORE_JOURNAL_FLUSH_S", 0.0)
+    """A run that dies on the third reference leaves its record on the store; the rerun reuses it."""
     real_apply = distortions.apply
 
     def apply_failing_on_coffee(image, dist_type, level, **kwargs):
@@ -115,16 +126,18 @@ def test_crashed_run_resumes_from_the_journal_on_the_store(store_root, refs, loc
 
     coffee_mean = float(load_image(refs / "coffee.png").mean())
     monkeypatch.setattr(distortions, "apply", apply_failing_on_coffee)
-    with pytest.raises(distort_mod.StageError, match="simulated crash"):
+    with pytest.raises(StageError, match="simulated crash"):
         store_run(refs, "d/out", manifest=f"{STORE}://bucket/d/meta/manifest.csv")
-    segments = store_root / "bucket" / "d" / "meta" / "manifest.csv.journal.d"
-    assert len(list(segments.iterdir())) >= 2  # header segment + finished shards
+    per_ref = len(TYPES) * len(LEVELS)
+    records = Journal(OutputFolder(f"{STORE}://bucket/d/out")).load()
+    assert sum(r.confirmed for r in records.values()) == 2 * per_ref  # astronaut and chelsea
+    assert sorted(n for n, r in records.items() if not r.confirmed)[0] == "coffee_01_01.png"  # claimed
     monkeypatch.setattr(distortions, "apply", real_apply)
 
     summary = store_run(refs, "d/out", manifest=f"{STORE}://bucket/d/meta/manifest.csv")
-    per_ref = len(TYPES) * len(LEVELS)
     assert (summary.n_reused, summary.n_written) == (2 * per_ref, per_ref)
-    assert not segments.exists()
+    segments = store_root / "bucket" / "d" / "out" / JOURNAL_DIR
+    assert not [p for p in segments.iterdir() if p.name.startswith("shard-")]
     manifest = (store_root / "bucket" / "d" / "meta" / "manifest.csv").read_bytes()
     assert manifest == (local_run / "manifest.csv").read_bytes()
 

@@ -1,0 +1,342 @@
+"""The output side of `reshape distort`: what in ``--out`` is its own, what can be reused, the manifest.
+
+Everything goes through :class:`reshape.writer.OutputFolder` and its :class:`~reshape.writer.Journal`, so a
+local folder and an object-store prefix take the same path. Called only while holding the output's lock:
+
+* :func:`take_over` reads the folder's record (and, from older reshape versions, a previous manifest or
+  ``<manifest>.journal.jsonl``), refuses files it does not own under names it must write, removes its own
+  stale temporaries and outputs, and verifies every recorded output (size and mtime, sha256 only where
+  they differ) to split the plan into reused rows and jobs still to do;
+* :class:`ShardRecords` folds the segments of finished shards into the journal as the run goes;
+* :func:`write_manifest` puts the manifest CSV and its sidecar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reshape import storage
+from reshape.artifacts import META_SUFFIX, SCHEMA_KEY, read_csv, sidecar_path, write_csv
+from reshape.distort_plan import DENOISE_TYPE, DistortJob
+from reshape.errors import BadInputError, ResourceError
+from reshape.fileio import TMP_PREFIX
+from reshape.outputs import check_file_output, refuse_foreign
+from reshape.writer import FileRecord, Journal, OutputFolder, shard_key
+
+log = logging.getLogger("reshape.distort")
+
+#: Finished shards folded into one merged journal segment at a time.
+MERGE_EVERY = 256
+LEGACY_JOURNAL_SUFFIX = ".journal.jsonl"
+_JOURNAL_FIELDS = ("size", "mtime_ns")
+
+
+def settings_tag(settings: dict[str, Any]) -> str:
+    """Short digest of the run settings that decide the bytes (seed, format, resize, reshape version)."""
+    text = json.dumps(settings, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def split_location(location: str) -> tuple[OutputFolder, str]:
+    """``(folder, file name)`` of a file location, local path or URI."""
+    text = str(location).rstrip("/")
+    if not storage.scheme(text):
+        path = Path(text)
+        return OutputFolder(path.parent), path.name
+    head, _, name = text.rpartition("/")
+    return OutputFolder(head), name
+
+
+# ----------------------------------------------------------------------------------------------- take-over
+@dataclass
+class Takeover:
+    """What :func:`take_over` found: rows to reuse, jobs to do, and the folder's live record."""
+
+    done: dict[str, dict[str, Any]]
+    todo: list[DistortJob]
+    records: dict[str, FileRecord]
+    n_removed: int = 0
+    legacy_journal: str | None = None
+
+
+@dataclass
+class _Previous:
+    records: dict[str, FileRecord] = field(default_factory=dict)
+    #: records taken from an older version's manifest or journal file, not yet in the journal
+    adopted: list[FileRecord] = field(default_factory=list)
+    legacy_journal: str | None = None
+
+
+def take_over(
+    folder: OutputFolder,
+    journal: Journal,
+    jobs: Sequence[DistortJob],
+    *,
+    manifest: str,
+    tag: str,
+    denoiser: str | None,
+    overwrite: bool,
+) -> Takeover:
+    """Named steps, in this order, before any image is made (see the module notes)."""
+    previous = _load_records(folder, journal, manifest)
+    listing = folder.listing()
+    planned = {j.dist_img for j in jobs}
+    refuse_foreign(_foreign(planned, listing, previous.records), folder.location, overwrite=overwrite)
+    n_temps = folder.remove_stale_temps(planned | set(previous.records), listing)
+    journal.remove_stale_temps()
+    records, changes, n_stale = _remove_stale_outputs(folder, previous.records, planned, listing)
+    done, todo, refreshed = _verify(folder, jobs, records, listing, tag, denoiser)
+    # a killed run's shard segments, what older versions recorded, and this clean-up, as one new segment
+    journal.append(
+        journal.shard_records + previous.adopted + changes + refreshed, drop=journal.shard_segments_loaded()
+    )
+    journal.compact(records)
+    return Takeover(done, todo, records, n_temps + n_stale, previous.legacy_journal)
+
+
+def _load_records(folder: OutputFolder, journal: Journal, manifest: str) -> _Previous:
+    """The folder's journal, completed by what an older reshape recorded (manifest, then journal file)."""
+    records = journal.load()
+    legacy = _legacy_records(folder, manifest)
+    adopted = [r for name, r in legacy.records.items() if name not in records]
+    records.update((r.name, r) for r in adopted)
+    return _Previous(records, adopted, legacy.legacy_journal)
+
+
+def _foreign(planned: set[str], listing: dict[str, Any], records: dict[str, FileRecord]) -> list[str]:
+    """Files under names this run must write that the folder's record does not cover."""
+    return sorted(n for n in planned if n in listing and n not in records)
+
+
+def _remove_stale_outputs(
+    folder: OutputFolder, records: dict[str, FileRecord], planned: set[str], listing: dict[str, Any]
+) -> tuple[dict[str, FileRecord], list[FileRecord], int]:
+    """Delete own outputs this run does not produce, only where the file still holds the recorded bytes.
+
+    A recorded file changed since is no longer ours and stays; a claimed one is kept (and stays claimed)."""
+    live = dict(records)
+    changes: list[FileRecord] = []
+    removed = 0
+    for name in sorted(set(records) - planned):
+        record, stat = records[name], listing.get(name)
+        if stat is not None and not record.confirmed:
+            continue
+        if stat is not None and folder.holds(record, stat):
+            folder.delete(name)
+            removed += 1
+        elif stat is not None:
+            log.info("%s: changed since reshape wrote it; left in place and no longer managed", name)
+        del live[name]
+        changes.append(FileRecord(name, deleted=True))
+    return live, changes, removed
+
+
+def _verify(
+    folder: OutputFolder,
+    jobs: Sequence[DistortJob],
+    records: dict[str, FileRecord],
+    listing: dict[str, Any],
+    tag: str,
+    denoiser: str | None,
+) -> tuple[dict[str, dict[str, Any]], list[DistortJob], list[FileRecord]]:
+    """Split the plan: recorded outputs of the same job still holding their bytes are reused."""
+    done: dict[str, dict[str, Any]] = {}
+    todo: list[DistortJob] = []
+    refreshed: list[FileRecord] = []
+    for job in jobs:
+        record = records.get(job.dist_img)
+        stat = listing.get(job.dist_img)
+        if record is None or not _same_job(job, record, tag, denoiser) or not folder.holds(record, stat):
+            todo.append(job)
+            continue
+        done[job.dist_img] = manifest_row(record)
+        if (record.size, record.mtime_ns) != (stat.size, stat.mtime_ns):  # hashed and still the same
+            record.size, record.mtime_ns = stat.size, stat.mtime_ns
+            refreshed.append(record)
+    return done, todo, refreshed
+
+
+def _same_job(job: DistortJob, record: FileRecord, tag: str, denoiser: str | None) -> bool:
+    meta = record.meta
+    recorded_denoiser = meta.get("denoiser")
+    if not isinstance(recorded_denoiser, str) or not recorded_denoiser:
+        recorded_denoiser = None
+    if recorded_denoiser != (denoiser if job.dist_type == DENOISE_TYPE else None):
+        return False  # other DnCNN weights (or none now): only type-15 outputs are redone
+    try:
+        return (
+            meta.get("settings") == tag
+            and str(meta.get("ref_img")) == job.ref_img
+            and int(meta.get("dist_type", -1)) == job.dist_type
+            and int(meta.get("dist_level", -1)) == job.dist_level
+            and int(meta.get("seed", -1)) == job.seed
+            and meta.get("sha256") == record.sha256
+        )
+    except (TypeError, ValueError):
+        return False
+
+
+def manifest_row(record: FileRecord) -> dict[str, Any]:
+    return {k: v for k, v in record.meta.items() if k != "settings"}
+
+
+# ----------------------------------------------------------------------------------------------- legacy
+def _legacy_records(folder: OutputFolder, manifest: str) -> _Previous:
+    """Outputs recorded by reshape before the journal: the rows of a previous manifest of this folder and
+    of an interrupted run's ``<manifest>.journal.jsonl`` (sha256 only, so they are verified by hash)."""
+    previous = _Previous()
+    rows = _previous_manifest_rows(folder, manifest)
+    journal_file = manifest + LEGACY_JOURNAL_SUFFIX
+    if storage.is_local(journal_file) and storage.is_file(journal_file):
+        rows += _legacy_journal_rows(storage.local_path(journal_file))
+        previous.legacy_journal = journal_file
+    for row, tag in rows:
+        name, digest = str(row.get("dist_img")), row.get("sha256")
+        if isinstance(digest, str):
+            meta = {**_plain(row), "settings": tag}
+            previous.records[name] = FileRecord(name, digest, meta=meta)
+    return previous
+
+
+def _previous_manifest_rows(folder: OutputFolder, manifest: str) -> list[tuple[dict[str, Any], str]]:
+    meta = _read_sidecar(manifest)
+    if meta is None or meta.get("out_dir") != folder.location:
+        return []
+    try:
+        with storage.local_copy(manifest) as local:
+            frame = read_csv(local, "distortion_manifest")
+    except (BadInputError, OSError) as exc:
+        log.warning("ignoring the previous manifest (%s); its images are treated as not ours", exc)
+        return []
+    tag = settings_tag(meta.get("settings") or {})
+    return [(row, tag) for row in frame.to_dict("records")]
+
+
+def _legacy_journal_rows(path: Path) -> list[tuple[dict[str, Any], str]]:
+    lines = path.read_text("utf-8", errors="replace").splitlines()
+    try:
+        header = json.loads(lines[0]) if lines else {}
+    except ValueError:
+        return []
+    if not isinstance(header, dict) or header.get("journal") != "reshape-distort":
+        return []
+    tag = settings_tag(header.get("settings") or {})
+    rows = []
+    for line in lines[1:]:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # the line being written when the run was killed
+        if isinstance(row, dict) and "dist_img" in row:
+            rows.append((row, tag))
+    return rows
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A manifest row as JSON values (numpy scalars to Python, NaN to None)."""
+    out = {}
+    for k, v in row.items():
+        if hasattr(v, "item"):
+            v = v.item()
+        if isinstance(v, float) and v != v:
+            v = None
+        out[k] = v
+    return out
+
+
+def _read_sidecar(manifest: str) -> dict[str, Any] | None:
+    """The manifest's sidecar metadata when reshape wrote it; None when absent or not reshape's."""
+    side = manifest + META_SUFFIX
+    try:
+        if not storage.is_file(manifest) or not storage.is_file(side):
+            return None
+        meta = json.loads(storage.read_bytes(side))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and SCHEMA_KEY in meta else None
+
+
+def check_manifest(manifest: str, *, overwrite: bool) -> None:
+    """Refuse to replace a manifest (or sidecar) reshape did not write, unless ``overwrite``."""
+    if storage.is_local(manifest):
+        path = storage.local_path(manifest)
+        check_file_output(path, "csv", overwrite=overwrite, option="--manifest")
+        check_file_output(sidecar_path(path), "json", overwrite=overwrite, option="--manifest sidecar")
+        return
+    if storage.is_file(manifest) and _read_sidecar(manifest) is None and not overwrite:
+        raise BadInputError(
+            f"{manifest}: exists and was not written by reshape; refusing to replace it "
+            "(pass --overwrite to allow)"
+        )
+
+
+# ----------------------------------------------------------------------------------------------- during the run
+class ShardRecords:
+    """The driver's side of the journal while shards finish: their records are folded into a merged
+    segment every ``every`` shards (and on :meth:`close`), and their shard segments dropped."""
+
+    def __init__(self, journal: Journal, tag: str, every: int = MERGE_EVERY):
+        self.journal = journal
+        self.tag = tag
+        self.every = every
+        self._records: list[FileRecord] = []
+        self._segments: list[str] = []
+
+    def add(self, jobs: Sequence[DistortJob], rows: Iterable[dict[str, Any]]) -> None:
+        self._records += [self.record(r) for r in rows if "error" not in r]
+        self._segments.append(self.journal.shard_segment(shard_key([j.dist_img for j in jobs])))
+        if len(self._segments) >= self.every:
+            self.close()
+
+    def record(self, row: dict[str, Any]) -> FileRecord:
+        """The journal record of a row :func:`~reshape.distort_shards.distort_shard` returned."""
+        meta = {k: v for k, v in row.items() if k not in _JOURNAL_FIELDS}
+        meta["settings"] = self.tag
+        return FileRecord(row["dist_img"], row["sha256"], row["size"], row["mtime_ns"], meta)
+
+    def close(self) -> None:
+        if self._segments:
+            self.journal.append(self._records, drop=self._segments)
+        self._records, self._segments = [], []
+
+
+# ----------------------------------------------------------------------------------------------- manifest
+def write_manifest(manifest: str, frame: pd.DataFrame, metadata: dict[str, Any]) -> None:
+    """Write the manifest CSV and then its sidecar (the order readers rely on), each atomically."""
+    folder, name = split_location(manifest)
+    with tempfile.TemporaryDirectory(prefix=TMP_PREFIX) as tmp:
+        local = Path(tmp) / name
+        try:
+            write_csv(local, frame, "distortion_manifest", metadata)
+        except OSError as exc:
+            raise ResourceError(f"{local}: {exc.strerror or exc} (writing the manifest)") from None
+        folder.put_file(name, local)
+        folder.put_file(name + META_SUFFIX, sidecar_path(local))
+
+
+def remove_legacy_journal(location: str | None) -> None:
+    if location is not None:
+        storage.remove(location)
+
+
+__all__ = [
+    "MERGE_EVERY",
+    "ShardRecords",
+    "Takeover",
+    "check_manifest",
+    "manifest_row",
+    "remove_legacy_journal",
+    "settings_tag",
+    "split_location",
+    "take_over",
+    "write_manifest",
+]

@@ -1,0 +1,356 @@
+"""Planning for `reshape distort`: which (reference, type, level) images to make, under which name and seed.
+
+Pure functions of the options and the reference list: :func:`resolve_types`, :func:`resolve_levels`,
+:func:`plan_jobs` (KADID names ``<refstem>_<tt>_<ll>.<ext>``, one seed per output from :func:`derive_seed`),
+:func:`shard_by_reference`, and :func:`read_references` (a folder, a single image, a selection/features
+Parquet or a CSV list). Nothing here writes a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import distortions
+from reshape.artifacts import SCHEMA_KEY, read_artifact_metadata, read_parquet
+from reshape.errors import BadInputError, StageError
+from reshape.fileio import resolve_under_root
+from reshape.imageio import image_size
+from reshape.presets import PRESETS
+
+DEFAULT_LEVELS: tuple[int, ...] = (1, 3, 5)
+FORMATS = ("png", "bmp")
+REFERENCE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+#: Smallest reference side per type: the non-eccentricity patch (20) samples 16x16 patches at least
+#: 16 px inside the border (W-48 >= 0), colour block (23) paints 32x32 squares; the rest only need a few
+#: pixels, 16 keeps every kernel's neighbourhood meaningful.
+MIN_SIZE_BY_TYPE: dict[int, int] = {20: 48, 23: 32}
+DEFAULT_MIN_SIZE = 16
+#: Names this stage writes: <refstem>_<tt>_<ll>.<ext>.
+OUTPUT_NAME_RE = re.compile(r"^.+_\d{2}_\d{2}\.(png|bmp)$")
+DENOISE_TYPE = 15
+SKIP_BAD_HINT = " (use --skip-bad to skip unreadable or too small images)"
+
+
+def resolve_types(types: Iterable[int | str] | None = None, preset: str | None = None) -> list[int]:
+    """KADID ids for ``--types`` (ids or names) and/or ``--preset`` (their union), ascending."""
+    ids: set[int] = set()
+    if preset is not None:
+        key = preset.strip().lower()
+        if key not in PRESETS:
+            raise BadInputError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        ids.update(PRESETS[key])
+    for t in types or ():
+        try:
+            ids.add(distortions.resolve_type(t))
+        except ValueError as exc:
+            raise BadInputError(str(exc)) from None
+    if not ids:
+        raise BadInputError("no distortion types: give --types and/or --preset")
+    return sorted(ids)
+
+
+def split_list(text: str | None) -> list[str]:
+    """'1, 3,gaussian_blur' -> ['1', '3', 'gaussian_blur']."""
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+def resolve_levels(levels: Iterable[int | str] | None) -> list[int]:
+    """Validated levels (1..5), ascending and unique; None gives the paper's 1, 3, 5."""
+    if levels is None:
+        return list(DEFAULT_LEVELS)
+    out: set[int] = set()
+    for lv in levels:
+        text = str(lv).strip()
+        if not text.lstrip("-").isdigit() or not 1 <= int(text) <= 5:
+            raise BadInputError(f"unknown distortion level {lv!r}; levels are 1..5")
+        out.add(int(text))
+    if not out:
+        raise BadInputError("no distortion levels given; levels are 1..5")
+    return sorted(out)
+
+
+def parse_resize(text: str | None) -> tuple[int, int] | None:
+    """'512x384' -> (512, 384) (width, height)."""
+    if text is None or not str(text).strip():
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+        raise BadInputError(f"--resize {text!r}: expected WIDTHxHEIGHT with positive integers, e.g. 512x384")
+    return int(m.group(1)), int(m.group(2))
+
+
+def min_reference_size(types: Iterable[int]) -> int:
+    """Smallest width/height a reference (after --resize) needs for all of ``types``."""
+    return max((MIN_SIZE_BY_TYPE.get(t, DEFAULT_MIN_SIZE) for t in types), default=DEFAULT_MIN_SIZE)
+
+
+def derive_seed(global_seed: int, ref_img: str, dist_type: int, dist_level: int) -> int:
+    """Seed of one output: SeedSequence(global seed, sha256 of '<ref>/<tt>/<ll>'), a non-negative int64.
+
+    It depends on nothing else (not the worker, shard or order), which is what makes runs reproducible.
+    """
+    digest = hashlib.sha256(f"{ref_img}\x00{dist_type:02d}\x00{dist_level:02d}".encode()).digest()
+    words = [int(w) for w in np.frombuffer(digest, dtype="<u4")]
+    state = np.random.SeedSequence([int(global_seed), *words]).generate_state(1, dtype=np.uint64)
+    return int(state[0] >> np.uint64(1))  # fits the manifest's int64 column
+
+
+def output_name(ref_img: str, dist_type: int, dist_level: int, fmt: str = "png") -> str:
+    """KADID naming: ``<refstem>_<tt>_<ll>.<ext>``."""
+    stem = PurePosixPath(ref_img.replace("\\", "/")).stem
+    return f"{stem}_{dist_type:02d}_{dist_level:02d}.{fmt}"
+
+
+@dataclass(frozen=True, slots=True)  # millions of jobs at KADIS-700k scale
+class DistortJob:
+    """One output image to produce."""
+
+    ref_img: str  # path relative to the reference root, as given by the input
+    ref_path: str  # absolute path of the reference file
+    dist_type: int
+    dist_level: int
+    dist_img: str  # file name under the output folder
+    seed: int
+
+
+def plan_jobs(
+    ref_images: Sequence[str],
+    ref_paths: Sequence[str | os.PathLike[str]],
+    types: Sequence[int],
+    levels: Sequence[int],
+    global_seed: int,
+    fmt: str = "png",
+) -> list[DistortJob]:
+    """All (reference, type, level) jobs in reference, type, level order; rejects colliding output names."""
+    jobs: list[DistortJob] = []
+    owner: dict[str, str] = {}
+    for ref_img, ref_path in zip(ref_images, ref_paths, strict=True):
+        probe = output_name(ref_img, 1, 1, fmt)
+        if probe in owner:
+            raise BadInputError(
+                f"references {owner[probe]!r} and {ref_img!r} have the same file stem, so their outputs "
+                f"would collide (e.g. {probe}); rename one or distort them into separate --out folders"
+            )
+        owner[probe] = ref_img
+        for t in types:
+            for lv in levels:
+                jobs.append(
+                    DistortJob(
+                        ref_img=ref_img,
+                        ref_path=str(ref_path),
+                        dist_type=int(t),
+                        dist_level=int(lv),
+                        dist_img=output_name(ref_img, t, lv, fmt),
+                        seed=derive_seed(global_seed, ref_img, t, lv),
+                    )
+                )
+    return jobs
+
+
+def shard_by_reference(jobs: Sequence[DistortJob], refs_per_shard: int = 1) -> list[list[DistortJob]]:
+    """Group jobs into shards of whole references (a reference is decoded once per shard)."""
+    shards: list[list[DistortJob]] = []
+    current_refs: list[str] = []
+    for job in jobs:
+        if not current_refs or job.ref_path != current_refs[-1]:
+            if len(current_refs) == refs_per_shard:
+                current_refs = []
+            if not current_refs:
+                shards.append([])
+            current_refs.append(job.ref_path)
+        shards[-1].append(job)
+    return shards
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+@dataclass
+class References:
+    """Reference images to distort: ``images`` relative to ``root`` exactly as the input names them."""
+
+    root: Path
+    images: list[str]
+    source: Path
+
+    def paths(self) -> list[Path]:
+        return [
+            resolve_under_root(self.root, rel, source=self.source, row=i) for i, rel in enumerate(self.images)
+        ]
+
+
+def _parquet_kind(path: Path) -> str:
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError) as exc:
+        raise BadInputError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+    return meta.get(SCHEMA_KEY.encode(), b"").decode().partition("/")[0]
+
+
+def _root_from_metadata(path: Path, meta: dict[str, Any]) -> Path:
+    root = meta.get("image_root")
+    if not root:
+        raise BadInputError(f"{path}: metadata has no image_root; pass --ref-root")
+    # a relative root is taken relative to the artifact's folder, so a moved project keeps working
+    return (path.parent / str(root)).resolve() if not Path(str(root)).is_absolute() else Path(str(root))
+
+
+def _looks_like_image_path(text: str) -> bool:
+    return Path(text.strip()).suffix.lower() in REFERENCE_SUFFIXES
+
+
+def read_references(
+    source: str | os.PathLike[str],
+    *,
+    ref_root: str | os.PathLike[str] | None = None,
+    exclude: str | os.PathLike[str] | None = None,
+) -> References:
+    """References from a folder (recursive), a single image file, a selection/features Parquet, or a CSV list.
+
+    CSV: column ``image`` if present, else the first column; a first line that is itself an image path is
+    taken as data (a header-less list). Paths are relative to the CSV's folder unless ``ref_root`` is given.
+    Parquet: column ``image`` relative to metadata ``image_root`` (or ``ref_root``). A single image is
+    relative to its folder (or ``ref_root``). ``exclude``: a folder to leave out of a folder scan.
+    """
+    src = Path(source)
+    if not src.exists():
+        raise BadInputError(f"{src}: no such file or folder")
+    if src.is_dir():
+        return _folder_references(src, ref_root, exclude)
+    suffix = src.suffix.lower()
+    if suffix in REFERENCE_SUFFIXES:
+        root = Path(ref_root).resolve() if ref_root else src.resolve().parent
+        return References(root=root, images=[_relative_to_root(src, root)], source=src)
+    if suffix == ".parquet":
+        return _parquet_references(src, ref_root)
+    if suffix in (".csv", ".txt", ".tsv"):
+        return _csv_references(src, ref_root)
+    raise BadInputError(
+        f"{src}: unsupported reference input (give a folder, an image, a .parquet from select/features, "
+        "or a .csv list)"
+    )
+
+
+def _relative_to_root(path: Path, root: Path) -> str:
+    full = path.resolve()
+    if full != root and root not in full.parents:
+        raise BadInputError(f"{path}: reference is not inside --ref-root {root}")
+    return full.relative_to(root).as_posix()
+
+
+def _folder_references(
+    src: Path, ref_root: str | os.PathLike[str] | None, exclude: str | os.PathLike[str] | None
+) -> References:
+    folder = src.resolve()
+    root = Path(ref_root).resolve() if ref_root else folder
+    if root != folder and root not in folder.parents:
+        raise BadInputError(f"{src}: reference folder is not inside --ref-root {root}")
+    skip = Path(exclude).resolve() if exclude else None
+    images = []
+    for p in sorted(folder.rglob("*")):
+        if skip is not None and (p == skip or skip in p.parents):
+            continue
+        if p.is_file() and p.suffix.lower() in REFERENCE_SUFFIXES and not p.name.startswith("."):
+            images.append(p.relative_to(root).as_posix())
+    if not images:
+        raise BadInputError(
+            f"{src}: folder contains no reference images ({', '.join(sorted(REFERENCE_SUFFIXES))})"
+        )
+    return References(root=root, images=images, source=src)
+
+
+def _parquet_references(src: Path, ref_root: str | os.PathLike[str] | None) -> References:
+    kind = _parquet_kind(src)
+    if kind == "selection":
+        table, meta = read_parquet(src, "selection")
+    elif kind == "features":
+        table = pq.read_table(src, columns=["image"])
+        meta = read_artifact_metadata(src)
+    else:
+        raise BadInputError(f"{src}: not a selection or features artifact (schema {kind or 'missing'})")
+    root = Path(ref_root).resolve() if ref_root else _root_from_metadata(src, meta)
+    images = [str(v) for v in table.column("image").to_pylist()]
+    if not images:
+        raise BadInputError(f"{src}: contains no images")
+    return References(root=root, images=images, source=src)
+
+
+def _csv_references(src: Path, ref_root: str | os.PathLike[str] | None) -> References:
+    try:
+        sep = "\t" if src.suffix.lower() == ".tsv" else ","
+        df = pd.read_csv(src, dtype=str, keep_default_na=False, sep=sep)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{src}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    headerless = "image" not in df.columns and _looks_like_image_path(str(df.columns[0]))
+    if "image" in df.columns:
+        images = df["image"].tolist()
+    else:
+        images = ([str(df.columns[0])] if headerless else []) + df.iloc[:, 0].tolist()
+    if not images:
+        raise BadInputError(f"{src}: lists no images")
+    for i, rel in enumerate(images):
+        if not str(rel).strip():
+            raise BadInputError(f"{src}, line {i + (1 if headerless else 2)}: empty image path")
+    root = Path(ref_root).resolve() if ref_root else src.resolve().parent
+    return References(root=root, images=[str(r).strip() for r in images], source=src)
+
+
+def precheck_references(
+    refs: References, paths: Sequence[Path], min_size: int, resize: tuple[int, int] | None
+) -> dict[str, str]:
+    """Cheap header checks before any work: {ref_img: error} for missing/unreadable/too-small references."""
+    bad: dict[str, str] = {}
+    for rel, path in zip(refs.images, paths):
+        try:
+            w, h = image_size(path)
+            if resize is None and (w < min_size or h < min_size):
+                raise BadInputError(
+                    f"{path}: image is {w}x{h}, smaller than the minimum {min_size}x{min_size} "
+                    "for the requested distortion types"
+                )
+        except BadInputError as exc:
+            bad[rel] = str(exc)
+    return bad
+
+
+def check_implemented(types: Sequence[int]) -> None:
+    for t in types:
+        try:
+            distortions.get_kernel(t)
+        except NotImplementedError:
+            raise StageError(
+                f"distortion type {t} ({distortions.TABLE[t].name}) is not implemented by the installed "
+                "distortions library"
+            ) from None
+
+
+__all__ = [
+    "DEFAULT_LEVELS",
+    "DENOISE_TYPE",
+    "FORMATS",
+    "OUTPUT_NAME_RE",
+    "PRESETS",
+    "DistortJob",
+    "References",
+    "check_implemented",
+    "derive_seed",
+    "min_reference_size",
+    "output_name",
+    "parse_resize",
+    "plan_jobs",
+    "precheck_references",
+    "read_references",
+    "resolve_levels",
+    "resolve_types",
+    "shard_by_reference",
+    "split_list",
+]

@@ -1,0 +1,195 @@
+"""Per-shard work of `reshape distort`: decode a reference, apply the KADID kernels, write the images.
+
+:func:`distort_shard` is the unit of work for every executor (in-process, a process pool, a Ray task): a
+plain top-level function of plain data. It writes through :class:`reshape.writer.OutputFolder` and keeps the
+shard's segment of the folder's journal: its claims before the first image, its finished records after
+the last, so a killed shard leaves nothing under a final name that the folder's record does not cover.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+import distortions
+from reshape.distort_plan import DEFAULT_MIN_SIZE, DENOISE_TYPE, DistortJob
+from reshape.errors import BadInputError, StageError
+from reshape.imageio import SAVE_FORMATS, encode_image, load_image, to_uint8
+from reshape.writer import FileRecord, Journal, OutputFolder, shard_key
+
+log = logging.getLogger("reshape.distort")
+
+
+# ----------------------------------------------------------------------------------------------- pixels
+def centre_crop_box(width: int, height: int, target_w: int, target_h: int) -> tuple[int, int, int, int]:
+    """Largest centred box of the target aspect ratio (left/top offsets rounded down, as KADID's refs)."""
+    if width * target_h > height * target_w:
+        crop_w = round(height * target_w / target_h)
+        left = (width - crop_w) // 2
+        return left, 0, left + crop_w, height
+    crop_h = round(width * target_h / target_w)
+    top = (height - crop_h) // 2
+    return 0, top, width, top + crop_h
+
+
+def prepare_reference(image: np.ndarray, resize: tuple[int, int] | None) -> np.ndarray:
+    """Optional KADID-style reference preparation: centre-crop to the aspect ratio, Pillow Lanczos resize.
+
+    Done on 8-bit data, exactly as the KADID-10k references (and ../shared/kadid_reference) were made.
+    """
+    if resize is None:
+        return image
+    target_w, target_h = resize
+    pil = Image.fromarray(to_uint8(image), mode="RGB")
+    box = centre_crop_box(pil.width, pil.height, target_w, target_h)
+    if box == (0, 0, pil.width, pil.height) and pil.size == (target_w, target_h):
+        return image
+    out = pil.crop(box).resize((target_w, target_h), Image.Resampling.LANCZOS)
+    return np.asarray(out, dtype=np.float32) / np.float32(255.0)
+
+
+# ----------------------------------------------------------------------------------------------- shard work
+@dataclass(frozen=True, slots=True)
+class ShardOptions:
+    """Everything :func:`distort_shard` needs besides the jobs (plain data, picklable, JSON-able)."""
+
+    out_dir: str
+    fmt: str = "png"
+    resize: tuple[int, int] | None = None
+    dncnn_weights: str | None = None
+    min_size: int = DEFAULT_MIN_SIZE
+    #: what the manifest's denoiser column says for type 15 (name + weights hash); None: the denoiser's name
+    denoiser_label: str | None = None
+    #: tag of the run settings (seed, format, resize, version) kept with each journal record
+    settings_tag: str = ""
+
+
+_DENOISERS: dict[str | None, Any] = {}
+
+
+def load_denoiser(weights: str | None, *, quiet: bool = False) -> Any:
+    """The type-15 denoiser from the distortions library (cached per process)."""
+    if weights not in _DENOISERS:
+        loader: Callable[[str | None], Any] | None = getattr(distortions, "load_denoiser", None)
+        if loader is None:
+            raise StageError("the installed distortions library has no load_denoiser (type 15 unavailable)")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _DENOISERS[weights] = loader(weights)
+        if not quiet:  # the fallback's warning, as one log line (workers stay silent: the driver said it)
+            for w in caught:
+                log.warning("%s", str(w.message).replace("\n", " "))
+    return _DENOISERS[weights]
+
+
+def denoiser_name(denoiser: Any) -> str:
+    return str(getattr(denoiser, "name", type(denoiser).__name__))
+
+
+def _manifest_row(job: DistortJob, sha256: str, denoiser: str | None) -> dict[str, Any]:
+    spec = distortions.TABLE[job.dist_type]
+    return {
+        "dist_img": job.dist_img,
+        "ref_img": job.ref_img,
+        "dist_type": job.dist_type,
+        "dist_name": spec.name,
+        "dist_level": job.dist_level,
+        "parameter": float(spec.levels[job.dist_level - 1]),
+        "seed": job.seed,
+        "sha256": sha256,
+        "denoiser": denoiser,
+    }
+
+
+def distort_shard(jobs: Sequence[DistortJob], options: ShardOptions) -> list[dict[str, Any]]:
+    """Produce the images of ``jobs`` under ``options.out_dir`` and return their manifest rows.
+
+    Each image is written atomically and its bytes depend only on the job, so running a shard twice,
+    concurrently or after a crash is harmless. Rows come back in job order, each with the ``size`` and
+    ``mtime_ns`` the store reports (journal fields; the manifest keeps its schema columns only).
+
+    A reference that cannot be read (or is too small) yields one row ``{"ref_img", "ref_path", "error"}``
+    instead of its images; the caller decides whether that is fatal (without ``--skip-bad``) or listed.
+    Any other exception (a bug in a kernel, a full disk) propagates; the shard's claims stay recorded.
+    """
+    folder = OutputFolder(options.out_dir)
+    journal = Journal(folder)
+    key = shard_key([j.dist_img for j in jobs])
+    journal.write_shard(key, [FileRecord(j.dist_img) for j in jobs])
+    rows: list[dict[str, Any]] = []
+    records: list[FileRecord] = []
+    for job, image, error in _references(jobs, options):
+        if error is not None:
+            rows.append({"ref_img": job.ref_img, "ref_path": job.ref_path, "error": error})
+            continue
+        result, denoiser_name = _apply(job, image, options)
+        data = encode_image(result, SAVE_FORMATS[f".{options.fmt}"])
+        row = _manifest_row(job, "", denoiser_name)
+        record = folder.put_bytes(job.dist_img, data, meta={**row, "settings": options.settings_tag})
+        record.meta["sha256"] = row["sha256"] = record.sha256
+        records.append(record)
+        rows.append({**row, "size": record.size, "mtime_ns": record.mtime_ns})
+    journal.write_shard(key, records)
+    return rows
+
+
+def _references(jobs: Sequence[DistortJob], options: ShardOptions):
+    """(job, prepared reference, None) per job, or (job, None, error) once for an unusable reference;
+    each reference is decoded once (jobs of one reference are consecutive)."""
+    image: np.ndarray | None = None
+    loaded_from: str | None = None
+    failed: set[str] = set()
+    for job in jobs:
+        if job.ref_path in failed:
+            continue
+        if job.ref_path != loaded_from:
+            try:
+                image = prepare_reference(load_image(job.ref_path), options.resize)
+                _check_size(job.ref_path, image, options.min_size, options.resize)
+            except BadInputError as exc:
+                failed.add(job.ref_path)
+                yield job, None, str(exc)
+                continue
+            loaded_from = job.ref_path
+        yield job, image, None
+
+
+def _apply(job: DistortJob, image: np.ndarray, options: ShardOptions) -> tuple[np.ndarray, str | None]:
+    kwargs: dict[str, Any] = {"rng": np.random.default_rng(job.seed)}
+    denoiser_name = None
+    if job.dist_type == DENOISE_TYPE:
+        kwargs["denoiser"] = load_denoiser(options.dncnn_weights, quiet=True)
+        denoiser_name = options.denoiser_label or denoiser_name(kwargs["denoiser"])
+    try:
+        return distortions.apply(image, job.dist_type, job.dist_level, **kwargs), denoiser_name
+    except Exception as exc:
+        raise StageError(
+            f"{job.ref_path}: distortion {job.dist_type} level {job.dist_level} failed "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _check_size(path: str, image: np.ndarray, min_size: int, resize: tuple[int, int] | None) -> None:
+    h, w = image.shape[:2]
+    if w < min_size or h < min_size:
+        hint = " (after --resize)" if resize else ""
+        raise BadInputError(
+            f"{path}: image is {w}x{h}{hint}, smaller than the minimum {min_size}x{min_size} "
+            "for the requested distortion types"
+        )
+
+
+__all__ = [
+    "ShardOptions",
+    "centre_crop_box",
+    "denoiser_name",
+    "distort_shard",
+    "load_denoiser",
+    "prepare_reference",
+]
