@@ -180,9 +180,10 @@ class _Where:
     def shown(self, location: str) -> Path | str:
         return Path(location) if storage.is_local(location) else location
 
-    def local_folders(self) -> list[str]:
-        folders = (self.out, split_location(self.manifest)[0].location)
-        return [f for f in folders if storage.is_local(f)]
+    def folders(self) -> list[str]:
+        """The image folder and the manifest's folder: what a run creates and locks (locking the manifest's
+        folder, not the file, keeps lock files out of the folder the run writes into)."""
+        return [self.out, split_location(self.manifest)[0].location]
 
 
 @dataclass
@@ -214,8 +215,8 @@ def run(config: DistortConfig) -> DistortResult:
     plan = _plan(config, refs, settings)
     waiting = functools.partial(log.warning, "%s")
     with (
-        created_folders(*where.local_folders()),
-        locked_outputs(where.out, where.manifest, wait=config.wait, on_wait=waiting),
+        created_folders(*where.folders()),
+        locked_outputs(*where.folders(), wait=config.wait, on_wait=waiting),
     ):
         folder = OutputFolder(where.out)
         state = take_over(

@@ -19,7 +19,8 @@ from shard_toys import folder_bytes
 import distortions
 from reshape.cli.main import cli
 from reshape.distort import run_distort
-from reshape.errors import StageError
+from reshape.errors import BadInputError, StageError
+from reshape.outputs import OutputLock
 from reshape.writer import JOURNAL_DIR, Journal, OutputFolder
 
 TYPES = [1, 11, 18]  # deterministic, random (seeded per output), tone
@@ -140,6 +141,19 @@ def test_crashed_run_resumes_from_the_journal_on_the_store(store_root, refs, loc
     assert not [p for p in segments.iterdir() if p.name.startswith("shard-")]
     manifest = (store_root / "bucket" / "d" / "meta" / "manifest.csv").read_bytes()
     assert manifest == (local_run / "manifest.csv").read_bytes()
+
+
+def test_a_run_holding_the_store_output_keeps_a_second_out(store_root, refs):
+    """The lock on an object-store output is a lease object beside it; another holder's lease refuses."""
+    other = OutputLock(f"{STORE}://bucket/f/out").acquire()
+    try:
+        with pytest.raises(BadInputError, match=r"another reshape run holds this output \(host .*, pid "):
+            store_run(refs, "f/out")
+    finally:
+        other.release()
+    assert not (store_root / "bucket" / "f" / "out" / "manifest.csv").exists()
+    assert store_run(refs, "f/out").n_written == N_IMAGES
+    assert not (store_root / "bucket" / "f" / ".out.reshape-lock").exists()  # released
 
 
 def test_cli_out_uri_with_local_manifest(store_root, refs, local_run, tmp_path):
