@@ -300,12 +300,12 @@ def wait_for_images(out: Path, count: int, proc: subprocess.Popen) -> None:
 def test_two_identical_runs_a_second_apart_never_both_do_the_work(refs, tmp_path):
     out = tmp_path / "out"
     args = [refs, "--out", out, "--types", TYPES]
-    first = start(args, 0.1)
+    first = start(args, 0.25)  # about 9 s of work
     wait_for_images(out, 1, first)  # it holds the output now; the same command again, twice
     waiting = start([*args, "--wait"], 0.0)
-    time.sleep(1.0)
     refused = start(args, 0.0)
     code, stdout, stderr = finish(refused)
+    assert first.poll() is None, "the first run finished before the second one started"
     assert code == 2
     assert stdout == ""
     assert len(stderr.strip().splitlines()) == 1
