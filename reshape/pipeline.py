@@ -22,7 +22,7 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,10 +204,11 @@ def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
 Runner = tuple[type, Callable[[Any], Any]]
 
 
-def default_runners() -> dict[str, Runner]:
+def default_runners(names: Iterable[str] = STAGES) -> dict[str, Runner]:
     """Stage name -> (its config class, its ``run``), imported from the stage modules."""
     runners: dict[str, Runner] = {}
-    for name, module_name in STAGES.items():
+    for name in names:
+        module_name = STAGES[name]
         module = importlib.import_module(f"reshape.{module_name}")
         runners[name] = (getattr(module, f"{module_name.capitalize()}Config"), module.run)
     return runners
@@ -421,6 +422,18 @@ def _why(previous: dict[str, Any] | None, components: dict[str, Any], stored: st
     return "fingerprint differs (options, inputs or reshape version changed)"
 
 
+def _staleness(
+    c: _Context, name: str, run_info: dict[str, Any], components: dict[str, Any], stored: str | None, fp: str
+) -> str:
+    """Why a stage must run ("up to date" if it need not): its outputs, then its fingerprint."""
+    check = check_record(run_info.get("outputs", {}).get(name, {}), c.config.out)
+    if stored in (None, fp) and not check.ok:
+        return "outputs " + check.describe()
+    if stored != fp:
+        return _why(run_info.get("components", {}).get(name), components, stored)
+    return "up to date"
+
+
 def _stage_order(config: PipelineConfig) -> list[str]:
     own_sample_features = config.prune and "features" not in config.options["prune"]
     return [
@@ -455,15 +468,7 @@ def _plan_stage(c: _Context, name: str, runner: Runner, run_info: dict[str, Any]
     c.fps[name] = fingerprint
     stage_config = _coerce(config_class, {**io, **options, "fingerprint": fingerprint}, where)
     stored = None if force else stored_fingerprint(name, c.config)
-    reason = "up to date"
-    if force:
-        reason = "--force"
-    elif stored != fingerprint:
-        reason = _why(run_info.get("components", {}).get(name), components, stored)
-    else:
-        check = check_record(run_info.get("outputs", {}).get(name, {}), c.config.out)
-        if not check.ok:
-            reason = "outputs " + check.describe()
+    reason = "--force" if force else _staleness(c, name, run_info, components, stored, fingerprint)
     return StagePlan(
         name, STAGES[name], stage_config, fingerprint, components, outputs, reason == "up to date", reason
     )
@@ -599,7 +604,8 @@ def run_pipeline(
     ``echo`` receives the plan (dry run) or one progress line per stage.
     """
     config = load_config(config_path)
-    runners = {**default_runners(), **(runners or {})}
+    runners = dict(runners or {})
+    runners.update(default_runners(n for n in STAGES if n not in runners))
     result = RunResult(config=config)
     if dry_run:
         for line in _dry_run_lines(plan_pipeline(config, runners, force=force)):
