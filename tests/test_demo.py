@@ -142,3 +142,31 @@ def test_modified_output_is_rebuilt_and_history_kept(smoke_demo: Path) -> None:
     assert info["stages"]["select"]["seconds"] > 0  # a no-op run never erases the real timings
     assert info["history"][-1]["ran"].keys() == {"label"}
     assert len(info["history"]) >= 3
+
+
+def test_concurrent_runs_on_one_folder(smoke_demo: Path) -> None:
+    """Two real `reshape run` processes on one run folder: the second refuses naming the holder, or with
+    --wait waits and then finds everything up to date; no temporary files are left."""
+    import subprocess
+    import sys
+
+    config = str(smoke_demo / "pipeline.toml")
+    reshape = [sys.executable, "-m", "reshape.cli.main"]
+    first = subprocess.Popen([*reshape, "run", "--force", config], stderr=subprocess.PIPE, text=True)
+    try:
+        assert "running" in first.stderr.readline()  # it holds the lock from before its first stage
+        second = subprocess.run([*reshape, "run", config], capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert f"pid {first.pid}" in second.stderr and "another reshape run holds" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+        waiter = subprocess.run(
+            [*reshape, "run", "--wait", config], capture_output=True, text=True, timeout=300
+        )
+    finally:
+        first.communicate(timeout=300)
+    assert first.returncode == 0
+    assert waiter.returncode == 0, waiter.stderr
+    assert "waiting for the run that holds it" in waiter.stderr
+    assert waiter.stderr.count("up to date, skipped") == 6
+    leftovers = [p for p in smoke_demo.rglob(".reshape-tmp-*")]
+    assert not leftovers
