@@ -953,11 +953,13 @@ def run(config: PublishConfig) -> PublishResult:
     check_writable(out_dir, need_bytes=plan.bytes_to_copy(link=config.link))
     with locked_outputs(out_dir, wait=config.wait, on_wait=_stderr), created_folders(out_dir):
         written = write_dataset(out_dir, plan, inputs, config, names)
-    hub_url = None
-    if config.push_to_hub:
-        from reshape.hub import push_folder
+        hub_url = None
+        if config.push_to_hub:  # still holding the lock: nothing changes the folder while it uploads
+            from reshape.hub import push_folder
 
-        hub_url = push_folder(out_dir, config.push_to_hub, private=config.private, revision=config.revision)
+            hub_url = push_folder(
+                out_dir, config.push_to_hub, private=config.private, revision=config.revision
+            )
     return PublishResult(
         out_dir=out_dir,
         rows=len(written.published),
