@@ -1,7 +1,8 @@
 """Push a published dataset folder to the Hugging Face Hub as a dataset repository.
 
 Only what publish recorded goes up: every file listed in SHA256SUMS and SHA256SUMS itself, after
-``reshape verify`` found them intact (files a user added to the folder and the ``source/`` mount stay local).
+``reshape verify`` found them intact. Files a user added to the folder and the ``source/`` mount stay local
+(verify lists such files; they do not block the push, every other problem does).
 The token is huggingface_hub's usual one (``hf auth login`` or ``$HF_TOKEN``); ``$HF_ENDPOINT`` (read when
 pushing) points at another Hub. All files go up in one commit on ``revision`` (a branch, created if missing).
 Files an earlier push put on the Hub that this dataset no longer has are left there.
@@ -20,10 +21,11 @@ def _files_to_push(folder: Path) -> list[str]:
     from reshape.verify import parse_sha256sums, verify_dataset
 
     report = verify_dataset(folder)
-    if not report.ok:
+    # Files the user added are not pushed, so they do not block the push; every other problem does.
+    blocking = [p for p in report.problems if not p.endswith(f": file not listed in {SUMS}")]
+    if blocking:
         raise StageError(
-            f"{folder}: not pushed, reshape verify found {len(report.problems)} problem(s), "
-            f"the first: {report.problems[0]}"
+            f"{folder}: not pushed, reshape verify found {len(blocking)} problem(s), the first: {blocking[0]}"
         )
     listed = parse_sha256sums((folder / SUMS).read_text("utf-8"), SUMS, report)
     return sorted(listed) + [SUMS]
