@@ -185,8 +185,6 @@ def _val_sections(val_roots: Mapping[str, ValRoot]) -> list[str]:
             f"    type: {spec.dataset_type}",
             f"    dataroot_target: {_q(root.images)}",
             f"    meta_info_file: {_q(root.meta_info)}",
-            "    # The paper averages 5 random 224 patches of each test image; pyiqa's NIMA resizes the image",
-            "    # to 224 on its short side and scores one centre crop instead (not expressible here).",
             "    batch_size_per_gpu: 1",
             "    num_worker_per_gpu: 2",
         ]
@@ -204,6 +202,10 @@ def _model_sections(protocol: TrainingProtocol, lr_label: str) -> list[str]:
         f"  base_model_name: {protocol.backbone}.tv_in1k",
         "  num_classes: 1",
         "  pretrained: false  # no NIMA (AVA) weights: only the ImageNet backbone, as in the paper",
+        f"# Testing: the paper averages {protocol.test_patches} random {protocol.patch_size} patches of each test "
+        "image; pyiqa's NIMA",
+        f"# resizes the image to {protocol.patch_size} on its short side and scores one centre crop "
+        "(not expressible here).",
         "",
         "path:",
         "  pretrain_network: ~",
@@ -305,5 +307,11 @@ if __name__ == "__main__":
             value = dataset.get(key)
             if value and not os.path.isabs(os.path.expanduser(value)):
                 dataset[key] = os.path.normpath(os.path.join(base, value))
-    train_pipeline(root, opt, args)
+    try:
+        train_pipeline(root, opt, args)
+    except AttributeError as exc:
+        # pyiqa 0.1.16 ends by returning model.best_metric_results, which only exists once a validation set
+        # was scored; without val_* datasets training and saving are complete when this is raised.
+        if "best_metric_results" not in str(exc):
+            raise
 '''
