@@ -246,5 +246,7 @@ def imquantize_levels(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 @register(22)
 def quantization(image: np.ndarray, n_thresholds: float, rng: np.random.Generator) -> np.ndarray:
+    """``T = multithresh(I, n)``; ``imquantize(I, T, [0 T(2:n) 1])``: ``n`` Otsu thresholds of the whole
+    image (all three channels together); each value becomes 0, one of the upper thresholds, or 1."""
     thresholds = multithresh(image, int(n_thresholds))
     return imquantize_levels(image, thresholds)
