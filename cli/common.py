@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 from typing import Any
 
@@ -23,19 +25,74 @@ def setup_logging(verbosity: int) -> None:
     logging.captureWarnings(True)
 
 
+#: The group's own options, also accepted after the sub-command (`reshape distort ... -q`).
+GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose", "--debug")
+
+
+def debug_enabled() -> bool:
+    """``reshape --debug`` or RESHAPE_DEBUG=1: faults keep their traceback."""
+    return os.environ.get("RESHAPE_DEBUG", "").strip() not in ("", "0", "false", "no")
+
+
+def fault_line(exc: BaseException) -> tuple[str, int] | None:
+    """One line and the exit code for an error the user can act on, or None for a bug.
+
+    Filesystem and resource faults (read-only, permission, no space, name too long, too many open files,
+    decompression bomb, out of memory) exit 2 like bad input: they are about the user's paths and machine.
+    """
+    if isinstance(exc, ReshapeError):
+        return str(exc).replace("\n", " "), exc.exit_code
+    if isinstance(exc, OSError):
+        cause = exc.strerror or (errno.errorcode.get(exc.errno or -1) if exc.errno else None) or str(exc)
+        paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+        return (f"{' -> '.join(paths)}: {cause}" if paths else f"{cause}").replace("\n", " "), 2
+    if isinstance(exc, MemoryError):
+        return f"out of memory ({exc or 'the input is too large for this machine'})", 2
+    if type(exc).__name__ == "DecompressionBombError":
+        return f"{exc}".replace("\n", " "), 2
+    return None
+
+
+def _hoist_global_flags(args: list[str]) -> list[str]:
+    """Move the group's flags that follow the sub-command in front of it (the stages define none)."""
+    first = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
+    if first is None:
+        return args
+    tail = args[first + 1 :]
+    if "--" in tail:
+        cut = tail.index("--")
+        head_tail, rest = tail[:cut], tail[cut:]
+    else:
+        head_tail, rest = tail, []
+    hoisted = [
+        a for a in head_tail if a in GLOBAL_FLAGS or (a.startswith("-") and set(a[1:]) in ({"q"}, {"v"}))
+    ]
+    kept = [a for a in head_tail if a not in hoisted]
+    return args[:first] + hoisted + [args[first]] + kept + rest
+
+
 class ReshapeGroup(click.Group):
-    """A click group that turns ReshapeError into one stderr line and its exit code (2 = bad input)."""
+    """A click group that turns user-actionable errors into one stderr line and their exit code
+    (2 = bad input or a filesystem/resource fault); ``--debug`` / RESHAPE_DEBUG=1 keep the traceback."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _hoist_global_flags(list(args)))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ReshapeError as exc:
-            msg = str(exc).replace("\n", " ")
-            click.echo(f"reshape: error: {msg}", err=True)
-            ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("reshape: interrupted", err=True)
             ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            found = fault_line(exc)
+            if found is None or debug_enabled():
+                raise
+            line, code = found
+            click.echo(f"reshape: error: {line}", err=True)
+            ctx.exit(code)
 
 
 def is_quiet() -> bool:

@@ -28,7 +28,7 @@ def command(out: Path, smoke: bool) -> None:
     """
     from reshape.demo import run_demo
 
-    result = run_demo(out, smoke=smoke, echo=click.echo)
+    result = run_demo(out, smoke=smoke, echo=lambda line: click.echo(line, err=True))
     click.echo("")
     click.echo("reshape demo summary")
     weights = "ImageNet (local cache)" if result.weights == "default" else "random init (none)"

@@ -6,23 +6,10 @@ from pathlib import Path
 
 import click
 
-from reshape.cli.common import fingerprint_option
-from reshape.errors import BadInputError
+from reshape.cli.common import fingerprint_option, is_quiet, show_progress
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 _DIR = click.Path(file_okay=False, path_type=Path)
-
-
-def _range(text: str | None) -> tuple[float, float] | None:
-    if text is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise BadInputError(f"--label-range {text!r}: expected LO,HI (e.g. 1,5)") from None
-    if not lo < hi:
-        raise BadInputError(f"--label-range {text!r}: LO must be below HI")
-    return lo, hi
 
 
 @click.command()
@@ -70,9 +57,11 @@ def _range(text: str | None) -> tuple[float, float] | None:
 )
 @click.option(
     "--link/--copy",
-    default=True,
+    default=False,
     show_default=True,
-    help="Hard-link new images from the distort output when possible, else copy.",
+    help="--link hard-links images from the run instead of copying them (no extra space; falls back to a copy "
+    "across filesystems). Then the published file and the run's artifact are ONE file: editing either edits "
+    "both.",
 )
 @click.option("--name", default=None, help="Dataset name in the card  [default: OUT_DIR's name].")
 @click.option(
@@ -83,68 +72,53 @@ def _range(text: str | None) -> tuple[float, float] | None:
     "label fits KADID's DMOS scale, else the observed range].",
 )
 @click.option(
-    "--note", "notes", multiple=True, help="A note for the card (repeatable), e.g. how the labels were made."
+    "--note", multiple=True, help="A note for the card (repeatable), e.g. how the labels were made."
 )
+@click.option(
+    "--val-root",
+    multiple=True,
+    metavar="NAME=DIR",
+    help="Image folder of an authentic test set for pyiqa/train.yml's validation (livec, koniq10k, bid; "
+    "repeatable; else $RESHAPE_VAL_ROOT_<NAME>). Sets not given are left out.",
+)
+@click.option(
+    "--val-meta",
+    multiple=True,
+    metavar="NAME=CSV",
+    help="pyiqa meta-info CSV of a --val-root set (else $RESHAPE_VAL_META_<NAME>, else found in pyiqa's "
+    "download layout: meta_info/meta_info_<Class>.csv beside or above DIR).",
+)
+@click.option(
+    "--push-to-hub",
+    metavar="OWNER/NAME",
+    default=None,
+    help="After publishing (and verifying the checksums), upload the folder as a Hugging Face dataset "
+    "repository (token from `hf auth login` or $HF_TOKEN; endpoint $HF_ENDPOINT).",
+)
+@click.option("--private", is_flag=True, help="Create the Hub repository private (with --push-to-hub).")
+@click.option("--revision", default=None, help="Hub branch to push to, created if missing [default: main].")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Write over existing files that reshape did not write; never deletes them.",
+)
+@click.option("--wait", is_flag=True, help="If another run holds OUT_DIR, wait for it instead of failing.")
 @fingerprint_option
-def command(
-    out_dir: Path,
-    from_run: Path | None,
-    train_csv: Path | None,
-    labels: Path | None,
-    manifest: Path | None,
-    images_root: Path | None,
-    selection: Path | None,
-    train_features: Path | None,
-    candidate_features: Path | None,
-    source_root: Path | None,
-    candidate_root: Path | None,
-    source_name: str | None,
-    copy_source: bool,
-    link: bool,
-    name: str | None,
-    label_range: str | None,
-    notes: tuple[str, ...],
-    fingerprint: str | None,
-) -> None:
+def command(**options) -> None:
     """Publish the reshaped dataset into OUT_DIR: images, train.csv (KADID layout), meta_info.csv (pyiqa),
-    images/metadata.csv (Hugging Face imagefolder), SHA256SUMS, dataset.json and a README.md card with plots.
+    images/metadata.csv (Hugging Face), pyiqa/train.yml (pyiqa training, paper protocol), SHA256SUMS,
+    dataset.json and a README.md card (Hugging Face dataset card) with plots.
 
-    OUT_DIR is built beside itself and swapped in when complete; an existing published dataset there is
-    replaced. Options given explicitly override what --from-run finds.
+    Images are copied (--link to hard-link). Publishing again into OUT_DIR replaces or deletes only the files
+    the previous publish recorded in SHA256SUMS; files you added there stay, and a file of yours at a name
+    publish writes is refused unless --overwrite. Options given explicitly override what --from-run finds.
     """
-    from reshape.publish import PublishInputs, run_publish
+    from reshape.publish import PublishConfig, run
 
-    inputs = PublishInputs.from_run(from_run) if from_run is not None else PublishInputs()
-    explicit = {
-        "train_csv": train_csv,
-        "labels": labels,
-        "manifest": manifest,
-        "images_root": images_root,
-        "selection": selection,
-        "train_features": train_features,
-        "candidate_features": candidate_features,
-        "source_root": source_root,
-        "candidate_root": candidate_root,
-        "source_name": source_name,
-    }
-    for key, value in explicit.items():
-        if value is not None:
-            setattr(inputs, key, value)
-    inputs.notes = [*inputs.notes, *notes]
-    result = run_publish(
-        out_dir,
-        inputs,
-        copy_source=copy_source,
-        link=link,
-        name=name,
-        label_range_override=_range(label_range),
-        fingerprint=fingerprint,
-    )
-    origin = ", ".join(f"{n} {k}" for k, n in result.counts["origin"].items())
-    click.echo(
-        f"published {result.rows} rows ({origin}), {result.files} files, labels in "
-        f"[{result.label_range[0]:g}, {result.label_range[1]:g}] -> {result.out_dir}"
-    )
-    click.echo(f"card: {result.card}")
-    for plot in result.plots:
-        click.echo(f"plot: {plot}")
+    options["note"] = list(options["note"])
+    options["val_root"] = list(options["val_root"])
+    options["val_meta"] = list(options["val_meta"])
+    result = run(PublishConfig(**options, progress=show_progress()))
+    if not is_quiet():
+        for line in result.summary_lines():
+            click.echo(line)

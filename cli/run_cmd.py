@@ -13,7 +13,10 @@ import click
     "--dry-run", is_flag=True, help="Print the plan (stage, will run / up to date, why, command) only."
 )
 @click.option("--force", is_flag=True, help="Rerun every stage even if its artifacts are up to date.")
-def command(config: Path, dry_run: bool, force: bool) -> None:
+@click.option(
+    "--wait", is_flag=True, help="If another run holds this run folder, wait for it instead of failing."
+)
+def command(config: Path, dry_run: bool, force: bool, wait: bool) -> None:
     """Run features (training refs, candidates) -> select -> distort -> label -> [prune] -> publish as
     described by CONFIG (TOML; see examples/pipeline.toml).
 
@@ -27,15 +30,19 @@ def command(config: Path, dry_run: bool, force: bool) -> None:
                [prune] runs only with `enabled = true`; without `features = <Parquet>` the
                training images are embedded first (features_samples, keyed by train.csv's dist_img)
 
-    A stage whose artifacts carry the fingerprint of its current options and inputs is skipped; a
-    changed option reruns that stage and every stage after it.
+    A stage is skipped when its artifacts carry the fingerprint of its current options and inputs AND
+    every output it recorded in run.json is still there unchanged. A changed option reruns that stage and
+    every stage after it; a missing or changed output reruns only that stage, which rebuilds just that.
+    run.json keeps one history entry per run.
     """
+    from reshape.cli.common import is_quiet
     from reshape.pipeline import run_pipeline
 
-    result = run_pipeline(config, dry_run=dry_run, force=force)
-    if not dry_run:
-        times = ", ".join(
-            f"{r.name} {r.seconds:.1f}s" if r.ran else f"{r.name} skipped" for r in result.records
-        )
-        click.echo(f"done: {times}")
-        click.echo(f"dataset: {result.config.dataset}")
+    if dry_run:
+        run_pipeline(config, dry_run=True, force=force, echo=click.echo)
+        return
+    progress = (lambda line: None) if is_quiet() else (lambda line: click.echo(line, err=True))
+    result = run_pipeline(config, force=force, wait=wait, echo=progress)
+    if not is_quiet():
+        for line in result.summary_lines():
+            click.echo(line)

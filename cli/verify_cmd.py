@@ -18,14 +18,10 @@ def command(dataset_dir: Path) -> None:
 
     Prints one line per problem (all of them) and exits 1 if there is any; 2 if DATASET_DIR is not a folder.
     """
-    from reshape.verify import verify_dataset
+    from reshape.verify import VerifyConfig, run
 
-    report = verify_dataset(dataset_dir)
-    for problem in report.problems:
-        click.echo(f"{dataset_dir}/{problem}")
-    if not report.ok:
-        raise StageError(f"{dataset_dir}: {len(report.problems)} problem(s) found")
-    click.echo(
-        f"{dataset_dir}: OK ({report.files_checked} files checksummed, "
-        f"{report.rows_checked} CSV rows checked)"
-    )
+    result = run(VerifyConfig(dataset_dir=dataset_dir))
+    for line in result.summary_lines():
+        click.echo(line)
+    if not result.ok:
+        raise StageError(f"{dataset_dir}: {len(result.report.problems)} problem(s) found")

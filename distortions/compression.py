@@ -80,9 +80,11 @@ def jpeg_encode(image: np.ndarray, quality: int, rounding: str = "round") -> tup
 
 @register(9)
 def jpeg2000(image: np.ndarray, ratio: float, rng: np.random.Generator) -> np.ndarray:
+    """``imwrite(I, f, 'jp2', 'CompressionRatio', r)`` then ``imread``: lossy JPEG 2000 at ``r`` : 1."""
     return jpeg2000_encode(image, ratio)[0]
 
 
 @register(10)
 def jpeg(image: np.ndarray, quality: float, rng: np.random.Generator) -> np.ndarray:
+    """``imwrite(I, f, 'jpg', 'Quality', q)`` then ``imread``: baseline JPEG at IJG quality ``q``."""
     return jpeg_encode(image, int(quality))[0]

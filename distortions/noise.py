@@ -47,6 +47,7 @@ def gaussian_noise(image: np.ndarray, variance: float, rng: np.random.Generator)
 
 @register(11)
 def white_noise(image: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndarray:
+    """``imnoise(I, 'gaussian', 0, v)`` on the RGB values: white noise of variance ``v``, clipped."""
     return gaussian_noise(image, variance, rng)
 
 

@@ -21,13 +21,9 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.floor(scaled, out=scaled).astype(np.uint8)
 
 
-def minimum_variance_palette(pixels_u8: np.ndarray, n_colors: int) -> np.ndarray:
-    """Colour map of at most ``n_colors`` (float [0,1], Kx3) by recursive minimum-variance box cutting.
-
-    The RGB cube is histogrammed at ``HIST_BITS`` per axis. The box with the largest squared error is cut
-    along the axis and position that minimise the summed squared error of the two halves, until there are
-    ``n_colors`` boxes or no box can be cut. Each colour is the mean of the pixels in its box.
-    """
+def colour_moments_table(pixels_u8: np.ndarray) -> np.ndarray:
+    """Summed-volume table of the colour cube at ``HIST_BITS`` per axis: any box's (count, sum r, g, b,
+    sum of squares) comes from its 8 corners."""
     side = 1 << HIST_BITS
     cells = side**3
     # channel planes (one row: OpenCV splits a single long row fastest)
@@ -53,54 +49,62 @@ def minimum_variance_palette(pixels_u8: np.ndarray, n_colors: int) -> np.ndarray
         square_sums += cv2.LUT(plane, squares, dst=weights)
     columns.append(np.bincount(flat, square_sums.reshape(-1), minlength=cells))
     moments = np.stack(columns, axis=-1).reshape(side, side, side, 5)
-    # summed-volume table: any box's (count, sum r, g, b, sum of squares) from its 8 corners
     table = np.zeros((side + 1, side + 1, side + 1, 5))
     table[1:, 1:, 1:] = moments.cumsum(0).cumsum(1).cumsum(2)
+    return table
 
-    def box_moments(lo: list, hi: list) -> np.ndarray:
-        """Moments of boxes [lo, hi) (entries may be index arrays, broadcast together)."""
-        total = 0.0
-        for corner in range(8):
-            idx = tuple(hi[a] if corner >> a & 1 else lo[a] for a in range(3))
-            sign = -1.0 if (3 - bin(corner).count("1")) % 2 else 1.0
-            total = total + sign * table[idx]
-        return total
 
-    def sse(m: np.ndarray) -> float:
-        return float(m[4] - (m[1:4] @ m[1:4]) / m[0]) if m[0] > 0 else 0.0
+def _box_moments(table: np.ndarray, lo: list, hi: list) -> np.ndarray:
+    """Moments of boxes [lo, hi) (entries may be index arrays, broadcast together)."""
+    total = 0.0
+    for corner in range(8):
+        idx = tuple(hi[a] if corner >> a & 1 else lo[a] for a in range(3))
+        sign = -1.0 if (3 - bin(corner).count("1")) % 2 else 1.0
+        total = total + sign * table[idx]
+    return total
 
-    def best_cut(lo: list, hi: list) -> tuple[float, int, int] | None:
-        whole = box_moments(lo, hi)
-        best: tuple[float, int, int] | None = None
-        for axis in range(3):
-            if hi[axis] - lo[axis] < 2:
-                continue
-            cuts = np.arange(lo[axis] + 1, hi[axis])
-            upper = list(hi)
-            upper[axis] = cuts
-            low = box_moments(lo, upper)
-            high = whole - low
-            valid = (low[:, 0] > 0) & (high[:, 0] > 0)
-            if not valid.any():
-                continue
-            with np.errstate(divide="ignore", invalid="ignore"):
-                # minimising the halves' SSE = maximising sum |S|^2 / N over the two halves
-                score = (low[:, 1:4] ** 2).sum(1) / low[:, 0] + (high[:, 1:4] ** 2).sum(1) / high[:, 0]
-            score = np.where(valid, score, -np.inf)
-            k = int(np.argmax(score))
-            gain = float(score[k]) - float(whole[1:4] @ whole[1:4]) / whole[0]
-            if best is None or gain > best[0]:
-                best = (gain, axis, int(cuts[k]))
-        return best
 
+def _sse(m: np.ndarray) -> float:
+    return float(m[4] - (m[1:4] @ m[1:4]) / m[0]) if m[0] > 0 else 0.0
+
+
+def _best_cut(table: np.ndarray, lo: list, hi: list) -> tuple[float, int, int] | None:
+    """(gain, axis, position) of the cut that most reduces the box's squared error, or None."""
+    whole = _box_moments(table, lo, hi)
+    best: tuple[float, int, int] | None = None
+    for axis in range(3):
+        if hi[axis] - lo[axis] < 2:
+            continue
+        cuts = np.arange(lo[axis] + 1, hi[axis])
+        upper = list(hi)
+        upper[axis] = cuts
+        low = _box_moments(table, lo, upper)
+        high = whole - low
+        valid = (low[:, 0] > 0) & (high[:, 0] > 0)
+        if not valid.any():
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # minimising the halves' SSE = maximising sum |S|^2 / N over the two halves
+            score = (low[:, 1:4] ** 2).sum(1) / low[:, 0] + (high[:, 1:4] ** 2).sum(1) / high[:, 0]
+        score = np.where(valid, score, -np.inf)
+        k = int(np.argmax(score))
+        gain = float(score[k]) - float(whole[1:4] @ whole[1:4]) / whole[0]
+        if best is None or gain > best[0]:
+            best = (gain, axis, int(cuts[k]))
+    return best
+
+
+def _cut_boxes(table: np.ndarray, n_colors: int) -> list[tuple[list, list]]:
+    """Cut the box with the largest squared error (that can be cut) until there are ``n_colors``."""
+    side = 1 << HIST_BITS
     boxes = [([0, 0, 0], [side, side, side])]
-    errors = [sse(box_moments(*boxes[0]))]
+    errors = [_sse(_box_moments(table, *boxes[0]))]
     while len(boxes) < n_colors:
         chosen = None
         for i in np.argsort(errors)[::-1]:
             if errors[i] <= 0:
                 break
-            cut = best_cut(*boxes[int(i)])
+            cut = _best_cut(table, *boxes[int(i)])
             if cut is not None:
                 chosen = (int(i), cut)
                 break
@@ -115,8 +119,20 @@ def minimum_variance_palette(pixels_u8: np.ndarray, n_colors: int) -> np.ndarray
         high_lo[axis] = position
         for part in ((lo, low_hi), (high_lo, hi)):
             boxes.append(part)
-            errors.append(sse(box_moments(*part)))
-    palette = [m[1:4] / m[0] for m in (box_moments(*box) for box in boxes) if m[0] > 0]
+            errors.append(_sse(_box_moments(table, *part)))
+    return boxes
+
+
+def minimum_variance_palette(pixels_u8: np.ndarray, n_colors: int) -> np.ndarray:
+    """Colour map of at most ``n_colors`` (float [0,1], Kx3) by recursive minimum-variance box cutting.
+
+    The RGB cube is histogrammed at ``HIST_BITS`` per axis. The box with the largest squared error is cut
+    along the axis and position that minimise the summed squared error of the two halves, until there are
+    ``n_colors`` boxes or no box can be cut. Each colour is the mean of the pixels in its box.
+    """
+    table = colour_moments_table(pixels_u8)
+    moments = (_box_moments(table, *box) for box in _cut_boxes(table, n_colors))
+    palette = [m[1:4] / m[0] for m in moments if m[0] > 0]
     return np.array(palette, dtype=np.float64)
 
 
@@ -230,5 +246,7 @@ def imquantize_levels(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 @register(22)
 def quantization(image: np.ndarray, n_thresholds: float, rng: np.random.Generator) -> np.ndarray:
+    """``T = multithresh(I, n)``; ``imquantize(I, T, [0 T(2:n) 1])``: ``n`` Otsu thresholds of the whole
+    image (all three channels together); each value becomes 0, one of the upper thresholds, or 1."""
     thresholds = multithresh(image, int(n_thresholds))
     return imquantize_levels(image, thresholds)

@@ -86,6 +86,11 @@ def schema_names() -> list[str]:
 
 
 def now_iso() -> str:
+    """UTC now, or SOURCE_DATE_EPOCH when set (the reproducible-builds convention), so that two runs on
+    the same inputs can write byte-identical artifacts, metadata included."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch.isdigit():
+        return _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc).isoformat()
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reshape.errors import StageError
+from reshape.errors import BadInputError, StageError
 
 log = logging.getLogger("reshape.demo")
 
@@ -32,6 +32,9 @@ TRAIN_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistr
 POOL_PHOTOS = ("motorcycle_left", "motorcycle_right", "colorwheel", "logo", "retina", "camera", "cat")
 DEMO_TYPES = (1, 3, 10, 17, 18, 25)  # the LIVE Challenge preset of the paper's code
 SMOKE_TYPES = (1, 17)
+DEMO_MARK = "# Written by `reshape demo`"
+#: the demo's record of the data files it wrote (it deletes only files listed there)
+DEMO_RECORD = ".reshape-demo-files.json"
 LEVELS = (1, 3, 5)
 SIZE = (320, 240)  # width, height: KADID's 4:3, >= 224 on each side for the ResNet centre crop
 LABEL_PROXY = (
@@ -107,22 +110,21 @@ def _save(path: Path, image: np.ndarray) -> np.ndarray:
     return to_uint8(image).astype(np.float32) / 255.0
 
 
-def build_demo_data(
-    root: Path, *, types: tuple[int, ...], n_train: int, n_pool: int, seed: int = 0
-) -> dict[str, Path]:
-    """Training refs, the SSIM-labelled source dataset and the candidate pool under ``root``."""
+def _build_source(
+    refs_dir: Path, source_dir: Path, *, types: tuple[int, ...], n_train: int, seed: int
+) -> list[Path]:
+    """Training refs plus their distorted, SSIM-labelled versions and dmos.csv; returns the files."""
     from skimage.metrics import structural_similarity
 
     import distortions
 
-    refs_dir, source_dir, pool_dir = root / "refs", root / "source", root / "pool"
-    for folder in (refs_dir, source_dir, pool_dir):
-        folder.mkdir(parents=True, exist_ok=True)
     rows = []
+    written: list[Path] = []
     for name in TRAIN_PHOTOS[:n_train]:
         ref = _fit(_photo(name), SIZE)
         _save(refs_dir / f"{name}.png", ref)
         saved_ref = _save(source_dir / f"{name}.png", ref)
+        written += [refs_dir / f"{name}.png", source_dir / f"{name}.png"]
         for t in types:
             for lvl in LEVELS:
                 rng = np.random.default_rng([seed, t, lvl, len(rows)])
@@ -133,42 +135,80 @@ def build_demo_data(
                     saved_ref, _save(source_dir / fname, dist), channel_axis=2, data_range=1.0
                 )
                 rows.append([fname, f"{name}.png", round(ssim_to_dmos(ssim), 4), 0.0])
+                written.append(source_dir / fname)
     table = pd.DataFrame(rows, columns=["dist_img", "ref_img", "dmos", "var"])
     _write_if_changed(source_dir / "dmos.csv", table.to_csv(index=False, lineterminator="\n").encode())
+    return [*written, source_dir / "dmos.csv"]
+
+
+def _build_pool(pool_dir: Path, *, n_pool: int, seed: int) -> list[Path]:
+    """Crops, rescales and flips of photos that are not training refs; returns the files."""
     rng = np.random.default_rng(seed)
-    variants = 0
-    pool_written: list[Path] = []
+    written: list[Path] = []
     for name in POOL_PHOTOS:
         img = _photo(name)
         boxes = [(0.5, 0.5, 1.0), (rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), 0.55), (0.5, 0.5, 0.8)]
         for i, box in enumerate(boxes):
-            if variants >= n_pool:
-                break
+            if len(written) >= n_pool:
+                return written
             out = _fit(img, SIZE, box=box)
             if i == 2:
                 out = np.ascontiguousarray(out[:, ::-1])
             _save(pool_dir / f"{name}_{i}.png", out)
-            pool_written.append(pool_dir / f"{name}_{i}.png")
-            variants += 1
-    # A previous run with other settings (e.g. the full demo, then --smoke) may have left extra images.
-    wanted = {refs_dir / f"{n}.png" for n in TRAIN_PHOTOS[:n_train]}
-    wanted |= {source_dir / r[0] for r in rows} | {source_dir / r[1] for r in rows}
-    wanted |= set(pool_written)
+            written.append(pool_dir / f"{name}_{i}.png")
+    return written
+
+
+def _forget_old_files(root: Path, written: list[Path]) -> None:
+    """Delete files an earlier demo recorded (e.g. the full demo, then --smoke) and this one did not
+    write; nothing else in the folder is ever touched."""
+    from reshape.fileio import atomic_write_text
+
+    record = root / DEMO_RECORD
+    try:
+        previous = json.loads(record.read_text("utf-8"))
+    except (OSError, ValueError):
+        previous = []
+    now = sorted(p.relative_to(root).as_posix() for p in written)
+    for rel in set(previous) - set(now):
+        (root / rel).unlink(missing_ok=True)
+    atomic_write_text(record, json.dumps(now, indent=0) + "\n")
+
+
+def build_demo_data(
+    root: Path, *, types: tuple[int, ...], n_train: int, n_pool: int, seed: int = 0
+) -> dict[str, Path]:
+    """Training refs, the SSIM-labelled source dataset and the candidate pool under ``root``."""
+    refs_dir, source_dir, pool_dir = root / "refs", root / "source", root / "pool"
     for folder in (refs_dir, source_dir, pool_dir):
-        for stale in folder.glob("*.png"):
-            if stale not in wanted:
-                stale.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+    written = _build_source(refs_dir, source_dir, types=types, n_train=n_train, seed=seed)
+    written += _build_pool(pool_dir, n_pool=n_pool, seed=seed)
+    _forget_old_files(root, written)
     return {"refs": refs_dir, "source": source_dir, "labels": source_dir / "dmos.csv", "pool": pool_dir}
 
 
-def local_resnet_weights() -> Path | None:
-    """torchvision's ResNet-50 ImageNet file if it is already in the local torch cache (no download)."""
-    try:
-        import torch
+def check_demo_folder(out: Path) -> None:
+    """The demo writes only into a new or empty folder, or one an earlier demo made (its pipeline.toml)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise BadInputError(f"{out}: --out is a file, expected a folder")
+    config = out / "pipeline.toml"
+    made_by_demo = config.is_file() and config.read_text("utf-8", errors="replace").startswith(DEMO_MARK)
+    if any(out.iterdir()) and not made_by_demo:
+        raise BadInputError(f"{out}: not empty and not a reshape demo folder; choose a new or empty --out")
 
-        hub = Path(torch.hub.get_dir()) / "checkpoints"
-    except Exception:  # noqa: BLE001 - no torch hub dir means no cached weights
-        return None
+
+def local_resnet_weights() -> Path | None:
+    """torchvision's ResNet-50 ImageNet file if it is already in the local torch cache (no download).
+
+    The folder is found the way ``torch.hub.get_dir`` finds it, without importing torch (seconds on a
+    cold start, for a demo whose stages may all be up to date)."""
+    torch_home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch"
+    )
+    hub = Path(os.path.expanduser(torch_home)) / "hub" / "checkpoints"
     found = sorted(hub.glob("resnet50-*.pth")) if hub.is_dir() else []
     return found[0] if found else None
 
@@ -183,7 +223,7 @@ def write_config(
             "Features were computed with a randomly initialised ResNet-50 (no pretrained weights in the "
             "local torch cache), so the selection and the pseudo-labels only demonstrate the pipeline."
         )
-    text = f"""# Written by `reshape demo`; `reshape run {path.name}` reruns it, skipping up-to-date stages.
+    text = f"""{DEMO_MARK}; `reshape run {path.name}` reruns it, skipping up-to-date stages.
 [inputs]
 train_refs = "{rel["refs"]}"
 source_labels = "{rel["labels"]}"
@@ -222,6 +262,7 @@ def run_demo(out: str | os.PathLike[str], *, smoke: bool = False, echo=print) ->
     from reshape.verify import verify_dataset
 
     out = Path(out)
+    check_demo_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     types = SMOKE_TYPES if smoke else DEMO_TYPES
     start = time.perf_counter()

@@ -1,35 +1,39 @@
-"""`reshape run pipeline.toml`: run every stage from one config, skipping the ones that are up to date.
+"""`reshape run pipeline.toml`: every stage from one config, rebuilding only what is stale.
 
-`run` only orchestrates: each stage is its own click command, invoked in-process with the arguments a user
-would type, so every stage stays runnable on its own. Up-to-date check: each stage gets a fingerprint =
-sha256 of (stage, its options, the fingerprints of its inputs, reshape version), passed through the stage's
-hidden ``--fingerprint`` option and stored in its artifact's metadata. A stage whose artifacts exist and
-carry the same fingerprint is skipped; since fingerprints chain, a changed option reruns that stage and
-every stage after it. Raw inputs are fingerprinted by content (files) or by listing (folders: relative path,
-size and modification time of every file, so a KADIS-sized pool is not re-read on every run).
+`run` only orchestrates: it builds each stage's typed config (``<Stage>Config``) from the TOML tables and
+calls the stage's ``run(config)`` — the same functions the CLI and notebooks call.
+
+A stage is **up to date** when (1) its fingerprint — sha256 of (stage, its options, the fingerprints of its
+inputs, reshape version), stored in its artifact's metadata — is unchanged, and (2) every output file it
+recorded in ``run.json`` is still there unchanged (size and mtime, sha256 where they differ). A changed
+option or input reruns that stage and every stage after it; a missing or changed output reruns only that
+stage (whose own resume rebuilds just what is missing), since the same inputs give the same artifact.
+Raw inputs are fingerprinted by content (files) or by listing (folders: relative path, size and mtime).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import shlex
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
-
 from reshape import __version__
-from reshape.artifacts import read_artifact_metadata, write_json
-from reshape.errors import BadInputError, ReshapeError, StageError
+from reshape.artifacts import now_iso, read_artifact_metadata, write_json
+from reshape.errors import BadInputError, ReshapeError
 from reshape.fileio import sha256_file
+from reshape.outputs import check_inputs_not_outputs, locked_outputs
 from reshape.publish import DATASET_JSON, RUN_LAYOUT
+from reshape.records import check_record, record_outputs
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,9 +41,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 #: Stage options that do not change the artifacts (same seed, same bytes whatever the worker count).
-EXECUTION_OPTIONS = {"workers", "backend", "ray-address", "no-progress", "quiet"}
+EXECUTION_OPTIONS = {"workers", "backend", "ray_address", "progress", "quiet", "wait", "overwrite"}
 SAMPLES_DIR = "samples"
-#: Stage name -> the `reshape` sub-command it runs.
+#: Stage name -> the stage module (``reshape.<module>``) it runs.
 STAGES: dict[str, str] = {
     "features_train": "features",
     "features_candidates": "features",
@@ -51,15 +55,6 @@ STAGES: dict[str, str] = {
     "publish": "publish",
 }
 INPUT_KEYS = {"train_refs", "source_labels", "source_root", "candidates", "out", "source_name", "dataset"}
-OUTPUTS = {
-    "features_train": [RUN_LAYOUT["train_features"]],
-    "features_candidates": [RUN_LAYOUT["candidate_features"]],
-    "select": [RUN_LAYOUT["selection"]],
-    "distort": [RUN_LAYOUT["manifest"]],
-    "label": [RUN_LAYOUT["labels"], RUN_LAYOUT["train_csv"], "meta_info.csv"],
-    "features_samples": [RUN_LAYOUT["sample_features"]],
-    "prune": [RUN_LAYOUT["pruned_csv"], "prune_indices.csv"],
-}
 #: The artifact whose metadata holds each stage's fingerprint.
 FINGERPRINT_ARTIFACT = {
     "features_train": RUN_LAYOUT["train_features"],
@@ -70,6 +65,9 @@ FINGERPRINT_ARTIFACT = {
     "features_samples": RUN_LAYOUT["sample_features"],
     "prune": RUN_LAYOUT["pruned_csv"],
 }
+#: Each stage's positional argument on the command line (for the dry-run's equivalent command).
+POSITIONAL = {"features": "images", "distort": "source", "publish": "out_dir"}
+RUN_HISTORY_LIMIT = 50
 
 
 @dataclass
@@ -91,12 +89,28 @@ class PipelineConfig:
 @dataclass
 class StagePlan:
     name: str
-    command: str
-    args: list[str]
+    module: str
+    config: Any
     fingerprint: str
     components: dict[str, Any]
+    outputs: list[Path]
     up_to_date: bool
     reason: str
+
+    def command_line(self) -> str:
+        """The `reshape <stage>` command that does the same work (for --dry-run)."""
+        positional = POSITIONAL.get(self.module)
+        args: list[str] = []
+        for f in dataclasses.fields(self.config):
+            value = getattr(self.config, f.name)
+            if f.name in ("fingerprint", "progress") or value in (None, False, (), []) or value == f.default:
+                continue
+            if f.name == positional:
+                args[:0] = [str(v) for v in (value if isinstance(value, list | tuple) else [value])]
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            args += [flag] if value is True else [flag, _text(value)]
+        return f"reshape {self.module} {shlex.join(args)}"
 
 
 @dataclass
@@ -120,35 +134,54 @@ class RunResult:
     def skipped(self) -> list[str]:
         return [r.name for r in self.records if not r.ran]
 
+    def summary_lines(self) -> list[str]:
+        times = ", ".join(
+            f"{r.name} {r.seconds:.1f}s" if r.ran else f"{r.name} skipped" for r in self.records
+        )
+        return [f"done: {times}", f"dataset: {self.config.dataset}"]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
 
 # ----------------------------------------------------------------------------------------------- config
-def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
-    """Parse pipeline.toml; input paths are made absolute relative to the config file's folder."""
-    path = Path(path)
+def _read_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BadInputError(f"{path}: no such config file")
     try:
-        raw = tomllib.loads(path.read_text("utf-8"))
+        return tomllib.loads(path.read_text("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BadInputError(f"{path}: not valid TOML ({exc})") from None
-    base = path.resolve().parent
+
+
+def _check_tables(path: Path, raw: dict[str, Any]) -> None:
     known_tables = {"inputs", "features", *STAGES}
     unknown = sorted(set(raw) - known_tables)
     if unknown:
         raise BadInputError(
             f"{path}: unknown table(s) [{'], ['.join(unknown)}]; known: {', '.join(sorted(known_tables))}"
         )
-    inputs_raw = raw.get("inputs", {})
-    bad = sorted(set(inputs_raw) - INPUT_KEYS)
+    bad = sorted(set(raw.get("inputs", {})) - INPUT_KEYS)
     if bad:
         raise BadInputError(
             f"{path}: [inputs] has unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(INPUT_KEYS))}"
         )
     for key in ("train_refs", "source_labels", "candidates", "out"):
-        if key not in inputs_raw:
+        if key not in raw.get("inputs", {}):
             raise BadInputError(f"{path}: [inputs] lacks {key!r}")
+
+
+def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
+    """Parse pipeline.toml; input paths are made absolute relative to the config file's folder."""
+    path = Path(path)
+    raw = _read_toml(path)
+    _check_tables(path, raw)
+    base = path.resolve().parent
     inputs: dict[str, Path | str] = {}
-    for key, value in inputs_raw.items():
+    for key, value in raw["inputs"].items():
         if not isinstance(value, str):
             raise BadInputError(f"{path}: [inputs] {key} must be a string")
         inputs[key] = value if key == "source_name" else (base / value).resolve()
@@ -156,9 +189,8 @@ def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
     inputs.setdefault("dataset", Path(inputs["out"]) / "dataset")
     for key in ("train_refs", "source_labels", "candidates", "source_root"):
         if not Path(inputs[key]).exists():
-            raise BadInputError(
-                f"{path}: [inputs] {key} = {inputs_raw.get(key, str(inputs[key]))!r}: no such file or folder"
-            )
+            shown = raw["inputs"].get(key, str(inputs[key]))
+            raise BadInputError(f"{path}: [inputs] {key} = {shown!r}: no such file or folder")
     options = {name: dict(raw.get(name, {})) for name in ("features", *STAGES)}
     prune = bool(options["prune"].pop("enabled", False))
     for name, table in options.items():
@@ -168,62 +200,51 @@ def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
     return PipelineConfig(path=path, inputs=inputs, options=options, prune=prune)
 
 
-# ----------------------------------------------------------------------------------------------- args
-def _find_option(command: click.Command, key: str) -> click.Option | None:
-    flag = "--" + key.replace("_", "-")
-    for param in command.params:
-        if isinstance(param, click.Option) and (flag in param.opts or flag in param.secondary_opts):
-            return param
-    return None
+# ----------------------------------------------------------------------------------------------- stages
+Runner = tuple[type, Callable[[Any], Any]]
 
 
-def option_args(
-    command: click.Command, table: dict[str, Any], *, where: str, base: Path, reserved: set[str]
-) -> list[str]:
-    """Turn a TOML table of `--option = value` pairs into command-line arguments, checked against the
-    command's own options (paths relative to the config file)."""
-    args: list[str] = []
+def default_runners(names: Iterable[str] = STAGES) -> dict[str, Runner]:
+    """Stage name -> (its config class, its ``run``), imported from the stage modules."""
+    runners: dict[str, Runner] = {}
+    for name in names:
+        module_name = STAGES[name]
+        module = importlib.import_module(f"reshape.{module_name}")
+        runners[name] = (getattr(module, f"{module_name.capitalize()}Config"), module.run)
+    return runners
+
+
+def _is_path_field(f: dataclasses.Field) -> bool:
+    return "Path" in str(f.type)
+
+
+def stage_options(
+    config_class: type, table: dict[str, Any], *, where: str, base: Path, reserved: set[str]
+) -> dict[str, Any]:
+    """A TOML table (keys = the stage's option names, `-` or `_`) checked against the config's fields;
+    path-valued options are made relative to the config file."""
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    settable = sorted(n for n in fields if n not in reserved and n not in ("fingerprint", "progress"))
+    options: dict[str, Any] = {}
     for key in sorted(table):
-        value = table[key]
-        flag = "--" + key.replace("_", "-")
-        if flag in reserved or flag == "--fingerprint":
+        name = key.replace("-", "_")
+        if name in reserved or name == "fingerprint":
             raise BadInputError(f"{where}: option {key!r} is set by `reshape run` itself")
-        opt = _find_option(command, key)
-        if opt is None:
-            names = sorted(
-                o for p in command.params if isinstance(p, click.Option) and not p.hidden for o in p.opts
-            )
-            raise BadInputError(f"{where}: unknown option {key!r}; this stage accepts {', '.join(names)}")
-        if opt.is_flag:
-            if not isinstance(value, bool):
-                raise BadInputError(f"{where}: option {key!r} is a flag and needs true or false")
-            chosen = flag if flag in opt.opts else None
-            if value:
-                args.append(chosen or opt.opts[0])
-            elif chosen is None:
-                args.append(flag)  # the user named the negative form, e.g. reference-source = true
-            elif opt.secondary_opts:
-                args.append(opt.secondary_opts[0])
-            continue
-        values = value if isinstance(value, list) else [value]
-        texts = []
-        for v in values:
-            if isinstance(v, bool):
-                v = str(v).lower()
-            text = str(v)
-            if isinstance(opt.type, click.Path) and isinstance(v, str):
-                text = str((base / v).resolve())
-            texts.append(text)
-        if opt.multiple:
-            for text in texts:
-                args += [opt.opts[0], text]
-        else:
-            args += [opt.opts[0], ",".join(texts)]
-    return args
+        if name not in fields:
+            shown = ", ".join(n.replace("_", "-") for n in settable)
+            raise BadInputError(f"{where}: unknown option {key!r}; this stage accepts {shown}")
+        value = table[key]
+        if _is_path_field(fields[name]) and isinstance(value, str):
+            value = (base / value).resolve()
+        options[name] = value
+    return options
 
 
-def _has_option(command: click.Command, flag: str) -> bool:
-    return _find_option(command, flag.lstrip("-")) is not None
+def _coerce(config_class: type, values: dict[str, Any], where: str) -> Any:
+    try:
+        return config_class(**values)
+    except (TypeError, ValueError) as exc:
+        raise BadInputError(f"{where}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------------------- fingerprints
@@ -244,207 +265,271 @@ def stage_fingerprint(components: dict[str, Any]) -> str:
 
 
 def stored_fingerprint(stage: str, config: PipelineConfig) -> str | None:
-    """The fingerprint a stage's artifacts carry, or None if any of its outputs is missing."""
+    """The fingerprint a stage's artifact carries, or None if it is missing or unreadable."""
     if stage == "publish":
         card = config.dataset / DATASET_JSON
-        if not card.is_file():
-            return None
         try:
             return json.loads(card.read_text("utf-8")).get("fingerprint")
-        except json.JSONDecodeError:
+        except (OSError, json.JSONDecodeError):
             return None
-    if not all((config.out / rel).exists() for rel in OUTPUTS[stage]):
+    artifact = config.out / FINGERPRINT_ARTIFACT[stage]
+    if not artifact.is_file():
         return None
     try:
-        return read_artifact_metadata(config.out / FINGERPRINT_ARTIFACT[stage]).get("fingerprint")
+        return read_artifact_metadata(artifact).get("fingerprint")
     except BadInputError:
         return None
 
 
-def default_commands() -> dict[str, click.Command]:
-    import importlib
-
-    return {name: importlib.import_module(f"reshape.cli.{cmd}_cmd").command for name, cmd in STAGES.items()}
-
-
 # ----------------------------------------------------------------------------------------------- plan
+@dataclass
+class _Context:
+    """What the per-stage planners share: the config, the layout and the fingerprints so far."""
+
+    config: PipelineConfig
+    fps: dict[str, str] = field(default_factory=dict)
+    raw_fps: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base(self) -> Path:
+        return self.config.path.resolve().parent
+
+    def a(self, key: str) -> Path:
+        return self.config.out / RUN_LAYOUT[key]
+
+    def raw(self, key: str) -> str:
+        if key not in self.raw_fps:
+            self.raw_fps[key] = input_fingerprint(Path(self.config.inputs[key]))
+        return self.raw_fps[key]
+
+
+#: planner(context, table) -> (the stage's input/output options, its input fingerprints, its outputs)
+Planned = tuple[dict[str, Any], dict[str, str], list[Path]]
+
+
+def _plan_features_train(c: _Context, table: dict[str, Any]) -> Planned:
+    out = c.a("train_features")
+    return (
+        {"images": [str(c.config.inputs["train_refs"])], "out": out},
+        {"train_refs": c.raw("train_refs")},
+        [out],
+    )
+
+
+def _plan_features_candidates(c: _Context, table: dict[str, Any]) -> Planned:
+    out = c.a("candidate_features")
+    io = {"images": [str(c.config.inputs["candidates"])], "out": out}
+    return io, {"candidates": c.raw("candidates")}, [out]
+
+
+def _plan_select(c: _Context, table: dict[str, Any]) -> Planned:
+    io = {
+        "train": c.a("train_features"),
+        "candidates": c.a("candidate_features"),
+        "out": c.a("selection"),
+        "plot": c.config.out / "selection.png",
+    }
+    inputs = {k: c.fps[k] for k in ("features_train", "features_candidates")}
+    return io, inputs, [io["out"], io["plot"]]
+
+
+def _plan_distort(c: _Context, table: dict[str, Any]) -> Planned:
+    io = {"source": c.a("selection"), "out": c.a("images_root"), "manifest": c.a("manifest")}
+    return io, {"select": c.fps["select"]}, [io["out"]]
+
+
+def _plan_label(c: _Context, table: dict[str, Any]) -> Planned:
+    io = {
+        "selection": c.a("selection"),
+        "source_labels": Path(c.config.inputs["source_labels"]),
+        "distorted": c.a("manifest"),
+        "out": c.a("labels"),
+        "merge_source": c.a("train_csv"),
+        "pyiqa_meta": c.config.out / "meta_info.csv",
+        "train_features": c.a("train_features"),
+        "candidate_features": c.a("candidate_features"),
+    }
+    inputs = {k: c.fps[k] for k in ("select", "distort", "features_train", "features_candidates")}
+    inputs["source_labels"] = c.raw("source_labels")
+    return io, inputs, [io["out"], io["merge_source"], io["pyiqa_meta"]]
+
+
+def _plan_features_samples(c: _Context, table: dict[str, Any]) -> Planned:
+    # Run-time step before it: out/samples/ is filled with links named by train.csv's dist_img, so the
+    # features' image ids are exactly the keys prune joins on.
+    out = c.a("sample_features")
+    io = {"images": [str(c.config.out / SAMPLES_DIR)], "out": out}
+    return io, {"label": c.fps["label"], "source_root": c.raw("source_root")}, [out]
+
+
+def _plan_prune(c: _Context, table: dict[str, Any]) -> Planned:
+    if "features" in table:
+        sample_features = (c.base / str(table.pop("features"))).resolve()
+        if not sample_features.is_file():
+            raise BadInputError(f"{c.config.path}: [prune] features: {sample_features}: no such file")
+        features_fp = input_fingerprint(sample_features)
+    else:
+        sample_features, features_fp = c.a("sample_features"), c.fps["features_samples"]
+    io = {
+        "features": sample_features,
+        "labels": c.a("train_csv"),
+        "out": c.a("pruned_csv"),
+        "indices": c.config.out / "prune_indices.csv",
+    }
+    return io, {"label": c.fps["label"], "features": features_fp}, [io["out"], io["indices"]]
+
+
+def _plan_publish(c: _Context, table: dict[str, Any]) -> Planned:
+    cfg = c.config
+    io: dict[str, Any] = {
+        "out_dir": cfg.dataset,
+        "from_run": cfg.out,
+        "train_csv": c.a("pruned_csv") if cfg.prune else c.a("train_csv"),
+    }
+    if not table.get("source-root") and not table.get("source_root"):
+        io["source_root"] = Path(cfg.inputs["source_root"])
+    if "source_name" in cfg.inputs and not table.get("source-name") and not table.get("source_name"):
+        io["source_name"] = str(cfg.inputs["source_name"])
+    inputs = {"label": c.fps["label"], **({"prune": c.fps["prune"]} if cfg.prune else {})}
+    inputs["source_root"] = c.raw("source_root")
+    return io, inputs, [cfg.dataset]
+
+
+PLANNERS: dict[str, Callable[[_Context, dict[str, Any]], Planned]] = {
+    "features_train": _plan_features_train,
+    "features_candidates": _plan_features_candidates,
+    "select": _plan_select,
+    "distort": _plan_distort,
+    "label": _plan_label,
+    "features_samples": _plan_features_samples,
+    "prune": _plan_prune,
+    "publish": _plan_publish,
+}
+
+
 def _why(previous: dict[str, Any] | None, components: dict[str, Any], stored: str | None) -> str:
     if stored is None:
-        return "no artifact yet (or an output is missing)"
+        return "no artifact yet (or it is missing)"
     if previous:
-        changed_opts = sorted(
-            k
-            for k in set(previous.get("options", {})) | set(components["options"])
-            if previous.get("options", {}).get(k) != components["options"].get(k)
-        )
-        changed_inputs = sorted(
-            k
-            for k in set(previous.get("inputs", {})) | set(components["inputs"])
-            if previous.get("inputs", {}).get(k) != components["inputs"].get(k)
-        )
         parts = []
-        if changed_opts:
-            parts.append("option(s) changed: " + ", ".join(changed_opts))
-        if changed_inputs:
-            parts.append("input(s) changed: " + ", ".join(changed_inputs))
+        for key, label in (("options", "option(s) changed"), ("inputs", "input(s) changed")):
+            old, new = previous.get(key, {}), components[key]
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            if changed:
+                parts.append(f"{label}: {', '.join(changed)}")
         if parts:
             return "; ".join(parts)
     return "fingerprint differs (options, inputs or reshape version changed)"
 
 
-def plan_pipeline(
-    config: PipelineConfig, commands: dict[str, click.Command], *, force: bool = False
-) -> list[StagePlan]:
-    out = config.out
-    base = config.path.resolve().parent
-    a = {k: str(out / v) for k, v in RUN_LAYOUT.items()}
-    raw_fp: dict[str, str] = {}
+def _staleness(
+    c: _Context, name: str, run_info: dict[str, Any], components: dict[str, Any], stored: str | None, fp: str
+) -> str:
+    """Why a stage must run ("up to date" if it need not): its outputs, then its fingerprint."""
+    check = check_record(run_info.get("outputs", {}).get(name, {}), c.config.out)
+    if stored in (None, fp) and not check.ok:
+        return "outputs " + check.describe()
+    if stored != fp:
+        return _why(run_info.get("components", {}).get(name), components, stored)
+    return "up to date"
 
-    def raw(key: str) -> str:
-        if key not in raw_fp:
-            raw_fp[key] = input_fingerprint(Path(config.inputs[key]))
-        return raw_fp[key]
 
-    previous: dict[str, Any] = {}
-    run_json = out / RUN_LAYOUT["run_json"]
-    if run_json.is_file():
-        try:
-            previous = json.loads(run_json.read_text("utf-8")).get("components", {})
-        except json.JSONDecodeError:
-            previous = {}
-
-    fps: dict[str, str] = {}
-    plans: list[StagePlan] = []
+def _stage_order(config: PipelineConfig) -> list[str]:
     own_sample_features = config.prune and "features" not in config.options["prune"]
-    order = [
+    return [
         s
         for s in STAGES
         if (s != "prune" or config.prune) and (s != "features_samples" or own_sample_features)
     ]
-    for name in order:
-        cmd_name = STAGES[name]
-        command = commands[name]
-        if name.startswith("features_"):
-            table = {**config.options["features"], **config.options[name]}
-        else:
-            table = dict(config.options[name])
-        if name == "features_train":
-            io_args = [str(config.inputs["train_refs"]), "--out", a["train_features"]]
-            inputs = {"train_refs": raw("train_refs")}
-        elif name == "features_candidates":
-            io_args = [str(config.inputs["candidates"]), "--out", a["candidate_features"]]
-            inputs = {"candidates": raw("candidates")}
-        elif name == "select":
-            io_args = [
-                "--train",
-                a["train_features"],
-                "--candidates",
-                a["candidate_features"],
-                "--out",
-                a["selection"],
-            ]
-            if _has_option(command, "--plot"):
-                io_args += ["--plot", str(out / "selection.png")]
-            inputs = {
-                "features_train": fps["features_train"],
-                "features_candidates": fps["features_candidates"],
-            }
-        elif name == "distort":
-            io_args = [a["selection"], "--out", a["images_root"]]
-            if _has_option(command, "--manifest"):
-                io_args += ["--manifest", a["manifest"]]
-            inputs = {"select": fps["select"]}
-        elif name == "label":
-            io_args = [
-                "--selection", a["selection"], "--source-labels", str(config.inputs["source_labels"]),
-                "--distorted", a["manifest"], "--out", a["labels"], "--merge-source", a["train_csv"],
-                "--pyiqa-meta", str(out / "meta_info.csv"),
-                "--train-features", a["train_features"], "--candidate-features", a["candidate_features"],
-            ]  # fmt: skip
-            inputs = {
-                "select": fps["select"],
-                "distort": fps["distort"],
-                "features_train": fps["features_train"],
-                "features_candidates": fps["features_candidates"],
-                "source_labels": raw("source_labels"),
-            }
-        elif name == "features_samples":
-            # Run-time step before it: out/samples/ is filled with hard links named by train.csv's dist_img,
-            # so the features' image ids are exactly the keys prune joins on.
-            io_args = [str(out / SAMPLES_DIR), "--out", a["sample_features"]]
-            inputs = {"label": fps["label"], "source_root": raw("source_root")}
-        elif name == "prune":
-            if "features" in table:
-                sample_features = (base / str(table.pop("features"))).resolve()
-                if not sample_features.is_file():
-                    raise BadInputError(f"{config.path}: [prune] features: {sample_features}: no such file")
-                features_fp = input_fingerprint(sample_features)
-            else:
-                sample_features = Path(a["sample_features"])
-                features_fp = fps["features_samples"]
-            io_args = [
-                "--features",
-                str(sample_features),
-                "--labels",
-                a["train_csv"],
-                "--out",
-                a["pruned_csv"],
-            ]
-            if _has_option(command, "--indices"):
-                io_args += ["--indices", str(out / "prune_indices.csv")]
-            inputs = {"label": fps["label"], "features": features_fp}
-        else:  # publish
-            io_args = [
-                str(config.dataset),
-                "--from-run",
-                str(out),
-                "--train-csv",
-                a["pruned_csv"] if config.prune else a["train_csv"],
-            ]
-            if "source_root" in config.inputs and not table.get("source-root"):
-                io_args += ["--source-root", str(config.inputs["source_root"])]
-            if "source_name" in config.inputs and not table.get("source-name"):
-                io_args += ["--source-name", str(config.inputs["source_name"])]
-            inputs = {"label": fps["label"], **({"prune": fps["prune"]} if config.prune else {})}
-            inputs["source_root"] = raw("source_root")
-        reserved = {x for x in io_args if x.startswith("--")}
-        opt_args = option_args(command, table, where=f"{config.path}: [{name}]", base=base, reserved=reserved)
-        # Options that only say how the work is executed leave the artifact byte-identical (a project
-        # rule), so changing them does not make a stage out of date.
-        result_options = {k: v for k, v in table.items() if k.replace("_", "-") not in EXECUTION_OPTIONS}
-        components = {
-            "stage": name,
-            "reshape_version": __version__,
-            "options": result_options,
-            "inputs": inputs,
-        }
-        fingerprint = stage_fingerprint(components)
-        fps[name] = fingerprint
-        stored = None if force else stored_fingerprint(name, config)
-        up_to_date = stored == fingerprint
-        reason = (
-            "up to date"
-            if up_to_date
-            else ("--force" if force else _why(previous.get(name), components, stored))
-        )
-        plans.append(
-            StagePlan(
-                name=name,
-                command=cmd_name,
-                args=io_args + opt_args + ["--fingerprint", fingerprint],
-                fingerprint=fingerprint,
-                components=components,
-                up_to_date=up_to_date,
-                reason=reason,
-            )
-        )
-    return plans
+
+
+def _table(config: PipelineConfig, name: str) -> dict[str, Any]:
+    if name.startswith("features_"):
+        return {**config.options["features"], **config.options[name]}
+    return dict(config.options[name])
+
+
+def _plan_stage(c: _Context, name: str, runner: Runner, run_info: dict[str, Any], force: bool) -> StagePlan:
+    config_class = runner[0]
+    table = _table(c.config, name)
+    io, inputs, outputs = PLANNERS[name](c, table)
+    where = f"{c.config.path}: [{name}]"
+    options = stage_options(config_class, table, where=where, base=c.base, reserved=set(io))
+    # Options that only say how the work is executed leave the artifact byte-identical (a project
+    # rule), so changing them does not make a stage out of date.
+    result_options = {k: v for k, v in options.items() if k not in EXECUTION_OPTIONS}
+    components = {
+        "stage": name,
+        "reshape_version": __version__,
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in result_options.items()},
+        "inputs": inputs,
+    }
+    fingerprint = stage_fingerprint(components)
+    c.fps[name] = fingerprint
+    stage_config = _coerce(config_class, {**io, **options, "fingerprint": fingerprint}, where)
+    stored = None if force else stored_fingerprint(name, c.config)
+    reason = "--force" if force else _staleness(c, name, run_info, components, stored, fingerprint)
+    return StagePlan(
+        name, STAGES[name], stage_config, fingerprint, components, outputs, reason == "up to date", reason
+    )
+
+
+def plan_pipeline(
+    config: PipelineConfig, runners: dict[str, Runner], *, force: bool = False
+) -> list[StagePlan]:
+    run_info = read_run_json(config)
+    c = _Context(config)
+    return [_plan_stage(c, name, runners[name], run_info, force) for name in _stage_order(config)]
+
+
+# ----------------------------------------------------------------------------------------------- run.json
+def read_run_json(config: PipelineConfig) -> dict[str, Any]:
+    path = config.out / RUN_LAYOUT["run_json"]
+    try:
+        info = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}  # unreadable bookkeeping only means every stage is checked again
+    return info if isinstance(info, dict) else {}
+
+
+def _write_run_json(config: PipelineConfig, info: dict[str, Any]) -> None:
+    info.update(
+        config=str(config.path.resolve()),
+        inputs={k: str(v) for k, v in config.inputs.items()},
+        reshape_version=__version__,
+    )
+    write_json(config.out / RUN_LAYOUT["run_json"], info)
+
+
+def _record_stage(info: dict[str, Any], plan: StagePlan, config: PipelineConfig, record: StageRecord) -> None:
+    """After a stage ran: its fingerprint, components, outputs and timing (kept until it runs again)."""
+    info.setdefault("fingerprints", {})[plan.name] = plan.fingerprint
+    info.setdefault("components", {})[plan.name] = plan.components
+    previous = info.setdefault("outputs", {}).get(plan.name)
+    info["outputs"][plan.name] = record_outputs(plan.outputs, config.out, previous)
+    info.setdefault("stages", {})[plan.name] = {
+        "seconds": round(record.seconds, 3),
+        "reason": record.reason,
+        "finished": now_iso(),
+    }
+
+
+def _append_history(info: dict[str, Any], started: str, records: list[StageRecord]) -> None:
+    entry = {
+        "started": started,
+        "finished": now_iso(),
+        "ran": {r.name: round(r.seconds, 3) for r in records if r.ran},
+        "skipped": [r.name for r in records if not r.ran],
+    }
+    info["history"] = [*info.get("history", []), entry][-RUN_HISTORY_LIMIT:]
 
 
 # ----------------------------------------------------------------------------------------------- run
-def materialize_samples(config: PipelineConfig) -> int:
-    """Fill out/samples/ with hard links (copies across file systems) to every training image, named by its
-    train.csv dist_img, and remove anything else there. Returns the number of images."""
+def materialize_samples(config: PipelineConfig, info: dict[str, Any]) -> int:
+    """Fill out/samples/ with hard links (copies across file systems) to every training image, named by
+    its train.csv dist_img. Only links an earlier run recorded are ever removed. Returns the count."""
     from reshape.artifacts import read_csv
     from reshape.fileio import check_relative, resolve_under_root
 
@@ -464,62 +549,45 @@ def materialize_samples(config: PipelineConfig) -> int:
                 f"{train_csv}, line {i}: image name {row.dist_img!r} is used by two different files"
             )
         wanted[dst] = src
-    for path in folder.rglob("*") if folder.exists() else []:
-        if path.is_file() and path not in wanted:
-            path.unlink()
+    for rel in info.get("samples", []):
+        if folder / rel not in wanted:
+            (folder / rel).unlink(missing_ok=True)
     for dst, src in wanted.items():
         if dst.exists() and os.path.samefile(dst, src):
             continue
+        if dst.exists() and dst.relative_to(folder).as_posix() not in info.get("samples", []):
+            raise BadInputError(f"{dst}: exists and was not written by reshape; refusing to replace it")
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if dst.exists():
-            dst.unlink()
+        dst.unlink(missing_ok=True)
         try:
             os.link(src, dst)
         except OSError:
             shutil.copyfile(src, dst)
+    info["samples"] = sorted(p.relative_to(folder).as_posix() for p in wanted)
     return len(wanted)
 
 
-def _invoke(plan: StagePlan, command: click.Command, config: PipelineConfig) -> None:
+def _run_stage(plan: StagePlan, runner: Runner, config: PipelineConfig, info: dict[str, Any]) -> None:
     if plan.name == "features_samples":
-        materialize_samples(config)
+        materialize_samples(config, info)
     try:
-        rc = command.main(plan.args, prog_name=f"reshape {plan.command}", standalone_mode=False)
+        runner[1](plan.config)
     except ReshapeError as exc:
         raise type(exc)(f"stage {plan.name}: {exc}") from None
-    except click.ClickException as exc:
-        raise BadInputError(f"{config.path}: [{plan.name}] {exc.format_message()}") from None
-    except click.exceptions.Exit as exc:
-        rc = exc.exit_code
-    except SystemExit as exc:
-        rc = exc.code
-    if isinstance(rc, int) and rc != 0:
-        raise StageError(f"stage {plan.name} (`reshape {plan.command}`) exited with code {rc}")
 
 
-def _write_run_json(config: PipelineConfig, plans: list[StagePlan], records: list[StageRecord]) -> None:
-    previous_components: dict[str, Any] = {}
-    path = config.out / RUN_LAYOUT["run_json"]
-    if path.is_file():
-        try:
-            previous_components = json.loads(path.read_text("utf-8")).get("components", {})
-        except json.JSONDecodeError:
-            previous_components = {}
-    done = {r.name for r in records}
-    components = {**previous_components, **{p.name: p.components for p in plans if p.name in done}}
-    write_json(
-        path,
-        {
-            "config": str(config.path.resolve()),
-            "inputs": {k: str(v) for k, v in config.inputs.items()},
-            "reshape_version": __version__,
-            "stages": {
-                r.name: {"ran": r.ran, "seconds": round(r.seconds, 3), "reason": r.reason} for r in records
-            },
-            "fingerprints": {p.name: p.fingerprint for p in plans if p.name in done},
-            "components": components,
-        },
-    )
+def _dry_run_lines(plans: list[StagePlan]) -> list[str]:
+    width = max(len(p.name) for p in plans)
+    lines = []
+    for p in plans:
+        lines.append(f"{p.name:<{width}}  {'up to date' if p.up_to_date else 'will run':<10}  {p.reason}")
+        lines.append(f"{'':<{width}}  $ {p.command_line()}")
+    return lines
+
+
+def _check_layout(config: PipelineConfig) -> None:
+    inputs = [config.inputs[k] for k in ("train_refs", "source_labels", "source_root", "candidates")]
+    check_inputs_not_outputs(inputs, folder_outputs=[config.out, config.dataset])
 
 
 def run_pipeline(
@@ -527,35 +595,54 @@ def run_pipeline(
     *,
     dry_run: bool = False,
     force: bool = False,
-    commands: dict[str, click.Command] | None = None,
-    echo: Callable[[str], None] = click.echo,
+    wait: bool = False,
+    runners: dict[str, Runner] | None = None,
+    echo: Callable[[str], None] = print,
 ) -> RunResult:
-    """Run (or with ``dry_run`` only print) the pipeline described by ``config_path``."""
+    """Run (or with ``dry_run`` only plan) the pipeline described by ``config_path``.
+
+    ``echo`` receives the plan (dry run) or one progress line per stage.
+    """
     config = load_config(config_path)
-    commands = {**default_commands(), **(commands or {})}
-    plans = plan_pipeline(config, commands, force=force)
+    runners = dict(runners or {})
+    runners.update(default_runners(n for n in STAGES if n not in runners))
     result = RunResult(config=config)
-    width = max(len(p.name) for p in plans)
     if dry_run:
-        for p in plans:
-            echo(f"{p.name:<{width}}  {'up to date' if p.up_to_date else 'will run':<10}  {p.reason}")
-            echo(f"{'':<{width}}  $ reshape {p.command} {shlex.join(p.args[:-2])}")
+        for line in _dry_run_lines(plan_pipeline(config, runners, force=force)):
+            echo(line)
         return result
+    _check_layout(config)
     config.out.mkdir(parents=True, exist_ok=True)
-    # publish --from-run reads the roots from run.json, so it is written before the stages run as well.
-    _write_run_json(config, plans, result.records)
-    must_run = False
-    for p in plans:
-        if p.up_to_date and not must_run:
-            echo(f"[{p.name}] up to date, skipped")
-            result.records.append(StageRecord(p.name, False, 0.0, p.reason))
-            continue
-        # A rerun stage rewrote its artifact: everything after it reruns even if its inputs look unchanged.
-        must_run = True
-        echo(f"[{p.name}] running: {p.reason}")
-        start = time.perf_counter()
-        _invoke(p, commands[p.name], config)
-        result.records.append(StageRecord(p.name, True, time.perf_counter() - start, p.reason))
-        _write_run_json(config, plans, result.records)
-    _write_run_json(config, plans, result.records)
+    with locked_outputs(config.out, wait=wait, on_wait=echo):
+        _run_plans(config, runners, force, result, echo)
     return result
+
+
+def _run_plans(
+    config: PipelineConfig,
+    runners: dict[str, Runner],
+    force: bool,
+    result: RunResult,
+    echo: Callable[[str], None],
+) -> None:
+    plans = plan_pipeline(config, runners, force=force)
+    info = read_run_json(config)
+    started = now_iso()
+    # publish --from-run reads the roots from run.json, so it is written before the stages run as well.
+    _write_run_json(config, info)
+    try:
+        for p in plans:
+            if p.up_to_date:
+                echo(f"[{p.name}] up to date, skipped")
+                result.records.append(StageRecord(p.name, False, 0.0, p.reason))
+                continue
+            echo(f"[{p.name}] running: {p.reason}")
+            start = time.perf_counter()
+            _run_stage(p, runners[p.name], config, info)
+            record = StageRecord(p.name, True, time.perf_counter() - start, p.reason)
+            result.records.append(record)
+            _record_stage(info, p, config, record)
+            _write_run_json(config, info)
+    finally:
+        _append_history(info, started, result.records)
+        _write_run_json(config, info)

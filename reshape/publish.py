@@ -13,7 +13,17 @@ Layout of a published dataset (every path inside a CSV is relative to the datase
     images/              new distorted images (+ their new references in images/refs/)
     images/metadata.csv  Hugging Face imagefolder metadata (file_name relative to images/)
     images/source/       source images, with --copy-source
+    pyiqa/train.yml      pyiqa training options, paper protocol (reshape.pyiqa_options)
+    pyiqa/train.py       launcher: pyiqa's own training on this folder from any working directory
     source/              mount point of the source dataset when referenced (not shipped)
+
+README.md starts with a Hugging Face dataset-card YAML block, so ``datasets.load_dataset(<folder>)`` loads it
+(reshape.publish_card); ``--push-to-hub`` uploads it as a dataset repository (reshape.hub).
+
+Files are safe: images are copied (hard links only with ``link=True``: editing such a published file then
+edits the run's artifact too), every file and folder gets the umask's mode, and a re-publish replaces or
+deletes only the files its SHA256SUMS recorded as publish's own. Files a user added stay; a foreign file at a
+name publish writes is refused unless ``overwrite``; a missing image of an earlier publish is restored.
 """
 
 from __future__ import annotations
@@ -24,7 +34,8 @@ import logging
 import os
 import platform
 import shutil
-import tempfile
+import sys
+import time
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path, PurePosixPath
@@ -44,7 +55,31 @@ from reshape.artifacts import (
     write_json,
 )
 from reshape.errors import BadInputError, StageError
-from reshape.fileio import atomic_open, atomic_path, check_relative, resolve_under_root, sha256_file
+from reshape.fileio import (
+    atomic_open,
+    atomic_path,
+    atomic_write_text,
+    check_relative,
+    remove_stale_temps,
+    resolve_under_root,
+    sha256_file,
+)
+from reshape.outputs import (
+    check_inputs_not_outputs,
+    check_writable,
+    created_folders,
+    locked_outputs,
+    refuse_foreign,
+)
+from reshape.publish_card import render_card
+from reshape.pyiqa_options import (
+    LAUNCHER_FILE,
+    LAUNCHER_TEXT,
+    OPTIONS_FILE,
+    ValRoot,
+    parse_val_roots,
+    render_options,
+)
 
 log = logging.getLogger("reshape.publish")
 
@@ -64,6 +99,8 @@ REFERENCED_SOURCE_DIR = "source"
 PLOTS_DIR = "plots"
 SELECTION_PNG = f"{PLOTS_DIR}/selection_map.png"
 HISTOGRAM_PNG = f"{PLOTS_DIR}/label_histogram.png"
+#: names an unfinished publish is writing (removed when it completes)
+PENDING = ".reshape-publish-pending.json"
 
 #: Standard artifact names inside a `reshape run` output root (also what `--from-run` reads).
 RUN_LAYOUT = {
@@ -344,175 +381,198 @@ def _plot_selection(path: Path, inputs: PublishInputs) -> bool:
     return True
 
 
-# ----------------------------------------------------------------------------------------------- card
-def _md_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+# ----------------------------------------------------------------------------------------------- config
+def parse_label_range(value: str | tuple[float, float] | list[float] | None) -> tuple[float, float] | None:
+    """``"LO,HI"`` (the CLI / TOML form) or a pair -> (lo, hi), checked."""
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in (value.split(",") if isinstance(value, str) else value))
+    except (TypeError, ValueError):
+        raise BadInputError(f"--label-range {value!r}: expected LO,HI (e.g. 1,5)") from None
+    if not lo < hi:
+        raise BadInputError(f"--label-range {value!r}: LO must be below HI")
+    return lo, hi
 
 
-def _stage_parameter_lines(parameters: dict[str, Any]) -> list[str]:
-    keep = (
-        "encoder",
-        "weights",
-        "seed",
-        "tau",
-        "d_max",
-        "tau_quantile",
-        "k",
-        "margin",
-        "temperature",
-        "weighting",
-        "scale",
-        "preset",
-        "resize",
-        "format",
-        "sim_threshold",
-        "label_threshold",
-        "min_cluster",
-        "n_selected",
-        "n_candidates",
-        "n_train",
-        "fingerprint",
-        "reshape_version",
-    )
-    lines = []
-    for stage, meta in parameters.items():
-        if not isinstance(meta, dict):
-            continue
-        shown = {k: meta[k] for k in keep if k in meta}
-        if shown:
-            lines.append(
-                f"* **{stage}**: " + ", ".join(f"`{k}` = `{json.dumps(v)}`" for k, v in shown.items())
-            )
-    return lines
+@dataclass
+class PublishConfig:
+    """Options of `reshape publish` (field names are the CLI option names)."""
 
+    out_dir: Path
+    from_run: Path | None = None
+    train_csv: Path | None = None
+    labels: Path | None = None
+    manifest: Path | None = None
+    images_root: Path | None = None
+    selection: Path | None = None
+    train_features: Path | None = None
+    candidate_features: Path | None = None
+    source_root: Path | None = None
+    candidate_root: Path | None = None
+    source_name: str | None = None
+    copy_source: bool = False
+    #: hard-link images instead of copying them: editing the published copy then edits the run's artifact
+    link: bool = False
+    name: str | None = None
+    label_range: str | tuple[float, float] | None = None
+    note: list[str] = field(default_factory=list)
+    val_root: list[str] = field(default_factory=list)
+    val_meta: list[str] = field(default_factory=list)
+    push_to_hub: str | None = None
+    private: bool = False
+    revision: str | None = None
+    overwrite: bool = False
+    wait: bool = False
+    fingerprint: str | None = None
+    progress: bool = False
 
-def render_card(card: dict[str, Any]) -> str:
-    """The human dataset card (README.md) from the machine-readable one (dataset.json)."""
-    counts, files, source, labels = card["counts"], card["files"], card["source"], card["labels"]
-    lo, hi = labels["range"]
-    type_rows = []
-    for t in sorted(counts["type_level"], key=int):
-        levels = counts["type_level"][t]
-        type_rows.append([t] + [levels.get(str(lvl), 0) for lvl in range(1, 6)] + [counts["type"][t]])
-    weights_note = ""
-    for meta in card["parameters"].values():
-        noted = any("random" in n for n in card.get("notes", []))
-        if (
-            not noted
-            and isinstance(meta, dict)
-            and str(meta.get("weights", "")).lower() in ("none", "random")
+    def inputs(self) -> PublishInputs:
+        """The artifacts to read: --from-run's, overridden by the options given explicitly."""
+        inputs = PublishInputs.from_run(self.from_run) if self.from_run is not None else PublishInputs()
+        for key in (
+            "train_csv",
+            "labels",
+            "manifest",
+            "images_root",
+            "selection",
+            "train_features",
+            "candidate_features",
+            "source_root",
+            "candidate_root",
+            "source_name",
         ):
-            weights_note = (
-                "\n> **Warning:** features were computed with a randomly initialised encoder "
-                "(`--weights none`); the selection and pseudo-labels are therefore not meaningful beyond "
-                "demonstrating the pipeline.\n"
+            value = getattr(self, key)
+            if value is not None:
+                setattr(inputs, key, Path(value) if key != "source_name" else value)
+        inputs.notes = [*inputs.notes, *self.note]
+        return inputs
+
+
+@dataclass
+class PublishResult:
+    out_dir: Path
+    rows: int
+    files: int
+    counts: dict[str, Any]
+    label_range: tuple[float, float]
+    card: Path
+    plots: list[Path]
+    placed: int = 0
+    unchanged: int = 0
+    removed: list[str] = field(default_factory=list)
+    kept_foreign: int = 0
+    hub_url: str | None = None
+    seconds: float = 0.0
+
+    def summary_lines(self) -> list[str]:
+        origin = ", ".join(f"{n} {k}" for k, n in self.counts["origin"].items())
+        lines = [
+            f"published {self.rows} rows ({origin}), {self.files} files, labels in "
+            f"[{self.label_range[0]:g}, {self.label_range[1]:g}] -> {self.out_dir}",
+            f"card: {self.card}",
+            *(f"plot: {p}" for p in self.plots),
+        ]
+        if self.unchanged:
+            lines.append(f"{self.unchanged} image(s) already in place and unchanged, {self.placed} written")
+        if self.removed:
+            lines.append(f"removed {len(self.removed)} file(s) of the previous publish no longer in it")
+        if self.kept_foreign:
+            lines.append(f"kept {self.kept_foreign} file(s) that publish did not write (not in {SUMS})")
+        if self.hub_url:
+            lines.append(f"pushed to {self.hub_url}")
+        return lines
+
+
+# ----------------------------------------------------------------------------------------------- plan
+@dataclass
+class PublishPlan:
+    """Everything decided before a byte is written."""
+
+    train: pd.DataFrame  # published paths, plus orig_dist_img / orig_ref_img
+    placements: dict[str, tuple[Path, str]]  # published path -> (file to copy, "new" | "ref" | "source")
+    expected: dict[str, str]  # distortion manifest sha256 of each new image
+    label_range: tuple[float, float]
+    scale: str | None
+    has_source: bool
+    copy_source: bool
+    val_roots: dict[str, ValRoot]
+
+    def shipped(self) -> list[str]:
+        """Published paths of the images copied into the folder."""
+        return [p for p, (_, kind) in self.placements.items() if kind != "source" or self.copy_source]
+
+    def bytes_to_copy(self, *, link: bool) -> int:
+        return 0 if link else sum(self.placements[p][0].stat().st_size for p in self.shipped())
+
+
+def _resolve_roots(train: pd.DataFrame, inputs: PublishInputs) -> Path | None:
+    """Check the folders the rows need; returns the candidate (new reference) root."""
+    pseudo = train["origin"] == "pseudo"
+    if pseudo.any() and inputs.images_root is None:
+        if inputs.manifest is None:
+            raise BadInputError(
+                "publish needs --images-root (the distort output folder) for pseudo-labelled rows"
             )
-    if source["mode"] == "referenced":
-        source_text = (
-            f"Source images are **referenced, not shipped**: rows with `origin = source` point into "
-            f"`source/`. "
-            f"Make the {source['name']} image folder available there before training, e.g. "
-            f"`ln -s /path/to/{source['name']}/images source`, then check it with "
-            f"`sha256sum -c {SOURCE_SUMS}`."
+        inputs.images_root = Path(inputs.manifest).parent
+    if (~pseudo).any() and inputs.source_root is None:
+        raise BadInputError(
+            "train table has source rows: give --source-root (folder their paths are relative to)"
         )
-    elif source["mode"] == "copied":
-        source_text = f"Source images are copied into `{COPIED_SOURCE_DIR}/` (`--copy-source`)."
-    else:
-        source_text = "This dataset holds only pseudo-labelled images (no source rows)."
-    plots = "\n\n".join(f"![{Path(p).stem}]({p})" for p in files.get("plots", []))
-    software = ", ".join(f"{k} {v}" for k, v in card["software"].items())
-    parts = [
-        f"# {card['name']}",
-        "",
-        "A synthetic image-quality training set reshaped with reshape (SynDR-IQA, "
-        "NeurIPS 2025): new reference contents chosen by DDCUp from a candidate pool, distorted with the "
-        "KADID-10k distortions and pseudo-labelled from their nearest training references, merged with the "
-        "source training rows (optionally pruned by DRCDown).",
-        weights_note,
-        *(["## Notes", "", *[f"* {n}" for n in card.get("notes", [])], ""] if card.get("notes") else []),
-        "## Contents",
-        "",
-        _md_table(
-            ["file", "what"],
-            [
-                [
-                    f"`{files['train']}`",
-                    "training table, KADID layout: dist_img, ref_img, dmos, var, dist_type, "
-                    "dist_level, origin (source / pseudo)",
-                ],
-                [f"`{files['pyiqa_meta']}`", "pyiqa general NR meta-info: path, score"],
-                [
-                    f"`{files['metadata']}`",
-                    "Hugging Face imagefolder metadata (file_name relative to images/)",
-                ],
-                *(
-                    [[f"`{files['labels']}`", "pseudo-label provenance: neighbours, weights, distances"]]
-                    if "labels" in files
-                    else []
-                ),
-                [f"`{files['sha256sums']}`", "checksums of every file here (`sha256sum -c SHA256SUMS`)"],
-                ["`dataset.json`", "this card, machine-readable"],
-            ],
-        ),
-        "",
-        f"All paths are relative to this folder. Labels: column `dmos`, higher = better, "
-        f"range [{lo:g}, {hi:g}] "
-        f"(scale: {labels['scale']}).",
-        "",
-        "## Counts",
-        "",
-        f"{counts['rows']} rows: "
-        + ", ".join(f"{v} {k}" for k, v in counts["origin"].items())
-        + f"; {counts['files']['new_images']} new distorted images.",
-        "",
-        _md_table(["type", "level 1", "level 2", "level 3", "level 4", "level 5", "total"], type_rows),
-        "",
-        "## Parameters, seeds and fingerprints",
-        "",
-        *_stage_parameter_lines(card["parameters"]),
-        "",
-        f"Full stage metadata is in `dataset.json` (`parameters`). Software: {software}.",
-        "",
-        "## Plots",
-        "",
-        plots or "(no plots)",
-        "",
-        "## Source dataset and licence",
-        "",
-        f"Source: **{source['name']}**. {source_text}",
-        "",
-        source["licence"],
-        "",
-        "## How to load it",
-        "",
-        "```python",
-        "import pandas as pd",
-        "train = pd.read_csv('train.csv')  # paths relative to this folder",
-        "",
-        "# pyiqa: type GeneralNRDataset, dataroot_target = this folder, meta_info_file = meta_info.csv",
-        "",
-        "from datasets import load_dataset  # Hugging Face",
-        "ds = load_dataset('imagefolder', data_dir='images', split='train')",
-        "```",
-        "",
-        "Check integrity with `sha256sum -c SHA256SUMS` or `reshape verify .`.",
-        "",
-    ]
-    return "\n".join(parts)
+    candidate_root = _candidate_root(inputs)
+    if pseudo.any() and candidate_root is None:
+        raise BadInputError("cannot locate the new reference images: give --candidate-root")
+    return candidate_root
 
 
-# ----------------------------------------------------------------------------------------------- files
-def _place(src: Path, dst: Path, *, link: bool) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if link:
-        try:
-            os.link(src, dst)
-            return
-        except OSError:
-            pass  # other filesystem or no hard-link support: copy instead
-    shutil.copyfile(src, dst)
+def _placements(train: pd.DataFrame, inputs: PublishInputs, candidate_root: Path | None) -> dict:
+    """Each published file once (several rows share a reference), with the file it comes from."""
+    src = inputs.train_csv or inputs.labels
+    placements: dict[str, tuple[Path, str]] = {}
+    for row in train.itertuples(index=False):
+        if row.origin == "pseudo":
+            pairs = [
+                (row.dist_img, inputs.images_root, row.orig_dist_img, "new"),
+                (row.ref_img, candidate_root, row.orig_ref_img, "ref"),
+            ]
+        else:
+            pairs = [
+                (row.dist_img, inputs.source_root, row.orig_dist_img, "source"),
+                (row.ref_img, inputs.source_root, row.orig_ref_img, "source"),
+            ]
+        for pub, root, orig, kind in pairs:
+            placements[pub] = (resolve_under_root(root, orig, source=src), kind)
+    for pub, (path, _) in sorted(placements.items()):
+        if not path.is_file():
+            raise BadInputError(f"{path}: no such file (needed for {pub})")
+    return placements
+
+
+def build_plan(inputs: PublishInputs, config: PublishConfig, val_roots: dict[str, ValRoot]) -> PublishPlan:
+    """Read and check the inputs: rows, label range, and where every published image comes from."""
+    train, train_meta = _load_train(inputs)
+    train = plan_paths(train, copy_source=config.copy_source)
+    expected = _check_manifest(train, inputs)
+    candidate_root = _resolve_roots(train, inputs)
+    scale = train_meta.get("scale")
+    lo, hi = parse_label_range(config.label_range) or label_range(train, scale)
+    dmos = train["dmos"].to_numpy(dtype=float)
+    outside = (dmos < lo) | (dmos > hi)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise BadInputError(
+            f"{inputs.train_csv}, line {i + 2}: label {dmos[i]} outside the range [{lo}, {hi}]"
+        )
+    return PublishPlan(
+        train=train,
+        placements=_placements(train, inputs, candidate_root),
+        expected=expected,
+        label_range=(lo, hi),
+        scale=scale,
+        has_source=bool((train["origin"] == "source").any()),
+        copy_source=config.copy_source,
+        val_roots=val_roots,
+    )
 
 
 def _check_manifest(train: pd.DataFrame, inputs: PublishInputs) -> dict[str, str]:
@@ -528,210 +588,390 @@ def _check_manifest(train: pd.DataFrame, inputs: PublishInputs) -> dict[str, str
     return known
 
 
-def _swap_into_place(staging: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise BadInputError(f"{out_dir}: exists and is not a folder")
-        if any(out_dir.iterdir()) and not (out_dir / DATASET_JSON).is_file():
-            raise BadInputError(
-                f"{out_dir}: folder is not empty and is not a published dataset; refusing to replace it"
-            )
-        trash = Path(tempfile.mkdtemp(prefix=".reshape-tmp-old-", dir=out_dir.parent))
-        os.replace(out_dir, trash / "old")
-        os.replace(staging, out_dir)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, out_dir)
+def planned_names(plan: PublishPlan, inputs: PublishInputs) -> list[str]:
+    """Every path (relative to the dataset folder) this publish writes, SHA256SUMS included."""
+    names = [TRAIN_CSV, META_CSV, HF_METADATA, HISTOGRAM_PNG, DATASET_JSON, CARD, SUMS]
+    names += [OPTIONS_FILE, LAUNCHER_FILE]
+    if inputs.labels is not None:
+        names.append(LABELS_CSV)
+    if inputs.train_features and inputs.candidate_features and inputs.selection:
+        names.append(SELECTION_PNG)
+    if plan.has_source and not plan.copy_source:
+        names.append(SOURCE_SUMS)
+    return sorted(set(names) | set(plan.shipped()))
 
 
-# ----------------------------------------------------------------------------------------------- I/O shell
+# ----------------------------------------------------------------------------------------------- ownership
 @dataclass
-class PublishResult:
-    out_dir: Path
-    rows: int
-    files: int
-    counts: dict[str, Any]
-    label_range: tuple[float, float]
-    card: Path
-    plots: list[Path]
+class Record:
+    """What an earlier publish left in the output folder: the files it recorded as its own."""
+
+    own: set[str]
+    published: bool
+    foreign: int = 0  # files there that publish did not write
 
 
-def run_publish(
-    out_dir: str | os.PathLike[str],
-    inputs: PublishInputs,
-    *,
-    copy_source: bool = False,
-    link: bool = True,
-    name: str | None = None,
-    label_range_override: tuple[float, float] | None = None,
-    fingerprint: str | None = None,
-) -> PublishResult:
-    """Publish the dataset into ``out_dir`` (built beside it and swapped in, so never half-written)."""
-    out_dir = Path(out_dir)
-    train, train_meta = _load_train(inputs)
-    train = plan_paths(train, copy_source=copy_source)
-    expected = _check_manifest(train, inputs)
-    pseudo = train["origin"] == "pseudo"
-    has_source = bool((~pseudo).any())
-    if pseudo.any() and inputs.images_root is None:
-        if inputs.manifest is None:
-            raise BadInputError(
-                "publish needs --images-root (the distort output folder) for pseudo-labelled rows"
-            )
-        inputs.images_root = Path(inputs.manifest).parent
-    if has_source and inputs.source_root is None:
+def _listed(path: Path) -> set[str]:
+    names = set()
+    for line in path.read_text("utf-8", errors="replace").splitlines():
+        digest, sep, rel = line.partition("  ")
+        if sep and len(digest) == 64:
+            with contextlib.suppress(BadInputError):
+                names.add(check_relative(rel))
+    return names
+
+
+def read_record(out_dir: Path) -> Record:
+    """Own files = those listed in the SHA256SUMS of a dataset publish wrote (dataset.json carrying reshape's
+    mark), plus the names an interrupted publish announced in its pending list."""
+    if not out_dir.exists():
+        return Record(set(), published=False)
+    if not out_dir.is_dir():
+        raise BadInputError(f"{out_dir}: exists and is not a folder")
+    own: set[str] = set()
+    published = False
+    card = out_dir / DATASET_JSON
+    if (out_dir / SUMS).is_file() and card.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            published = "reshape_version" in json.loads(card.read_text("utf-8"))
+    if published:
+        own |= _listed(out_dir / SUMS) | {SUMS}
+    pending = out_dir / PENDING
+    if pending.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            own |= {check_relative(str(n)) for n in json.loads(pending.read_text("utf-8"))}
+            published = True
+    files = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file() or p.is_symlink()}
+    return Record(own, published, foreign=len(files - own - {PENDING}))
+
+
+def check_collisions(out_dir: Path, names: list[str], record: Record, *, overwrite: bool) -> None:
+    """Refuse, before any work, to write over what publish does not own: a non-empty folder that is not a
+    published dataset, or (without ``overwrite``) a foreign file at a name it writes; a folder at such a
+    name, or a path leading out of the folder through a symlink, always."""
+    if not out_dir.exists():
+        return
+    if not record.published and any(out_dir.iterdir()) and not overwrite:
         raise BadInputError(
-            "train table has source rows: give --source-root (folder their paths are relative to)"
+            f"{out_dir}: folder is not empty and is not a published dataset; refusing to publish into it "
+            "(pass --overwrite to write beside its files)"
         )
-    candidate_root = _candidate_root(inputs)
-    if pseudo.any() and candidate_root is None:
-        raise BadInputError("cannot locate the new reference images: give --candidate-root")
-    scale = train_meta.get("scale")
-    lo, hi = label_range_override or label_range(train, scale)
-    dmos = train["dmos"].to_numpy(dtype=float)
-    outside = (dmos < lo) | (dmos > hi)
-    if outside.any():
-        i = int(np.flatnonzero(outside)[0])
-        raise BadInputError(
-            f"{inputs.train_csv}, line {i + 2}: label {dmos[i]} outside the range [{lo}, {hi}]"
-        )
+    foreign = []
+    for rel in names:
+        target = out_dir / rel
+        resolve_under_root(out_dir, rel, source=out_dir)  # a symlinked folder must not lead outside
+        if target.is_dir() and not target.is_symlink():
+            raise BadInputError(f"{target}: is a folder where publish writes a file; refusing")
+        for parent in target.relative_to(out_dir).parents:
+            if str(parent) != "." and (out_dir / parent).is_file():
+                raise BadInputError(f"{out_dir / parent}: is a file where publish needs a folder; refusing")
+        if (target.exists() or target.is_symlink()) and rel not in record.own:
+            foreign.append(rel)
+    refuse_foreign(foreign, out_dir, overwrite=overwrite)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".reshape-tmp-publish-", dir=out_dir.parent))
+
+# ----------------------------------------------------------------------------------------------- writing
+class _Undo:
+    """Files and folders one publish created, removed again if it fails (what existed before stays)."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.files: list[Path] = []
+        self.folders: list[Path] = []
+
+    def will_write(self, path: Path) -> Path:
+        missing = []
+        parent = path.parent
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        for folder in reversed(missing):
+            folder.mkdir(exist_ok=True)  # mode 0777 less the umask
+            self.folders.append(folder)
+        if not path.exists() and not path.is_symlink():
+            self.files.append(path)
+        return path
+
+    def undo(self) -> None:
+        for path in self.files:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        for folder in reversed(self.folders):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def _place(src: Path, dst: Path, *, link: bool) -> None:
+    """Copy (default) or hard-link ``src`` to ``dst`` through a temporary name (never half-written)."""
+    with atomic_path(dst) as tmp:
+        if link:
+            try:
+                tmp.unlink()
+                os.link(src, tmp)
+                return
+            except OSError:
+                pass  # another filesystem or no hard links: copy instead
+        shutil.copyfile(src, tmp)
+
+
+def _place_images(out_dir: Path, plan: PublishPlan, record: Record, undo: _Undo, config: PublishConfig):
+    """Put every shipped image in place (unchanged own files are left alone); checksums of all images."""
+    from tqdm import tqdm
+
+    sums: dict[str, str] = {}
+    source_sums: dict[str, str] = {}
+    placed = unchanged = 0
+    items = sorted(plan.placements.items())
+    for pub, (src, kind) in tqdm(items, desc="publish", unit="file", disable=not config.progress):
+        digest = sha256_file(src)
+        if kind == "new":
+            want = plan.expected.get(str(PurePosixPath(pub).relative_to(NEW_DIR)))
+            if want is not None and want != digest:
+                raise StageError(f"{src}: sha256 differs from the distortion manifest")
+        if kind == "source" and not plan.copy_source:
+            source_sums[pub] = digest
+            continue
+        dst = out_dir / pub
+        same = pub in record.own and dst.is_file() and not dst.is_symlink() and sha256_file(dst) == digest
+        if same:
+            unchanged += 1
+        else:
+            _place(src, undo.will_write(dst), link=config.link)
+            placed += 1
+        sums[pub] = digest
+    return sums, source_sums, placed, unchanged
+
+
+def _hub_metadata(published: pd.DataFrame) -> pd.DataFrame:
+    """images/metadata.csv: the rows whose image is in the folder, file_name relative to images/."""
+    inside = published[published["dist_img"].str.startswith(IMAGES_DIR + "/")]
+    return pd.DataFrame(
+        {
+            "file_name": [str(PurePosixPath(p).relative_to(IMAGES_DIR)) for p in inside["dist_img"]],
+            "dmos": inside["dmos"].to_numpy(dtype=float),
+            "origin": inside["origin"].to_numpy(),
+            "ref_img": inside["ref_img"].to_numpy(),
+            "dist_type": inside["dist_type"].to_numpy(dtype=np.int64),
+            "dist_level": inside["dist_level"].to_numpy(dtype=np.int64),
+        }
+    )
+
+
+def _write_tables(out_dir: Path, plan: PublishPlan, inputs: PublishInputs, undo: _Undo) -> pd.DataFrame:
+    published = plan.train.drop(columns=["orig_dist_img", "orig_ref_img"])
+    write_csv(undo.will_write(out_dir / TRAIN_CSV), published, "train")
+    meta = pd.DataFrame({"path": published["dist_img"], "score": published["dmos"]})
+    write_csv(undo.will_write(out_dir / META_CSV), meta, "pyiqa_meta")
+    if inputs.labels is not None:
+        labels = read_csv(inputs.labels, "labels")
+        labels["dist_img"] = [f"{NEW_DIR}/{p}" for p in labels["dist_img"]]
+        labels["ref_img"] = [f"{REFS_DIR}/{p}" for p in labels["ref_img"]]
+        labels = labels[labels["dist_img"].isin(set(published["dist_img"]))]
+        write_csv(undo.will_write(out_dir / LABELS_CSV), labels, "labels")
+    with atomic_open(undo.will_write(out_dir / HF_METADATA), "w") as fh:
+        _hub_metadata(published).to_csv(fh, index=False, float_format="%.6g", lineterminator="\n")
+    return published
+
+
+def _write_plots(out_dir: Path, plan: PublishPlan, inputs: PublishInputs, undo: _Undo) -> list[str]:
+    lo, hi = plan.label_range
+    published = plan.train
+    _plot_histogram(undo.will_write(out_dir / HISTOGRAM_PNG), published, lo, hi)
+    plots = [HISTOGRAM_PNG]
+    if inputs.train_features and inputs.candidate_features and inputs.selection:
+        _plot_selection(undo.will_write(out_dir / SELECTION_PNG), inputs)
+        plots.append(SELECTION_PNG)
+    return plots
+
+
+def _card(
+    out_dir: Path, plan: PublishPlan, inputs: PublishInputs, config: PublishConfig, extra: dict
+) -> dict:
+    published, lo, hi = extra["published"], *plan.label_range
+    counts = count_table(published)
+    counts["files"] = {
+        "new_images": int((published["origin"] == "pseudo").sum()),
+        "images_in_folder": len(plan.shipped()),
+        "referenced_source_files": len(extra["source_sums"]),
+        "hub_rows": int(published["dist_img"].str.startswith(IMAGES_DIR + "/").sum()),
+    }
+    card = {
+        "name": config.name or out_dir.name,
+        "reshape_version": __version__,
+        "created": now_iso(),
+        "files": {
+            "train": TRAIN_CSV,
+            "pyiqa_meta": META_CSV,
+            "metadata": HF_METADATA,
+            "sha256sums": SUMS,
+            "pyiqa_options": OPTIONS_FILE,
+            "pyiqa_launcher": LAUNCHER_FILE,
+            **({"labels": LABELS_CSV} if inputs.labels is not None else {}),
+            **({"source_sha256sums": SOURCE_SUMS} if extra["source_sums"] else {}),
+            "plots": extra["plots"],
+        },
+        "counts": counts,
+        "labels": {
+            "column": "dmos",
+            "range": [lo, hi],
+            "scale": plan.scale or "source",
+            "higher_is_better": True,
+        },
+        "parameters": _artifact_parameters(inputs),
+        "software": _software_versions(),
+        "source": {
+            "name": inputs.source_name,
+            "mode": "copied" if plan.copy_source else ("referenced" if plan.has_source else "none"),
+            "dir": COPIED_SOURCE_DIR if plan.copy_source else REFERENCED_SOURCE_DIR,
+            "licence": LICENCE_NOTES,
+        },
+        "pyiqa": {"validation": {k: str(v.images) for k, v in plan.val_roots.items()}},
+    }
+    if inputs.notes:
+        card["notes"] = list(inputs.notes)
+    if config.fingerprint is not None:
+        card["fingerprint"] = config.fingerprint
+    return card
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
+
+
+def _write_descriptions(out_dir: Path, plan: PublishPlan, card: dict, undo: _Undo) -> None:
+    """dataset.json, README.md, the pyiqa options and launcher."""
+    lo, hi = plan.label_range
+    write_json(undo.will_write(out_dir / DATASET_JSON), card)
+    _write_text(undo.will_write(out_dir / CARD), render_card(card))
+    note = f"range [{lo:g}, {hi:g}], scale {plan.scale or 'source'}"
+    options = render_options(card["name"], card["counts"]["rows"], note, plan.val_roots)
+    _write_text(undo.will_write(out_dir / OPTIONS_FILE), options)
+    _write_text(undo.will_write(out_dir / LAUNCHER_FILE), LAUNCHER_TEXT)
+
+
+def _remove_stale(out_dir: Path, stale: set[str]) -> list[str]:
+    """Delete files an earlier publish recorded as its own that this one no longer writes, then the folders
+    that leaves empty (never the dataset folder itself)."""
+    removed = []
+    for rel in sorted(stale):
+        path = out_dir / rel
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+            removed.append(rel)
+        for parent in path.relative_to(out_dir).parents:
+            if str(parent) == ".":
+                break
+            with contextlib.suppress(OSError):
+                (out_dir / parent).rmdir()  # only succeeds when empty
+    return removed
+
+
+@dataclass
+class _Written:
+    sums: dict[str, str]
+    published: pd.DataFrame
+    card: dict[str, Any]
+    plots: list[str]
+    placed: int
+    unchanged: int
+    removed: list[str]
+
+
+def write_dataset(
+    out_dir: Path, plan: PublishPlan, inputs: PublishInputs, config: PublishConfig, names: list[str]
+) -> _Written:
+    """Write the dataset into ``out_dir`` (called holding its lock). Own files are replaced or deleted; any
+    other file stays. SHA256SUMS, the ownership record, is written last; until then a pending list names
+    what this run writes, so an interrupted run's files are still known as publish's own on the rerun."""
+    record = read_record(out_dir)
+    check_collisions(out_dir, names, record, overwrite=config.overwrite)
+    for folder in {(out_dir / n).parent for n in names}:
+        if folder.is_dir():
+            remove_stale_temps(folder, names=[PurePosixPath(n).name for n in names])
+    undo = _Undo(out_dir)
+    pending_existed = (out_dir / PENDING).exists()
     try:
-        sums: dict[str, str] = {}
-        source_sums: dict[str, str] = {}
-        # Each published file once (several rows share a reference).
-        placements: dict[str, tuple[Path, str]] = {}
-        for row in train.itertuples(index=False):
-            if row.origin == "pseudo":
-                placements[row.dist_img] = (
-                    resolve_under_root(inputs.images_root, row.orig_dist_img, source=inputs.train_csv),
-                    "new",
-                )
-                placements[row.ref_img] = (
-                    resolve_under_root(candidate_root, row.orig_ref_img, source=inputs.train_csv),
-                    "ref",
-                )
-            else:
-                for pub, orig in ((row.dist_img, row.orig_dist_img), (row.ref_img, row.orig_ref_img)):
-                    placements[pub] = (
-                        resolve_under_root(inputs.source_root, orig, source=inputs.train_csv),
-                        "source",
-                    )
-        from tqdm import tqdm
-
-        for pub, (src, kind) in tqdm(
-            sorted(placements.items()),
-            desc="publish",
-            unit="file",
-            disable=not log.isEnabledFor(logging.WARNING) or not os.isatty(2),
-        ):
-            if not src.is_file():
-                raise BadInputError(f"{src}: no such file (needed for {pub})")
-            digest = sha256_file(src)
-            if kind == "new":
-                want = expected.get(str(PurePosixPath(pub).relative_to(NEW_DIR)))
-                if want is not None and want != digest:
-                    raise StageError(f"{src}: sha256 differs from the distortion manifest {inputs.manifest}")
-            if kind == "source" and not copy_source:
-                source_sums[pub] = digest
-                continue
-            _place(src, staging / pub, link=link)
-            sums[pub] = digest
-
-        published = train.drop(columns=["orig_dist_img", "orig_ref_img"])
-        write_csv(staging / TRAIN_CSV, published, "train")
-        write_csv(
-            staging / META_CSV,
-            pd.DataFrame({"path": published["dist_img"], "score": published["dmos"]}),
-            "pyiqa_meta",
-        )
-        if inputs.labels is not None:
-            labels = read_csv(inputs.labels, "labels")
-            labels["dist_img"] = [f"{NEW_DIR}/{p}" for p in labels["dist_img"]]
-            labels["ref_img"] = [f"{REFS_DIR}/{p}" for p in labels["ref_img"]]
-            labels = labels[labels["dist_img"].isin(set(published["dist_img"]))]
-            write_csv(staging / LABELS_CSV, labels, "labels")
-        inside = published[published["dist_img"].str.startswith(IMAGES_DIR + "/")]
-        hf = pd.DataFrame(
-            {
-                "file_name": [str(PurePosixPath(p).relative_to(IMAGES_DIR)) for p in inside["dist_img"]],
-                "dmos": inside["dmos"].to_numpy(dtype=float),
-                "dist_type": inside["dist_type"].to_numpy(dtype=np.int64),
-                "dist_level": inside["dist_level"].to_numpy(dtype=np.int64),
-                "origin": inside["origin"].to_numpy(),
-            }
-        )
-        (staging / IMAGES_DIR).mkdir(exist_ok=True)
-        with atomic_open(staging / HF_METADATA, "w") as fh:
-            hf.to_csv(fh, index=False, float_format="%.6g", lineterminator="\n")
-
-        plots = []
-        (staging / PLOTS_DIR).mkdir(exist_ok=True)
-        _plot_histogram(staging / HISTOGRAM_PNG, published, lo, hi)
-        plots.append(HISTOGRAM_PNG)
-        if _plot_selection(staging / SELECTION_PNG, inputs):
-            plots.append(SELECTION_PNG)
-
-        counts = count_table(published)
-        counts["files"] = {
-            "new_images": int(pseudo.sum()),
-            "images_in_folder": len(sums),
-            "referenced_source_files": len(source_sums),
-        }
-        card = {
-            "name": name or out_dir.name,
-            "reshape_version": __version__,
-            "created": now_iso(),
-            "files": {
-                "train": TRAIN_CSV,
-                "pyiqa_meta": META_CSV,
-                "metadata": HF_METADATA,
-                "sha256sums": SUMS,
-                **({"labels": LABELS_CSV} if inputs.labels is not None else {}),
-                **({"source_sha256sums": SOURCE_SUMS} if source_sums else {}),
-                "plots": plots,
-            },
-            "counts": counts,
-            "labels": {
-                "column": "dmos",
-                "range": [lo, hi],
-                "scale": scale or "source",
-                "higher_is_better": True,
-            },
-            "parameters": _artifact_parameters(inputs),
-            "software": _software_versions(),
-            "source": {
-                "name": inputs.source_name,
-                "mode": "copied" if copy_source else ("referenced" if has_source else "none"),
-                "dir": COPIED_SOURCE_DIR if copy_source else REFERENCED_SOURCE_DIR,
-                "licence": LICENCE_NOTES,
-            },
-        }
-        if inputs.notes:
-            card["notes"] = list(inputs.notes)
-        if fingerprint is not None:
-            card["fingerprint"] = fingerprint
-        write_json(staging / DATASET_JSON, card)
-        (staging / CARD).write_text(render_card(card), encoding="utf-8")
+        atomic_write_text(out_dir / PENDING, json.dumps(sorted(set(names) | record.own - {PENDING})))
+        sums, source_sums, placed, unchanged = _place_images(out_dir, plan, record, undo, config)
+        published = _write_tables(out_dir, plan, inputs, undo)
+        plots = _write_plots(out_dir, plan, inputs, undo)
+        extra = {"published": published, "source_sums": source_sums, "plots": plots}
+        card = _card(out_dir, plan, inputs, config, extra)
+        _write_descriptions(out_dir, plan, card, undo)
         if source_sums:
-            (staging / SOURCE_SUMS).write_text(sha256sums_text(source_sums), encoding="utf-8")
-        for path in sorted(staging.rglob("*")):
-            rel = path.relative_to(staging).as_posix()
-            if path.is_file() and rel != SUMS and rel not in sums:
-                sums[rel] = sha256_file(path)
-        (staging / SUMS).write_text(sha256sums_text(sums), encoding="utf-8")
-        _swap_into_place(staging, out_dir)
+            _write_text(undo.will_write(out_dir / SOURCE_SUMS), sha256sums_text(source_sums))
+        for rel in names:
+            if rel != SUMS and rel not in sums:
+                sums[rel] = sha256_file(out_dir / rel)
+        _write_text(undo.will_write(out_dir / SUMS), sha256sums_text(sums))
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        undo.undo()
+        if not pending_existed:
+            with contextlib.suppress(FileNotFoundError):
+                (out_dir / PENDING).unlink()
         raise
+    removed = _remove_stale(out_dir, record.own - set(sums) - {SUMS, PENDING})
+    (out_dir / PENDING).unlink()
+    return _Written(sums, published, card, plots, placed, unchanged, removed)
+
+
+# ----------------------------------------------------------------------------------------------- run
+def _stderr(message: str) -> None:
+    print(f"reshape: {message}", file=sys.stderr)
+
+
+def _input_paths(inputs: PublishInputs, val_roots: dict[str, ValRoot]) -> list[Path | None]:
+    paths: list[Path | None] = [
+        inputs.train_csv,
+        inputs.labels,
+        inputs.manifest,
+        inputs.images_root,
+        inputs.selection,
+        inputs.train_features,
+        inputs.candidate_features,
+        inputs.source_root,
+        inputs.candidate_root,
+    ]
+    for root in val_roots.values():
+        paths += [root.images, root.meta_info]
+    return paths
+
+
+def run(config: PublishConfig) -> PublishResult:
+    """Publish the dataset into ``config.out_dir`` (see the module docstring for the layout)."""
+    start = time.perf_counter()
+    out_dir = Path(config.out_dir)
+    inputs = config.inputs()
+    val_roots = parse_val_roots(config.val_root, config.val_meta)
+    check_inputs_not_outputs(_input_paths(inputs, val_roots), folder_outputs=[out_dir])
+    plan = build_plan(inputs, config, val_roots)
+    check_inputs_not_outputs([inputs.images_root, _candidate_root(inputs)], folder_outputs=[out_dir])
+    names = planned_names(plan, inputs)
+    record = read_record(out_dir)
+    check_collisions(out_dir, names, record, overwrite=config.overwrite)
+    check_writable(out_dir, need_bytes=plan.bytes_to_copy(link=config.link))
+    with locked_outputs(out_dir, wait=config.wait, on_wait=_stderr), created_folders(out_dir):
+        written = write_dataset(out_dir, plan, inputs, config, names)
+        hub_url = None
+        if config.push_to_hub:  # still holding the lock: nothing changes the folder while it uploads
+            from reshape.hub import push_folder
+
+            hub_url = push_folder(
+                out_dir, config.push_to_hub, private=config.private, revision=config.revision
+            )
     return PublishResult(
         out_dir=out_dir,
-        rows=len(published),
-        files=len(sums) + 1,
-        counts=counts,
-        label_range=(lo, hi),
+        rows=len(written.published),
+        files=len(written.sums) + 1,
+        counts=written.card["counts"],
+        label_range=plan.label_range,
         card=out_dir / CARD,
-        plots=[out_dir / p for p in plots],
+        plots=[out_dir / p for p in written.plots],
+        placed=written.placed,
+        unchanged=written.unchanged,
+        removed=written.removed,
+        kept_foreign=read_record(out_dir).foreign,
+        hub_url=hub_url,
+        seconds=time.perf_counter() - start,
     )

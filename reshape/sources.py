@@ -93,6 +93,50 @@ def detect_format(columns: list[str], path: object) -> str:
     )
 
 
+def _kadid_types_levels(
+    p: Path, dist: list[str], refs: list[str], lines: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Type and level of every row from its KADID-form name, checked against its reference."""
+    types = np.empty(len(dist), dtype=np.int64)
+    levels = np.empty(len(dist), dtype=np.int64)
+    for i, (d, r) in enumerate(zip(dist, refs)):
+        parsed = parse_kadid_name(d)
+        if parsed is None:
+            raise BadInputError(
+                f"{p}, line {lines[i]}: distorted image name {d!r} is not in KADID form <ref>_<tt>_<ll>.<ext>"
+            )
+        name_ref, types[i], levels[i] = parsed
+        if types[i] < 1 or levels[i] < 1:
+            raise BadInputError(f"{p}, line {lines[i]}: {d!r} has distortion type/level 0; both count from 1")
+        if name_ref != ref_stem(r):
+            raise BadInputError(
+                f"{p}, line {lines[i]}: distorted image {d!r} does not belong to its reference {r!r}"
+            )
+    return types, levels
+
+
+def _drop_missing_labels(
+    p: Path, frame: pd.DataFrame, text: pd.Series, score_col: str, skip_missing: bool
+) -> tuple[pd.DataFrame, list[str]]:
+    """Rows without a finite label: an error naming the first, or dropped and listed (skip_missing)."""
+    bad = ~np.isfinite(frame["dmos"].to_numpy(dtype=np.float64))
+    if not bad.any():
+        return frame, []
+    lines = frame["line"].to_numpy()
+    if not skip_missing:
+        i = int(np.flatnonzero(bad)[0])
+        raise BadInputError(
+            f"{p}, line {lines[i]}: column {score_col!r} value {text.iloc[i]!r} is not a finite number "
+            f"(use --skip-missing to leave such rows out)"
+        )
+    dist = frame["dist_img"].tolist()
+    dropped = [f"line {lines[i]}: {dist[i]} has label {text.iloc[i]!r}" for i in np.flatnonzero(bad)]
+    frame = frame[~bad].reset_index(drop=True)
+    if frame.empty:
+        raise BadInputError(f"{p}: no row has a finite label")
+    return frame, dropped
+
+
 def read_source_labels(
     path: str | Path, *, source_format: str = "auto", skip_missing: bool = False
 ) -> SourceTable:
@@ -122,21 +166,7 @@ def read_source_labels(
     dist = [clean_relative(v.strip(), p, int(n)) for v, n in zip(raw[dist_col], lines)]
     refs = [clean_relative(v.strip(), p, int(n)) for v, n in zip(raw[ref_col], lines)]
 
-    types = np.empty(len(raw), dtype=np.int64)
-    levels = np.empty(len(raw), dtype=np.int64)
-    for i, (d, r) in enumerate(zip(dist, refs)):
-        parsed = parse_kadid_name(d)
-        if parsed is None:
-            raise BadInputError(
-                f"{p}, line {lines[i]}: distorted image name {d!r} is not in KADID form <ref>_<tt>_<ll>.<ext>"
-            )
-        name_ref, types[i], levels[i] = parsed
-        if types[i] < 1 or levels[i] < 1:
-            raise BadInputError(f"{p}, line {lines[i]}: {d!r} has distortion type/level 0; both count from 1")
-        if name_ref != ref_stem(r):
-            raise BadInputError(
-                f"{p}, line {lines[i]}: distorted image {d!r} does not belong to its reference {r!r}"
-            )
+    types, levels = _kadid_types_levels(p, dist, refs, lines)
 
     text = raw[score_col].str.strip()
     scores = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
@@ -158,19 +188,7 @@ def read_source_labels(
         }
     )
 
-    dropped: list[str] = []
-    bad = ~np.isfinite(scores)
-    if bad.any():
-        if not skip_missing:
-            i = int(np.flatnonzero(bad)[0])
-            raise BadInputError(
-                f"{p}, line {lines[i]}: column {score_col!r} value {text.iloc[i]!r} is not a finite number "
-                f"(use --skip-missing to leave such rows out)"
-            )
-        dropped = [f"line {lines[i]}: {dist[i]} has label {text.iloc[i]!r}" for i in np.flatnonzero(bad)]
-        frame = frame[~bad].reset_index(drop=True)
-        if frame.empty:
-            raise BadInputError(f"{p}: no row has a finite label")
+    frame, dropped = _drop_missing_labels(p, frame, text, score_col, skip_missing)
 
     dup = frame.duplicated(["ref_img", "dist_type", "dist_level"])
     if dup.any():

@@ -214,3 +214,35 @@ def verify_dataset(root: str | os.PathLike[str]) -> VerifyReport:
             continue
         _check_csv(root, rel, schema, cols, label_col, prefix, listed, label_range, report)
     return report
+
+
+# ----------------------------------------------------------------------------------------------- stage API
+@dataclass
+class VerifyConfig:
+    dataset_dir: Path
+    fingerprint: str | None = None
+    progress: bool = False
+
+
+@dataclass
+class VerifyResult:
+    report: VerifyReport
+
+    @property
+    def ok(self) -> bool:
+        return self.report.ok
+
+    def summary_lines(self) -> list[str]:
+        """One line per problem (all of them), else one OK line."""
+        root = self.report.root
+        if not self.report.ok:
+            return [f"{root}/{problem}" for problem in self.report.problems]
+        return [
+            f"{root}: OK ({self.report.files_checked} files checksummed, "
+            f"{self.report.rows_checked} CSV rows checked)"
+        ]
+
+
+def run(config: VerifyConfig) -> VerifyResult:
+    """Check a published folder; the caller decides what a failed check means (the CLI exits 1)."""
+    return VerifyResult(verify_dataset(config.dataset_dir))

@@ -10,28 +10,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from reshape import demo, pipeline
+from reshape import demo
 from reshape.cli.main import cli
 from reshape.imageio import load_image
 from reshape.verify import verify_dataset
-
-
-def _missing_stages() -> list[str]:
-    """Stages the demo runs (not prune) whose command is still the foundation placeholder."""
-    return sorted(
-        {
-            cmd
-            for name, cmd in pipeline.STAGES.items()
-            if cmd != "prune"
-            if "not built yet" in (pipeline.default_commands()[name].help or "")
-        }
-    )
-
-
-def _require_stages() -> None:
-    missing = _missing_stages()
-    if missing:
-        pytest.skip(f"stage(s) not merged into this branch yet: {', '.join(missing)}")
 
 
 def test_demo_source_labels_follow_the_documented_ssim_proxy(tmp_path: Path) -> None:
@@ -61,7 +43,6 @@ def test_demo_source_labels_follow_the_documented_ssim_proxy(tmp_path: Path) -> 
 
 
 def test_demo_smoke_end_to_end_then_up_to_date(tmp_path: Path) -> None:
-    _require_stages()
     out = tmp_path / "demo"
     res = CliRunner().invoke(cli, ["demo", "--out", str(out), "--smoke"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
@@ -87,7 +68,6 @@ def test_demo_smoke_end_to_end_then_up_to_date(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_full_demo(tmp_path: Path) -> None:
-    _require_stages()
     res = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo")], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert verify_dataset(tmp_path / "demo" / "dataset").ok
@@ -96,9 +76,6 @@ def test_full_demo(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_demo_with_prune_enabled(tmp_path: Path) -> None:
     """The real stages with DRCDown on: only the new stages and publish run, and the output still verifies."""
-    _require_stages()
-    if "not built yet" in (pipeline.default_commands()["prune"].help or ""):
-        pytest.skip("prune not merged into this branch yet")
     out = tmp_path / "demo"
     assert CliRunner().invoke(cli, ["demo", "--out", str(out), "--smoke"]).exit_code == 0
     rows_before = len(pd.read_csv(out / "dataset" / "train.csv"))
@@ -113,3 +90,83 @@ def test_demo_with_prune_enabled(tmp_path: Path) -> None:
     pruned = pd.read_csv(out / "run" / "pruned.csv")
     assert len(train) == len(pruned) <= rows_before
     assert verify_dataset(out / "dataset").ok
+
+
+#: one output of each stage of the smoke demo, relative to the demo folder
+STAGE_OUTPUTS = {
+    "features_train": "run/features/train.parquet",
+    "features_candidates": "run/features/candidates.parquet",
+    "select": "run/selection.parquet",
+    "label": "run/meta_info.csv",
+}
+
+
+@pytest.fixture(scope="module")
+def smoke_demo(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("smoke") / "demo"
+    res = CliRunner().invoke(cli, ["demo", "--out", str(out), "--smoke"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def _rerun(out: Path) -> list[str]:
+    res = CliRunner().invoke(cli, ["run", str(out / "pipeline.toml")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert verify_dataset(out / "dataset").ok
+    return [line.split("]")[0][1:] for line in res.output.splitlines() if "] running" in line]
+
+
+def test_deleted_outputs_are_rebuilt_exactly(smoke_demo: Path) -> None:
+    """Delete one output of each stage: the next `reshape run` rebuilds exactly that, and it verifies."""
+    out = smoke_demo
+    image = sorted((out / "run" / "distorted").glob("*.png"))[0]
+    published = sorted((out / "dataset" / "images").rglob("*.png"))[0]
+    victims = {**{k: out / v for k, v in STAGE_OUTPUTS.items()}, "distort": image, "publish": published}
+    for stage, path in victims.items():
+        before = path.read_bytes()
+        path.unlink()
+        lines = CliRunner().invoke(cli, ["run", "--dry-run", str(out / "pipeline.toml")]).output
+        assert "output(s) missing" in next(line for line in lines.splitlines() if line.startswith(stage))
+        assert _rerun(out) == [stage], stage
+        if path.suffix == ".png":  # images are rebuilt bit for bit
+            assert path.read_bytes() == before
+    assert _rerun(out) == []
+
+
+def test_modified_output_is_rebuilt_and_history_kept(smoke_demo: Path) -> None:
+    out = smoke_demo
+    labels = out / "run" / "labels.csv"
+    labels.write_text(labels.read_text().replace(",", ";", 3))
+    assert _rerun(out) == ["label"]
+    info = json.loads((out / "run" / "run.json").read_text())
+    assert info["stages"]["select"]["seconds"] > 0  # a no-op run never erases the real timings
+    assert info["history"][-1]["ran"].keys() == {"label"}
+    assert len(info["history"]) >= 3
+
+
+def test_concurrent_runs_on_one_folder(smoke_demo: Path) -> None:
+    """Two real `reshape run` processes on one run folder: the second refuses naming the holder, or with
+    --wait waits and then finds everything up to date; no temporary files are left."""
+    import subprocess
+    import sys
+
+    config = str(smoke_demo / "pipeline.toml")
+    reshape = [sys.executable, "-m", "reshape.cli.main"]
+    first = subprocess.Popen([*reshape, "run", "--force", config], stderr=subprocess.PIPE, text=True)
+    try:
+        assert "running" in first.stderr.readline()  # it holds the lock from before its first stage
+        second = subprocess.run([*reshape, "run", config], capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert f"pid {first.pid}" in second.stderr and "another reshape run holds" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+        waiter = subprocess.run(
+            [*reshape, "run", "--wait", config], capture_output=True, text=True, timeout=300
+        )
+    finally:
+        first.communicate(timeout=300)
+    assert first.returncode == 0
+    assert waiter.returncode == 0, waiter.stderr
+    assert "waiting for the run that holds it" in waiter.stderr
+    assert waiter.stderr.count("up to date, skipped") == 6
+    leftovers = [p for p in smoke_demo.rglob(".reshape-tmp-*")]
+    assert not leftovers

@@ -193,9 +193,8 @@ def test_copy_source_and_loaders(pipeline_output: dict[str, Path]) -> None:
     assert all((out / p).is_file() for p in train["dist_img"])
     assert all((out / p).is_file() for p in train["ref_img"])
     assert verify_dataset(out).ok
-    # pyiqa (0.1.16) is not installed (it pulls transformers, bitsandbytes and opencv-python); this is what
-    # its GeneralNRDataset does: pd.read_csv(meta_info_file).values, path = join(dataroot_target, row[0]),
-    # label = float(row[1]), image = PIL.Image.open(path).convert("RGB").
+    # What pyiqa's GeneralNRDataset does with meta_info.csv (pyiqa itself runs in test_publish_pyiqa.py):
+    # pd.read_csv(meta_info_file).values, path = join(dataroot_target, row[0]), label = float(row[1]).
     from PIL import Image
 
     meta = pd.read_csv(out / "meta_info.csv")

@@ -83,3 +83,48 @@ def test_no_large_or_binary_model_files_tracked():
         elif p.is_file() and p.stat().st_size > 2_000_000:
             bad.append(f"{name} ({p.stat().st_size} bytes)")
     assert not bad, bad
+
+
+def _functions(path: Path) -> list[tuple[str, int]]:
+    import ast
+
+    tree = ast.parse(path.read_text("utf-8"))
+    return [
+        (f"{path.relative_to(REPO)}:{node.lineno} {node.name}", node.end_lineno - node.lineno + 1)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    ]
+
+
+def test_no_function_over_80_lines_in_the_library():
+    """Issue #15: a `run` reads as a list of named steps; nothing in reshape/ or distortions/ runs long."""
+    long = [
+        f"{name} ({n} lines)"
+        for d in ("reshape", "distortions")
+        for path in sorted((REPO / d).rglob("*.py"))
+        for name, n in _functions(path)
+        if n > 80
+    ]
+    assert not long, "\n".join(long)
+
+
+def test_library_does_not_import_the_command_line():
+    """The CLI builds configs and calls the library; never the other way round."""
+    offenders = []
+    for path in sorted((REPO / "reshape").rglob("*.py")):
+        text = path.read_text("utf-8")
+        if re.search(r"^\s*(import click|from click|from reshape\.cli|import reshape\.cli)", text, re.M):
+            offenders.append(str(path.relative_to(REPO)))
+        if re.search(r"""import_module\(\s*f?["']reshape\.cli""", text):
+            offenders.append(f"{path.relative_to(REPO)} (import_module)")
+    assert not offenders, offenders
+
+
+def test_no_bare_except_hides_faults_in_the_cli():
+    """The one error contract lives in cli/common.py: commands do not swallow exceptions themselves."""
+    offenders = [
+        str(p.relative_to(REPO))
+        for p in sorted((REPO / "cli").glob("*_cmd.py"))
+        if re.search(r"except\s+(Exception|BaseException)\s*(as\s+\w+)?\s*:", p.read_text("utf-8"))
+    ]
+    assert not offenders, offenders

@@ -1,0 +1,362 @@
+"""Fault injection over every writing command: nothing the user owns is ever harmed, every fault is one line.
+
+Each command x {read-only output folder, full disk, foreign files in the output, output == an input,
+existing file of another format}: exit 2, at most 3 stderr lines, no traceback, and the sha256 of every
+pre-existing file (the user's, the inputs, an earlier run's) is the same afterwards; a failed run leaves no
+new file or folder under a final name. Real conditions where the tests run as root (a read-only bind mount,
+a small tmpfs); the same faults injected as OSError at the write layer everywhere.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import hashlib
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from reshape.cli.main import cli
+
+COMMANDS = ["features", "select", "distort", "label", "prune", "publish", "run", "demo"]
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c49444154789c63f8ffff3f0005fe02fea7d6a4ad0000000049454e44ae426082")  # fmt: skip
+
+
+@dataclass
+class Demo:
+    root: Path
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def refs(self) -> Path:
+        return self.root / "data" / "refs"
+
+    @property
+    def source(self) -> Path:
+        return self.root / "data" / "source"
+
+    @property
+    def pool(self) -> Path:
+        return self.root / "data" / "pool"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Demo:
+    """A finished smoke demo with DRCDown on: every artifact a later command reads."""
+    root = tmp_path_factory.mktemp("safety") / "demo"
+    res = CliRunner().invoke(cli, ["demo", "--out", str(root), "--smoke"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    config = root / "pipeline.toml"
+    config.write_text(config.read_text() + '\n[prune]\nenabled = true\nlabel-scale = "1-5"\n')
+    res = CliRunner().invoke(cli, ["run", str(config)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return Demo(root)
+
+
+def _config(d: Demo, where: Path, out: Path, dataset: Path) -> Path:
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / "pipeline.toml"
+    path.write_text(
+        f'[inputs]\ntrain_refs = "{d.refs}"\nsource_labels = "{d.source / "dmos.csv"}"\n'
+        f'source_root = "{d.source}"\ncandidates = "{d.pool}"\nout = "{out}"\ndataset = "{dataset}"\n'
+        '[features]\nweights = "none"\n[distort]\ntypes = "1"\nlevels = "1"\n'
+    )
+    return path
+
+
+def argv(command: str, d: Demo, dest: Path, cfg_dir: Path) -> list[str]:
+    """The command writing its output(s) into ``dest``."""
+    r = d.run
+    feats = ["--train-features", str(r / "features/train.parquet")]
+    feats += ["--candidate-features", str(r / "features/candidates.parquet")]
+    return {
+        "features": ["features", str(d.refs), "--out", str(dest / "f.parquet"), "--weights", "none"],
+        "select": ["select", "--train", feats[1], "--candidates", feats[3], "--out", str(dest / "sel.parquet")],
+        "distort": ["distort", str(d.refs), "--out", str(dest / "img"), "--types", "1", "--levels", "1"],
+        "label": ["label", "--selection", str(r / "selection.parquet"), "--source-labels",
+                  str(d.source / "dmos.csv"), "--distorted", str(r / "distorted/manifest.csv"),
+                  "--out", str(dest / "labels.csv"), *feats],
+        "prune": ["prune", "--features", str(r / "features/samples.parquet"), "--labels", str(r / "train.csv"),
+                  "--out", str(dest / "pruned.csv"), "--label-scale", "1-5"],
+        "publish": ["publish", str(dest / "ds"), "--from-run", str(r), "--train-csv", str(r / "train.csv"),
+                    "--source-root", str(d.source)],
+        "run": ["run", str(_config(d, cfg_dir, dest / "run", dest / "ds"))],
+        "demo": ["demo", "--out", str(dest / "demo"), "--smoke"],
+    }[command]  # fmt: skip
+
+
+def foreign_files(command: str, d: Demo, dest: Path) -> dict[str, bytes]:
+    """A user's files under names the command would produce, by relative path."""
+    user_parquet = _parquet_bytes(dest)
+    ref = sorted(d.refs.glob("*.png"))[0].stem
+    return {
+        "features": {"f.parquet": user_parquet},
+        "select": {"sel.parquet": user_parquet},
+        "distort": {f"img/{ref}_01_01.png": PNG, "img/manifest.csv": b"my,own\n1,2\n"},
+        "label": {"labels.csv": b"dist_img,ref_img,dmos,var\nmine.png,r.png,4,0\n"},
+        "prune": {"pruned.csv": b"my,table\n"},
+        "publish": {"ds/train.csv": b"my,table\n", "ds/README.md": b"# my notes\n"},
+        "run": {"run/selection.parquet": user_parquet},
+        "demo": {"demo/notes.txt": b"my notes\n"},
+    }[command]
+
+
+def input_as_output(command: str, d: Demo, dest: Path, cfg_dir: Path) -> list[str] | None:
+    """The command with its output pointed at one of its inputs."""
+    args = argv(command, d, dest, cfg_dir)
+    swap = {
+        "features": (str(dest / "f.parquet"), str(d.refs / "nested.parquet")),
+        "select": (str(dest / "sel.parquet"), str(d.run / "features/train.parquet")),
+        "distort": (str(dest / "img"), str(d.refs)),
+        "label": (str(dest / "labels.csv"), str(d.source / "dmos.csv")),
+        "prune": (str(dest / "pruned.csv"), str(d.run / "train.csv")),
+        "publish": (str(dest / "ds"), str(d.run)),
+    }
+    if command == "run":
+        return ["run", str(_config(d, cfg_dir, d.refs, dest / "ds"))]
+    if command not in swap:
+        return None  # the demo reads nothing of the user's
+    old, new = swap[command]
+    return [new if a == old else a for a in args]
+
+
+def other_format(command: str, dest: Path) -> None:
+    """An existing file of another format (or a file where a folder goes) at the output path."""
+    what = {
+        "features": ("f.parquet", b"image\na.png\n"),
+        "select": ("sel.parquet", PNG),
+        "distort": ("img", b"not a folder\n"),
+        "label": ("labels.csv", PNG),
+        "prune": ("pruned.csv", _parquet_bytes(dest)),
+        "publish": ("ds", b"not a folder\n"),
+        "run": ("run", b"not a folder\n"),
+        "demo": ("demo", b"not a folder\n"),
+    }[command]
+    (dest / what[0]).write_bytes(what[1])
+
+
+def _parquet_bytes(where: Path) -> bytes:
+    tmp = where.parent / f".user-{os.getpid()}.parquet"
+    pq.write_table(pa.table({"image": ["a.png"], "x": [1.0]}), tmp)
+    data = tmp.read_bytes()
+    tmp.unlink()
+    return data
+
+
+# ----------------------------------------------------------------------------------------------- checks
+def snapshot(*folders: Path) -> dict[str, str]:
+    found = {}
+    for folder in folders:
+        for p in sorted(folder.rglob("*")) if folder.exists() else []:
+            if p.is_file() and ".reshape-lock" not in p.name:
+                found[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return found
+
+
+def visible_tree(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if not p.name.startswith(".")}
+
+
+def assert_refused_cleanly(res, before: dict[str, str], after: dict[str, str]) -> None:
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    errors = [line for line in res.stderr.splitlines() if line.strip()]
+    assert 1 <= len(errors) <= 3, res.stderr
+    assert "reshape: error:" in res.stderr
+    changed = {k for k in before if after.get(k) != before[k]}
+    assert not changed, f"pre-existing files changed or removed: {sorted(changed)[:5]}"
+
+
+def invoke(args: list[str]):
+    return CliRunner().invoke(cli, ["-q", *args])
+
+
+@pytest.fixture
+def dest(tmp_path: Path) -> Path:
+    folder = tmp_path / "dest"
+    folder.mkdir()
+    return folder
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_foreign_files_in_the_output_are_refused(
+    command: str, demo: Demo, dest: Path, tmp_path: Path
+) -> None:
+    for rel, data in foreign_files(command, demo, dest).items():
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dest / rel).write_bytes(data)
+    before = snapshot(dest, demo.root)
+    res = invoke(argv(command, demo, dest, tmp_path / "cfg"))
+    assert_refused_cleanly(res, before, snapshot(dest, demo.root))
+    assert "not written by reshape" in res.stderr or "not a reshape demo folder" in res.stderr
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "demo"])
+def test_output_that_is_an_input_is_refused(command: str, demo: Demo, dest: Path, tmp_path: Path) -> None:
+    args = input_as_output(command, demo, dest, tmp_path / "cfg")
+    before = snapshot(dest, demo.root)
+    res = invoke(args)
+    assert_refused_cleanly(res, before, snapshot(dest, demo.root))
+    assert "input" in res.stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_existing_file_of_another_format_is_refused(
+    command: str, demo: Demo, dest: Path, tmp_path: Path
+) -> None:
+    other_format(command, dest)
+    before = snapshot(dest, demo.root)
+    res = invoke(
+        [
+            *argv(command, demo, dest, tmp_path / "cfg"),
+            *(["--overwrite"] if command in ("features", "select", "label", "prune") else []),
+        ]
+    )
+    assert_refused_cleanly(res, before, snapshot(dest, demo.root))
+
+
+# ----------------------------------------------------------------------------------------------- real mounts
+def _mount(args: list[str]) -> bool:
+    return os.geteuid() == 0 and subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def read_only_dest(tmp_path: Path):
+    src, ro = tmp_path / "src", tmp_path / "ro"
+    src.mkdir()
+    ro.mkdir()
+    (src / "mine.txt").write_text("a user's file\n")
+    if not _mount(["--bind", "-o", "ro", str(src), str(ro)]):
+        pytest.skip("cannot bind-mount read-only here (not root, or no mount permission)")
+    yield ro
+    subprocess.run(["umount", str(ro)], check=True)
+
+
+@pytest.fixture
+def full_dest(tmp_path: Path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not _mount(["-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)]):
+        pytest.skip("cannot mount a tmpfs here (not root, or no mount permission)")
+    (disk / "mine.txt").write_text("a user's file\n")
+    filler = disk / "filler.bin"
+    with open(filler, "wb") as fh:  # leave a few KiB: enough to start, not enough to finish
+        fh.write(b"\0" * (4 * 2**20 - 96 * 2**10))
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_read_only_output_folder_real_mount(
+    command: str, demo: Demo, read_only_dest: Path, tmp_path: Path
+) -> None:
+    before = snapshot(read_only_dest, demo.root)
+    res = invoke(argv(command, demo, read_only_dest, tmp_path / "cfg"))
+    assert_refused_cleanly(res, before, snapshot(read_only_dest, demo.root))
+    assert "Read-only file system" in res.stderr or "read-only" in res.stderr.lower()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_full_disk_real_tmpfs(command: str, demo: Demo, full_dest: Path, tmp_path: Path) -> None:
+    before = snapshot(full_dest, demo.root)
+    tree = visible_tree(full_dest)
+    res = invoke(argv(command, demo, full_dest, tmp_path / "cfg"))
+    assert_refused_cleanly(res, before, snapshot(full_dest, demo.root))
+    assert "space" in res.stderr.lower()
+    assert visible_tree(full_dest) == tree, "a failed run left files or folders under final names"
+
+
+# ----------------------------------------------------------------------------------------------- injected
+def _inject(monkeypatch, under: Path, code: int) -> None:
+    """Make every write under ``under`` fail with ``code``, at the OS layer reshape writes through."""
+    under = str(under.resolve())
+    fault = OSError(code, os.strerror(code))
+
+    def hits(path: object) -> bool:
+        return str(Path(os.fspath(path)).resolve()).startswith(under)
+
+    real_mkstemp, real_mkdir, real_open = tempfile.mkstemp, os.mkdir, builtins.open
+
+    def mkstemp(*args, dir=None, **kwargs):  # noqa: A002 - tempfile's own name
+        if dir is not None and hits(dir):
+            raise OSError(code, os.strerror(code), str(dir))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    def mkdir(path, *args, **kwargs):
+        if hits(path) and not os.path.exists(path):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    def open_(file, mode="r", *args, **kwargs):
+        if isinstance(file, str | os.PathLike) and any(m in mode for m in "wax+") and hits(file):
+            raise OSError(fault.errno, fault.strerror, str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(builtins, "open", open_)
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC], ids=["read-only", "disk-full"])
+@pytest.mark.parametrize("command", COMMANDS)
+def test_injected_write_faults(
+    command: str, code: int, demo: Demo, dest: Path, tmp_path: Path, monkeypatch
+) -> None:
+    (dest / "mine.txt").write_text("a user's file\n")
+    args = argv(command, demo, dest, tmp_path / "cfg")  # the run config is written before the fault
+    before = snapshot(dest, demo.root)
+    tree = visible_tree(dest)
+    _inject(monkeypatch, dest, code)
+    res = invoke(args)
+    monkeypatch.undo()
+    assert_refused_cleanly(res, before, snapshot(dest, demo.root))
+    assert os.strerror(code) in res.stderr
+    assert visible_tree(dest) == tree
+
+
+def test_decompression_bomb_and_sliver(tmp_path: Path) -> None:
+    from PIL import Image
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    Image.new("L", (1, 100_000)).save(refs / "sliver.png")
+    res = invoke(["features", str(refs), "--out", str(tmp_path / "f.parquet"), "--weights", "none"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "sliver.png" in res.stderr and len(res.stderr.strip().splitlines()) <= 3
+    bomb = tmp_path / "bomb"
+    bomb.mkdir()
+    _write_bomb_png(bomb / "bomb.png", 60000, 60000)
+    for args in (
+        ["features", str(bomb), "--out", str(tmp_path / "g.parquet"), "--weights", "none"],
+        ["distort", str(bomb), "--out", str(tmp_path / "img"), "--types", "1", "--levels", "1"],
+    ):
+        res = invoke(args)
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+        assert "bomb.png" in res.stderr and len(res.stderr.strip().splitlines()) <= 3
+    assert not (tmp_path / "img").exists() and not (tmp_path / "g.parquet").exists()
+
+
+def _write_bomb_png(path: Path, width: int, height: int) -> None:
+    """A tiny file whose header claims width x height pixels (an IDAT of one compressed row)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * (width + 1))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
