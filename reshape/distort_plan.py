@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
 import distortions
 from reshape.artifacts import SCHEMA_KEY, read_artifact_metadata, read_parquet
@@ -319,6 +320,8 @@ def precheck_references(
                 )
         except BadInputError as exc:
             bad[rel] = str(exc)
+        except Image.DecompressionBombError as exc:  # raised by Pillow's header read, before any decoding
+            bad[rel] = f"{path}: refusing to decode ({exc})"
     return bad
 
 

@@ -181,6 +181,29 @@ def test_bad_image_error_suggests_skip_bad(refs, tmp_path):
     assert "(use --skip-bad to skip" in stderr
 
 
+def test_decompression_bomb_reference_is_one_line_naming_it(tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    header = struct.pack(">IIBBBBB", 60000, 60000, 8, 0, 0, 0, 0)  # claims 3.6 Gpx in a few bytes
+    (refs / "bomb.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 60001))
+        + chunk(b"IEND", b"")
+    )
+    code, _, stderr = invoke(refs, "--out", tmp_path / "img", "--types", "1", "--levels", "1")
+    assert code == 2
+    assert stderr.startswith(f"reshape: error: {refs / 'bomb.png'}: refusing to decode")
+    assert "--skip-bad" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "img").exists()
+
+
 # ----------------------------------------------------------------------------------------------- full disk
 def test_full_disk_while_writing_an_image_is_one_line_and_resumable(refs, tmp_path, monkeypatch):
     out = tmp_path / "out"
