@@ -161,6 +161,8 @@ def load_image(
         raise
     except Image.DecompressionBombError as exc:
         raise _fail(p, f"decompression bomb refused ({exc})") from None
+    except MemoryError:
+        raise _fail(p, "image too large for this machine's memory") from None
     except UnidentifiedImageError:
         raise _fail(p, "not a recognised image file (unknown format or not an image)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -205,6 +207,8 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
             if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
                 w, h = h, w
             return w, h
+    except Image.DecompressionBombError as exc:
+        raise _fail(p, f"decompression bomb refused ({exc})") from None
     except UnidentifiedImageError:
         raise _fail(p, "not a recognised image file (unknown format or not an image)") from None
     except OSError as exc:
