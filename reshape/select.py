@@ -112,6 +112,48 @@ def dense_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+# ---------------------------------------------------------------------------------------------- degeneracy
+#: Spread of pairwise cosine similarity (5th to 95th percentile) below which embeddings cannot tell images
+#: apart. A randomly initialised ResNet-50 maps every image to nearly the same direction (spread ~1e-3,
+#: the tau of 0.0005 of issue #16); trained encoders spread pairs over tenths.
+DEGENERATE_SPREAD = 0.02
+SPREAD_SAMPLE = 256
+
+
+def similarity_spread(features: np.ndarray, *, sample: int = SPREAD_SAMPLE, seed: int = 0) -> float:
+    """95th minus 5th percentile of the pairwise cosine similarity of a deterministic sample of rows.
+
+    The sample is ``sample`` rows drawn by ``default_rng(seed)`` (all rows when fewer); all-zero rows are
+    left out. ``inf`` when fewer than 4 rows remain (too few pairs to judge).
+    """
+    x = np.asarray(features)
+    if x.ndim != 2 or len(x) < 4:
+        return math.inf
+    rows = np.sort(np.random.default_rng(seed).choice(len(x), min(len(x), sample), replace=False))
+    sub = x[rows].astype(np.float64)
+    norms = np.sqrt((sub * sub).sum(axis=1))
+    sub = sub[norms > 0] / norms[norms > 0, None]
+    if len(sub) < 4:
+        return math.inf
+    cosines = (sub @ sub.T)[np.triu_indices(len(sub), 1)]
+    low, high = np.percentile(cosines, [5, 95])
+    return float(high - low)
+
+
+def warn_if_degenerate(features: np.ndarray, what: object, logger: logging.Logger = log) -> bool:
+    """Log one warning line when ``features`` cannot discriminate (see :data:`DEGENERATE_SPREAD`)."""
+    spread = similarity_spread(features)
+    if spread >= DEGENERATE_SPREAD:
+        return False
+    logger.warning(
+        "%s: the features cannot discriminate images: pairwise cosine similarity varies by only %.2g "
+        "(5th-95th percentile, < %g), typical of an encoder with random weights (--weights none); "
+        "distances, tau and clusters computed from them are not meaningful",
+        what, spread, DEGENERATE_SPREAD,
+    )  # fmt: skip
+    return True
+
+
 # ---------------------------------------------------------------------------------------------- result
 @dataclass
 class Selection:
