@@ -62,13 +62,13 @@ LABEL_RANGE = 10.0
 NAMED_SCALES = {"0-10": (0.0, 10.0), "1-5": (1.0, 5.0), "0-1": (0.0, 1.0), "0-100": (0.0, 100.0)}
 SIZE_BINS = (2, 3, 6, 11, 21, 51, 101, 201, 501, 1001)
 #: Most entries of one screened tile (rows x columns): bounds the memory of a tile's candidate pairs.
-TILE_ENTRIES = 1 << 22
+TILE_ENTRIES = 1 << 21
 #: Pairs per canonical float64 recomputation chunk.
 PAIR_CHUNK = 4096
 
-# A stream of candidate pairs: (rows, cols, screening similarities as float64, margin), rows < cols, every
-# pair whose canonical similarity may be above the threshold included.
-PairChunk = tuple[np.ndarray, np.ndarray, np.ndarray, float]
+# A stream of candidate pairs (rows, cols, sure), rows < cols: every pair whose canonical similarity may be
+# above the threshold, ``sure`` True where the screening value settles that it is.
+PairChunk = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 # ----------------------------------------------------------------------------------------------- core
@@ -193,21 +193,23 @@ def bf16_margin(dim: int) -> float:
     return 0.0125 + dim * 2.0**-24
 
 
-def decide_similar(
-    unit: np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    screened: np.ndarray,
-    margin: float,
-    threshold: float,
-) -> np.ndarray:
-    """Mask of pairs whose canonical similarity is above ``threshold``.
+def screen(values: np.ndarray, margin: float, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate mask, sure mask) of screening ``values`` whose error is below ``margin``.
 
-    A screened value farther than ``margin`` (which bounds its error) from the threshold settles the
-    pair; the others are recomputed canonically. So the mask equals the canonical decision exactly.
+    A value farther than ``margin`` from the threshold settles its pair: above it is surely similar, below
+    it surely not (no candidate). The candidates not sure are re-decided on their canonical value.
     """
-    similar = screened > threshold + margin
-    unsure = np.flatnonzero(~similar & (screened > threshold - margin))
+    # float64 bounds: a float32 array against a Python float would compare in float32
+    candidate = values > np.float64(threshold - margin)
+    return candidate, values[candidate] > np.float64(threshold + margin)
+
+
+def decide_similar(
+    unit: np.ndarray, rows: np.ndarray, cols: np.ndarray, sure: np.ndarray, threshold: float
+) -> np.ndarray:
+    """Mask of candidate pairs whose canonical similarity is above ``threshold`` (``sure`` ones are)."""
+    similar = sure.copy()
+    unsure = np.flatnonzero(~sure)
     if len(unsure):
         similar[unsure] = pair_cosines(unit, rows[unsure], cols[unsure]) > threshold
     return similar
@@ -222,9 +224,14 @@ def _tiles(n: int, block_size: int) -> Iterator[tuple[int, int, list[tuple[int, 
         yield r0, r1, [(c0, min(c0 + width, n)) for c0 in range(r0, n, width)]
 
 
-def _upper(rows: np.ndarray, cols: np.ndarray, sims: np.ndarray) -> PairChunk | None:
+def _upper(rows: np.ndarray, cols: np.ndarray, sure: np.ndarray) -> Iterator[PairChunk]:
+    """The chunk's pairs above the diagonal (rows ascending, as the tiles produce them)."""
+    if len(rows) and rows[-1] < cols.min():  # a tile right of the diagonal: every pair is upper
+        yield rows, cols, sure
+        return
     keep = cols > rows
-    return (rows[keep], cols[keep], sims[keep]) if keep.any() else None  # type: ignore[return-value]
+    if keep.any():
+        yield rows[keep], cols[keep], sure[keep]
 
 
 def _faiss_pairs(unit: np.ndarray, threshold: float, block_size: int, bar: tqdm) -> Iterator[PairChunk]:
@@ -241,27 +248,22 @@ def _faiss_pairs(unit: np.ndarray, threshold: float, block_size: int, bar: tqdm)
             lims = faiss.rev_swig_ptr(result.lims, r1 - r0 + 1).astype(np.int64)
             found = int(lims[-1])
             cols = faiss.rev_swig_ptr(result.labels, found).astype(np.int64) + c0
-            sims = faiss.rev_swig_ptr(result.distances, found).astype(np.float64)
+            sure = faiss.rev_swig_ptr(result.distances, found).astype(np.float64) > threshold + margin
             rows = np.repeat(np.arange(r0, r1, dtype=np.int64), np.diff(lims))
             del result
-            chunk = _upper(rows, cols, sims)
-            if chunk is not None:
-                yield (*chunk, margin)
+            yield from _upper(rows, cols, sure)
         bar.update(r1 - r0)
 
 
-def _bf16_cut(cutoff: float) -> int | None:
-    """int16 pattern below which a positive bf16 value is <= ``cutoff`` (None when cutoff <= 0).
+def _bf16_cut(cutoff: float) -> int:
+    """int16 pattern ``p`` such that a positive bf16 value is > ``cutoff`` iff its pattern is > ``p``.
 
     Positive bf16 values order like their int16 bit patterns (negatives have the sign bit set, so they
-    compare below any positive cutoff); the integer comparison is cheaper than a bf16 one.
+    compare below any positive cutoff): the pattern of the largest bf16 <= cutoff.
     """
     import torch
 
-    if cutoff <= 0:
-        return None
     rounded = torch.tensor(cutoff, dtype=torch.bfloat16)
-    # the largest bf16 <= cutoff, so the integer test keeps a superset of `sims > cutoff`
     return int(rounded.view(torch.int16)) - int(float(rounded) > cutoff)
 
 
@@ -272,22 +274,22 @@ def _bf16_pairs(unit: np.ndarray, threshold: float, block_size: int, bar: tqdm) 
     n, dim = unit.shape
     margin = bf16_margin(dim)
     half = torch.from_numpy(unit).to(torch.bfloat16)
-    cutoff = float(threshold) - margin
-    integer_cutoff = _bf16_cut(cutoff)
+    low, high = float(threshold) - margin, float(threshold) + margin
+    use_patterns = low > 0  # compare int16 bit patterns (cheaper than bf16 values)
+    low_pattern, high_pattern = (_bf16_cut(low), _bf16_cut(high)) if use_patterns else (0, 0)
     for r0, r1, tiles in _tiles(n, block_size):
         for c0, c1 in tiles:
             sims = half[r0:r1] @ half[c0:c1].T
-            if integer_cutoff is None:
-                hits = torch.nonzero(sims > cutoff)
+            if use_patterns:
+                patterns = sims.view(torch.int16).numpy()
+                rows, cols = np.nonzero(patterns > low_pattern)
+                sure = patterns[rows, cols] > high_pattern
             else:
-                hits = torch.nonzero(sims.view(torch.int16) > integer_cutoff)
-            values = sims[hits[:, 0], hits[:, 1]].double().numpy()
-            rows = hits[:, 0].numpy() + r0
-            cols = hits[:, 1].numpy() + c0
-            del sims, hits
-            chunk = _upper(rows, cols, values)
-            if chunk is not None:
-                yield (*chunk, margin)
+                values = sims.float().numpy()
+                candidate, sure = screen(values, margin, threshold)
+                rows, cols = np.nonzero(candidate)
+            del sims
+            yield from _upper(rows + r0, cols + c0, sure)
         bar.update(r1 - r0)
 
 
@@ -351,15 +353,16 @@ def _approximate_pairs(
         for chunk in range(0, len(probers) if len(members) else 0, 4096):
             who = probers[chunk : chunk + 4096]
             sims = unit[who] @ unit[members].T
-            qi, mi = np.nonzero(sims > threshold - margin)
+            candidate, sure = screen(sims, margin, threshold)
+            qi, mi = np.nonzero(candidate)
             a, b = who[qi].astype(np.int64), members[mi].astype(np.int64)
             # Report each pair once: inside one cell as a < b; across cells only from the larger index's
             # home cell, unless the other direction cannot see it (its home is not among b's probes).
             seen_both_ways = (probe_cells[b] == home[a][:, None]).any(axis=1)
             keep = np.where(home[a] == cell, a < b, (a < b) | ~seen_both_ways)
             if keep.any():
-                a, b, values = a[keep], b[keep], sims[qi[keep], mi[keep]].astype(np.float64)
-                yield np.minimum(a, b), np.maximum(a, b), values, margin
+                a, b = a[keep], b[keep]
+                yield np.minimum(a, b), np.maximum(a, b), sure[keep]
 
 
 # ----------------------------------------------------------------------------------------------- streaming
@@ -426,8 +429,8 @@ def iter_links(
     tally.update(similar_pairs=0, links=0)
     desc = "prune: cell join" if approximate else "prune: pair search"
     with tqdm(total=len(unit), desc=desc, unit="row", disable=not _show_progress(progress)) as bar:
-        for rows, cols, screened, margin in _pair_source(unit, settings, bar):
-            similar = decide_similar(unit, rows, cols, screened, margin, sim_threshold)
+        for rows, cols, sure in _pair_source(unit, settings, bar):
+            similar = decide_similar(unit, rows, cols, sure, sim_threshold)
             rows, cols = rows[similar], cols[similar]
             close = np.abs(labs[rows] - labs[cols]) < label_threshold
             tally["similar_pairs"] += len(rows)
@@ -458,12 +461,24 @@ class LinkForest:
         self.parent[nodes] = found
         return found
 
+    def flatten(self) -> None:
+        """Point every node straight at its root (cheaper than :meth:`roots` on more than N nodes)."""
+        while True:
+            up = self.parent[self.parent]
+            if np.array_equal(up, self.parent):
+                return
+            self.parent = up
+
     def union(self, first: np.ndarray, second: np.ndarray) -> None:
         self.linked[first] = True
         self.linked[second] = True
         low, high = first, second
         while len(low):
-            root_low, root_high = self.roots(low), self.roots(high)
+            if len(low) > len(self.parent):
+                self.flatten()
+                root_low, root_high = self.parent[low], self.parent[high]
+            else:
+                root_low, root_high = self.roots(low), self.roots(high)
             apart = root_low != root_high
             low = np.minimum(root_low[apart], root_high[apart])
             high = np.maximum(root_low[apart], root_high[apart])
