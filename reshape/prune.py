@@ -895,8 +895,8 @@ def run(config: PruneConfig) -> PruneResult:
     started = time.perf_counter()
     out, indices = _check_outputs(config)
     with (
-        locked_outputs(out, indices, wait=config.wait, on_wait=_tell),
         created_folders(out.parent, indices.parent),
+        locked_outputs(out, indices, wait=config.wait, on_wait=_tell),
     ):
         for path in (out, indices):
             remove_stale_temps(path.parent, names=[path.name, artifacts.sidecar_path(path).name])

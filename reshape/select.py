@@ -792,7 +792,7 @@ def run(config: SelectConfig) -> SelectResult:
     started = time.perf_counter()
     out, plot = _check_outputs(config)
     folders = [out.parent] + ([plot.parent] if plot is not None else [])
-    with locked_outputs(out, plot, wait=config.wait, on_wait=_tell), created_folders(*folders):
+    with created_folders(*folders), locked_outputs(out, plot, wait=config.wait, on_wait=_tell):
         for path in (out, plot):
             if path is not None:
                 remove_stale_temps(path.parent, names=[path.name])
