@@ -275,6 +275,7 @@ def test_label_scales(kadid_dmos_table: Path) -> None:
     scaled = labels_to_0_10(dmos, parse_label_scale("1-5"))
     np.testing.assert_allclose(scaled, (dmos - 1) * 2.5)
     auto = labels_to_0_10(dmos, parse_label_scale("auto"))
+    # exact by construction: elementwise (y - lo) / (hi - lo) * 10 is 0 at lo and x / x * 10 = 10 at hi
     assert auto.min() == 0
     assert auto.max() == 10
     np.testing.assert_allclose(labels_to_0_10([0, 50, 100], parse_label_scale("0-100")), [0, 5, 10])
@@ -357,6 +358,7 @@ def test_cli_end_to_end(prune_inputs) -> None:
     pruned = pd.read_csv(out)
     assert list(pruned.columns) == list(table.columns)
     assert pruned["dist_img"].tolist() == table["dist_img"].iloc[expected].tolist()
+    # exact: the kept rows are copied, and floats are written with their shortest round-trip repr
     pd.testing.assert_frame_equal(pruned, table.iloc[expected].reset_index(drop=True))
 
     decisions = artifacts.read_csv(tmp_path / "pruned.indices.csv", "prune_indices")
