@@ -193,12 +193,13 @@ def run_case(case: str, n: int, dim: int, backend: str) -> dict:
     return out
 
 
-def spawn(case: str, n: int, dim: int, backend: str = "auto") -> dict:
+def spawn(case: str, n: int, dim: int, backend: str = "auto", label: str = "") -> dict:
     cmd = [sys.executable, __file__, "--case", case, "--n", str(n), "--dim", str(dim), "--backend", backend]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    name = f"{case}/{label}" if label else case
     if proc.returncode != 0:
-        return {"case": case, "n": n, "dim": dim, "error": proc.stderr.strip().splitlines()[-1:]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        return {"case": name, "n": n, "dim": dim, "error": proc.stderr.strip().splitlines()[-1:]}
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "case": name}
 
 
 def show(result: dict) -> None:
@@ -272,7 +273,7 @@ def main() -> None:
     if "similar" not in skip:
         base_n, full_n = (2000, 6000) if args.quick else (4000, 12000)
         print(f"all pairs similar, {full_n:,} x 512 (targets <= 60 s, <= 1.5 GB peak RSS):", flush=True)
-        compare(spawn("similar-old", base_n, 512), [spawn("similar", base_n, 512, b) for b in backends])
+        compare(spawn("similar-old", base_n, 512), [spawn("similar", base_n, 512, b, b) for b in backends])
         for backend in backends:
             result = spawn("similar", full_n, 512, backend)
             result["case"] = f"similar/{backend}"
@@ -280,7 +281,7 @@ def main() -> None:
     if "density" not in skip:
         base_n, full_n = (5000, 20000) if args.quick else (20000, 100000)
         print(f"~1 % link density, {full_n:,} x 2048 (within <= 4 GB):", flush=True)
-        compare(spawn("density-old", base_n, 2048), [spawn("density", base_n, 2048, b) for b in backends])
+        compare(spawn("density-old", base_n, 2048), [spawn("density", base_n, 2048, b, b) for b in backends])
         for backend in backends:
             result = spawn("density", full_n, 2048, backend)
             result["case"] = f"density/{backend}"
