@@ -7,20 +7,17 @@ from pathlib import Path
 import click
 
 from reshape.cli.common import fingerprint_option, is_quiet, show_progress
-from reshape.prune import indices_path_for, run_prune
 
 
 @click.command()
 @click.option(
     "--features",
-    "features_path",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="Features artifact (Parquet from `reshape features`), one row per training image (column image).",
 )
 @click.option(
     "--labels",
-    "labels_path",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="Training table: the train layout (dist_img,ref_img,dmos,var,dist_type,dist_level,origin) or "
@@ -28,14 +25,12 @@ from reshape.prune import indices_path_for, run_prune
 )
 @click.option(
     "--out",
-    "out_path",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="Pruned table: the kept rows, same columns and row order as --labels.",
 )
 @click.option(
     "--indices",
-    "indices_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Per-row decisions (index,image,cluster,cluster_size,kept). Default: <out stem>.indices.csv.",
@@ -79,32 +74,24 @@ from reshape.prune import indices_path_for, run_prune
     default=2048,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Rows per exact range-search block (memory vs. overhead; results do not depend on it).",
+    help="Rows per search block (memory vs. overhead; results do not depend on it).",
 )
 @click.option(
     "--backend",
     type=click.Choice(["auto", "faiss", "bf16"]),
     default="auto",
     show_default=True,
-    help="Exact search: faiss (FAISS BLAS range search, float32), bf16 (bf16 GEMM pre-filter, float64 "
-    "decision; fast on CPUs with AVX-512 BF16) or auto (bf16 where the CPU has it).",
+    help="Exact search: faiss (FAISS BLAS range search, float32), bf16 (bf16 GEMM pre-filter; fast on CPUs "
+    "with AVX-512 BF16) or auto (bf16 where the CPU has it). Both decide unsure pairs in float64: same result.",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Write over existing files that reshape did not write; never deletes them.",
+)
+@click.option("--wait", is_flag=True, help="If another run holds an output, wait for it instead of failing.")
 @fingerprint_option
-def command(
-    features_path: Path,
-    labels_path: Path,
-    out_path: Path,
-    indices_path: Path | None,
-    label_scale: str | None,
-    sim_threshold: float,
-    label_threshold: float,
-    min_cluster: int,
-    seed: int,
-    approximate: bool,
-    block_size: int,
-    backend: str,
-    fingerprint: str | None,
-) -> None:
+def command(**options) -> None:
     """Remove redundant samples (DRCDown): link samples with similar features AND close labels, and
     downsample every connected cluster larger than --min-cluster.
 
@@ -112,24 +99,9 @@ def command(
     Example:
       reshape prune --features samples.parquet --labels train.csv --out pruned.csv --label-scale 1-5
     """
-    quiet = is_quiet()
-    stats = run_prune(
-        features_path,
-        labels_path,
-        out_path,
-        indices_path=indices_path,
-        label_scale=label_scale,
-        sim_threshold=sim_threshold,
-        label_threshold=label_threshold,
-        min_cluster=min_cluster,
-        seed=seed,
-        approximate=approximate,
-        block_size=block_size,
-        backend=backend,
-        progress=show_progress(),
-        fingerprint=fingerprint,
-    )
-    if not quiet:
-        for line in stats.lines():
+    from reshape.prune import PruneConfig, run
+
+    result = run(PruneConfig(**options, progress=show_progress()))
+    if not is_quiet():
+        for line in result.summary_lines():
             click.echo(line)
-        click.echo(f"wrote {out_path} and {indices_path or indices_path_for(out_path)}")

@@ -10,21 +10,18 @@ from reshape.cli.common import fingerprint_option, is_quiet, show_progress
 @click.command()
 @click.option(
     "--train",
-    "train_path",
     required=True,
     type=click.Path(dir_okay=False),
     help="Features Parquet of the training references (e.g. the 81 KADID-10k refs).",
 )
 @click.option(
     "--candidates",
-    "candidates_path",
     required=True,
     type=click.Path(dir_okay=False),
     help="Features Parquet of the candidate pool (e.g. KADIS-700k refs), same encoder.",
 )
 @click.option(
     "--out",
-    "out_path",
     required=True,
     type=click.Path(dir_okay=False),
     help="Selection Parquet to write (schema data_manifests/selection.schema.json).",
@@ -60,43 +57,39 @@ from reshape.cli.common import fingerprint_option, is_quiet, show_progress
     type=click.Choice(["auto", "cpu", "cuda"]),
     default="auto",
     show_default=True,
-    help="Where the float32 pair screening runs; decisions are re-checked in float64 on the CPU.",
+    help="Where the float32 pair screening runs: auto = CUDA if present, else numpy BLAS; cpu = the torch "
+    "code on the CPU; cuda = torch on the GPU. Decisions are re-checked in float64: the same selection.",
 )
 @click.option(
     "--plot",
-    "plot_path",
     type=click.Path(dir_okay=False),
     default=None,
     help="Also write a 2-D map (PNG) of training refs, candidates, selected (UMAP if installed, else PCA).",
 )
+@click.option(
+    "--block-size",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Candidate rows per block of the pair search (memory vs. overhead; the selection does not depend on it).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Write over existing files that reshape did not write; never deletes them.",
+)
+@click.option("--wait", is_flag=True, help="If another run holds an output, wait for it instead of failing.")
 @fingerprint_option
-def command(
-    train_path,
-    candidates_path,
-    out_path,
-    max_select,
-    tau_quantile,
-    k,
-    approximate,
-    device,
-    plot_path,
-    fingerprint,
-) -> None:
+def command(**options) -> None:
     """Select new reference images from a candidate pool (DDCUp).
 
     Candidates pass when their nearest training ref is farther than tau and their farthest closer than
     d_max (the largest training-training distance); among them the closest remaining pair is removed
     (lower index dropped, as the official code) until no pair is closer than tau. Cosine distances.
     """
-    from reshape.select import run_select, summary_lines
+    from reshape.select import SelectConfig, run
 
-    quiet = is_quiet()
-    result = run_select(
-        train_path, candidates_path, out_path,
-        tau_quantile=tau_quantile, k=k, max_select=max_select, approximate=approximate, device=device,
-        plot_path=plot_path, fingerprint=fingerprint, progress=show_progress(),
-    )  # fmt: skip
-    if not quiet:
-        for line in summary_lines(result):
+    result = run(SelectConfig(**options, progress=show_progress()))
+    if not is_quiet():
+        for line in result.summary_lines():
             click.echo(line)
-        click.echo(f"wrote {out_path}")

@@ -5,16 +5,25 @@ Two training samples are *linked* when the cosine similarity of their features i
 components of the link graph are redundant clusters. A cluster with more than ``min_cluster`` (20) members
 keeps a random ``max(min_cluster, int(n / 2))`` of them; smaller clusters and unlinked samples are kept.
 
-Scale: the link graph is built without any dense N x N matrix. The exact mode runs FAISS's BLAS range
-search block by block over the upper triangle only (each pair is computed once); the approximate mode
-partitions the vectors with k-means and joins each cell with the points that probe it, again with BLAS.
-Components come from ``scipy.sparse.csgraph.connected_components``.
+Scale (issue #16): memory is O(N), whatever the number of links. Candidate pairs are produced tile by tile
+(a block of rows against a block of columns of the upper triangle), decided, filtered by label and fed
+straight into a union-find forest; no list of links, no graph, no N x N matrix is ever held. The pair
+sources are FAISS's BLAS range search (float32), a bf16 GEMM pre-filter (torch, fast on AVX-512 BF16 CPUs)
+and, with ``approximate``, a k-means cell join for millions of rows.
+
+Determinism (issue #13): a pair's similarity is decided on its *canonical* value, the float64 dot product of
+the two float32 unit rows summed by numpy's pairwise sum (:func:`pair_cosines`: the same for a pair in any
+tile). Screening values (float32 or bf16, whose rounding depends on BLAS blocking and threads) only settle
+pairs farther from the threshold than a rigorous bound of their error (:func:`float32_margin`,
+:func:`bf16_margin`); pairs inside it are re-decided canonically. The forest's root of a component is its
+smallest member whatever the union order, so clusters, kept sets and output bytes do not depend on the
+block size, the backend, the thread count or the CPU.
 
 Indices always refer to the order of the rows passed in (the official code applies them to a differently
 ordered list; a test pins that we do not).
 
-The I/O shell :func:`run_prune` joins a features artifact to a label table by image path and writes the
-pruned table, the per-row decisions (``prune_indices`` schema) and returns cluster statistics.
+The stage :func:`run` joins a features artifact to a label table by image path and writes the pruned
+table, the per-row decisions (``prune_indices`` schema) and returns cluster statistics.
 """
 
 from __future__ import annotations
@@ -24,7 +33,8 @@ import math
 import os
 import re
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,35 +42,50 @@ from typing import Any
 import faiss
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
 from reshape import artifacts
 from reshape.errors import BadInputError
-from reshape.fileio import atomic_open, check_relative
+from reshape.fileio import atomic_open, check_relative, remove_stale_temps
+from reshape.outputs import (
+    check_file_output,
+    check_inputs_not_outputs,
+    check_writable,
+    created_folders,
+    locked_outputs,
+)
+from reshape.select import warn_if_degenerate
 
 log = logging.getLogger("reshape.prune")
 
 LABEL_RANGE = 10.0
 NAMED_SCALES = {"0-10": (0.0, 10.0), "1-5": (1.0, 5.0), "0-1": (0.0, 1.0), "0-100": (0.0, 100.0)}
 SIZE_BINS = (2, 3, 6, 11, 21, 51, 101, 201, 501, 1001)
+#: Most entries of one screened tile (rows x columns): bounds the memory of a tile's candidate pairs.
+TILE_ENTRIES = 1 << 21
+#: Pairs per canonical float64 recomputation chunk.
+PAIR_CHUNK = 4096
+
+# A stream of candidate pairs (rows, cols, sure), rows < cols: every pair whose canonical similarity may be
+# above the threshold, ``sure`` True where the screening value settles that it is.
+PairChunk = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 # ----------------------------------------------------------------------------------------------- core
 @dataclass(frozen=True)
 class Clusters:
-    """The DRCDown link graph of N samples and its redundant clusters.
+    """The redundant clusters of N samples under the DRCDown link rule.
 
-    ``links``: (M, 2) int64 pairs ``i < j`` (sorted) that pass both thresholds. ``cluster_id``: (N,) int64,
-    -1 for a sample without links, else 0..C-1 numbered by each cluster's smallest member. ``sizes``: (C,)
-    member count per cluster id.
+    ``cluster_id``: (N,) int64, -1 for a sample without links, else 0..C-1 numbered by each cluster's
+    smallest member. ``sizes``: (C,) member count per cluster id. ``n_links``: pairs passing both
+    thresholds; ``similar_pairs``: pairs above the similarity threshold, before the label filter (counts
+    only: the links themselves are never stored, see :func:`iter_links`).
     """
 
-    links: np.ndarray
     cluster_id: np.ndarray
     sizes: np.ndarray
-    similar_pairs: int = 0  # pairs above the similarity threshold, before the label filter
+    n_links: int = 0
+    similar_pairs: int = 0
 
     @property
     def n_samples(self) -> int:
@@ -119,7 +144,11 @@ def _check_inputs(features: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def unit_rows(features: np.ndarray) -> np.ndarray:
-    """L2-normalised float32 copy (C-contiguous); all-zero rows stay zero and so never link."""
+    """L2-normalised float32 copy (C-contiguous); all-zero rows stay zero and so never link.
+
+    Each row is normalised on its own (numpy's per-row pairwise sum), so a row's unit vector does not
+    depend on which other rows are passed with it.
+    """
     unit = np.array(features, dtype=np.float32, order="C", copy=True)
     norms = np.linalg.norm(unit, axis=1)
     nonzero = norms > 0
@@ -131,41 +160,213 @@ def _show_progress(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
 
-def _exact_pairs(
-    unit: np.ndarray, sim_threshold: float, block_size: int, progress: bool | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs i < j with unit[i] . unit[j] > sim_threshold, by FAISS BLAS range search per row block.
+# ----------------------------------------------------------------------------------------------- decisions
+def pair_cosines(unit: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Canonical similarity of each pair: float64 products of the float32 unit rows, pairwise-summed.
 
-    A query block [s, e) is searched only against rows [s, N): the lower triangle is never computed.
+    numpy reduces each row of a contiguous (k, D) array with the same pairwise summation whatever k, so a
+    pair's value does not depend on the tile, chunk or batch it is computed in (and is symmetric).
+    """
+    out = np.empty(len(rows), dtype=np.float64)
+    for start in range(0, len(rows), PAIR_CHUNK):
+        a = unit[rows[start : start + PAIR_CHUNK]].astype(np.float64)
+        b = unit[cols[start : start + PAIR_CHUNK]].astype(np.float64)
+        out[start : start + PAIR_CHUNK] = (a * b).sum(axis=1)
+    return out
+
+
+def float32_margin(dim: int) -> float:
+    """Twice the worst-case error of a float32 dot product of two unit vectors, any summation order.
+
+    |fl(a.b) - a.b| <= gamma_D sum|a_i b_i| <= gamma_D |a||b| with gamma_D ~ D 2^-24 (with or without
+    FMA, any BLAS blocking); the float32 unit rows have norms within 1e-6 of 1.
+    """
+    return 2.0 * 1.01 * dim * 2.0**-24 + 1e-7
+
+
+def bf16_margin(dim: int) -> float:
+    """Bound on the error of a bf16 GEMM entry of unit vectors (fp32 accumulation, bf16 result).
+
+    Inputs rounded to 8 significant bits (2 x 2^-8 relative on sum|a_i b_i| <= 1), the result rounded
+    (2^-9 below 1), fp32 sums (D x 2^-24): 0.0101 at D = 2,048; 0.0125 plus the D term leaves room.
+    """
+    return 0.0125 + dim * 2.0**-24
+
+
+def screen(values: np.ndarray, margin: float, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate mask, sure mask) of screening ``values`` whose error is below ``margin``.
+
+    A value farther than ``margin`` from the threshold settles its pair: above it is surely similar, below
+    it surely not (no candidate). The candidates not sure are re-decided on their canonical value.
+    """
+    # float64 bounds: a float32 array against a Python float would compare in float32
+    candidate = values > np.float64(threshold - margin)
+    return candidate, values[candidate] > np.float64(threshold + margin)
+
+
+def decide_similar(
+    unit: np.ndarray, rows: np.ndarray, cols: np.ndarray, sure: np.ndarray, threshold: float
+) -> np.ndarray:
+    """Mask of candidate pairs whose canonical similarity is above ``threshold`` (``sure`` ones are)."""
+    similar = sure.copy()
+    unsure = np.flatnonzero(~sure)
+    if len(unsure):
+        similar[unsure] = pair_cosines(unit, rows[unsure], cols[unsure]) > threshold
+    return similar
+
+
+# ----------------------------------------------------------------------------------------------- pair sources
+def _tiles(n: int, block_size: int) -> Iterator[tuple[int, int, list[tuple[int, int]]]]:
+    """Row blocks [r0, r1) of ``block_size`` with their column tiles [c0, c1) over columns r0..n-1."""
+    width = max(block_size, TILE_ENTRIES // block_size)
+    for r0 in range(0, n, block_size):
+        r1 = min(r0 + block_size, n)
+        yield r0, r1, [(c0, min(c0 + width, n)) for c0 in range(r0, n, width)]
+
+
+def _upper(rows: np.ndarray, cols: np.ndarray, sure: np.ndarray) -> Iterator[PairChunk]:
+    """The chunk's pairs above the diagonal (rows ascending, as the tiles produce them)."""
+    if len(rows) and rows[-1] < cols.min():  # a tile right of the diagonal: every pair is upper
+        yield rows, cols, sure
+        return
+    keep = cols > rows
+    if keep.any():
+        yield rows[keep], cols[keep], sure[keep]
+
+
+def _faiss_pairs(unit: np.ndarray, threshold: float, block_size: int, bar: tqdm) -> Iterator[PairChunk]:
+    """Candidate pairs from FAISS's BLAS range search, one (row block x column tile) at a time."""
+    n, dim = unit.shape
+    margin = float32_margin(dim)
+    for r0, r1, tiles in _tiles(n, block_size):
+        for c0, c1 in tiles:
+            result = faiss.RangeSearchResult(r1 - r0)
+            faiss.range_search_inner_product(
+                faiss.swig_ptr(unit[r0:r1]), faiss.swig_ptr(unit[c0:c1]), dim, r1 - r0, c1 - c0,
+                float(threshold - margin), result,
+            )  # fmt: skip
+            lims = faiss.rev_swig_ptr(result.lims, r1 - r0 + 1).astype(np.int64)
+            found = int(lims[-1])
+            cols = faiss.rev_swig_ptr(result.labels, found).astype(np.int64) + c0
+            sure = faiss.rev_swig_ptr(result.distances, found).astype(np.float64) > threshold + margin
+            rows = np.repeat(np.arange(r0, r1, dtype=np.int64), np.diff(lims))
+            del result
+            yield from _upper(rows, cols, sure)
+        bar.update(r1 - r0)
+
+
+def _bf16_cut(cutoff: float) -> int:
+    """int16 pattern ``p`` such that a positive bf16 value is > ``cutoff`` iff its pattern is > ``p``.
+
+    Positive bf16 values order like their int16 bit patterns (negatives have the sign bit set, so they
+    compare below any positive cutoff): the pattern of the largest bf16 <= cutoff.
+    """
+    import torch
+
+    rounded = torch.tensor(cutoff, dtype=torch.bfloat16)
+    return int(rounded.view(torch.int16)) - int(float(rounded) > cutoff)
+
+
+def _bf16_pairs(unit: np.ndarray, threshold: float, block_size: int, bar: tqdm) -> Iterator[PairChunk]:
+    """Candidate pairs from a bf16 GEMM (several times the float32 BLAS rate on AVX-512 BF16 CPUs)."""
+    import torch
+
+    n, dim = unit.shape
+    margin = bf16_margin(dim)
+    half = torch.from_numpy(unit).to(torch.bfloat16)
+    low, high = float(threshold) - margin, float(threshold) + margin
+    use_patterns = low > 0  # compare int16 bit patterns (cheaper than bf16 values)
+    low_pattern, high_pattern = (_bf16_cut(low), _bf16_cut(high)) if use_patterns else (0, 0)
+    for r0, r1, tiles in _tiles(n, block_size):
+        for c0, c1 in tiles:
+            sims = half[r0:r1] @ half[c0:c1].T
+            if use_patterns:
+                patterns = sims.view(torch.int16).numpy()
+                rows, cols = np.nonzero(patterns > low_pattern)
+                sure = patterns[rows, cols] > high_pattern
+            else:
+                values = sims.float().numpy()
+                candidate, sure = screen(values, margin, threshold)
+                rows, cols = np.nonzero(candidate)
+            del sims
+            yield from _upper(rows + r0, cols + c0, sure)
+        bar.update(r1 - r0)
+
+
+def approximate_settings(n: int) -> tuple[int, int]:
+    """(number of k-means cells, cells probed per point) for the approximate mode."""
+    cells = int(min(max(round(math.sqrt(n) * 2), 1), max(n // 40, 1), 4096))
+    return cells, min(4, cells)
+
+
+def _probe_cells(unit: np.ndarray, seed: int, use_bf16: bool, cells: int, probes: int) -> np.ndarray:
+    """(N, probes) nearest k-means cells of each row, nearest first (column 0 = the row's home cell).
+
+    ``use_bf16`` only speeds up the assignment (rounding merely moves a point to a neighbouring cell).
     """
     n, dim = unit.shape
-    firsts: list[np.ndarray] = []
-    seconds: list[np.ndarray] = []
-    starts = range(0, n, block_size)
-    for start in tqdm(starts, desc="prune: range search", unit="block", disable=not _show_progress(progress)):
-        stop = min(start + block_size, n)
-        queries = unit[start:stop]
-        database = unit[start:]
-        result = faiss.RangeSearchResult(stop - start)
-        faiss.range_search_inner_product(
-            faiss.swig_ptr(queries), faiss.swig_ptr(database), dim, stop - start, n - start,
-            float(sim_threshold), result,
-        )  # fmt: skip
-        lims = faiss.rev_swig_ptr(result.lims, stop - start + 1).astype(np.int64)
-        found = int(lims[-1])
-        cols = faiss.rev_swig_ptr(result.labels, found).copy().astype(np.int64) + start
-        rows = np.repeat(np.arange(start, stop, dtype=np.int64), np.diff(lims))
-        upper = cols > rows
-        firsts.append(rows[upper])
-        seconds.append(cols[upper])
-    return np.concatenate(firsts), np.concatenate(seconds)
+    rng = np.random.default_rng(seed)
+    train_size = min(n, cells * 40)
+    train = unit[np.sort(rng.choice(n, train_size, replace=False))] if train_size < n else unit
+    kmeans = faiss.Kmeans(dim, cells, niter=10, seed=int(seed) % (2**31), spherical=True, verbose=False)
+    kmeans.train(train)
+    del train
+    if not use_bf16:
+        quantizer = faiss.IndexFlatIP(dim)
+        quantizer.add(kmeans.centroids)
+        return quantizer.search(unit, probes)[1].astype(np.int64)
+    import torch
+
+    centroids = torch.from_numpy(kmeans.centroids).to(torch.bfloat16)
+    probe_cells = np.empty((n, probes), dtype=np.int64)
+    for start in range(0, n, 16384):
+        scores = torch.from_numpy(unit[start : start + 16384]).to(torch.bfloat16) @ centroids.T
+        probe_cells[start : start + 16384] = scores.float().topk(probes, dim=1).indices.numpy()
+    return probe_cells
 
 
-# Worst-case error of a bf16 product of unit vectors with fp32 accumulation and a bf16 result: inputs
-# rounded to 8 significant bits (2 x 2^-8), the result rounded (2^-9 below 1), fp32 sums (d x 2^-24 at
-# d = 2,048). 0.0125 covers the sum (0.0101) with room; candidates above threshold - margin are then
-# decided in float64, so the bf16 pass only prunes the search.
-BF16_MARGIN = 0.0125
+def _approximate_pairs(
+    unit: np.ndarray, threshold: float, seed: int, bar: tqdm, *, use_bf16: bool = False
+) -> Iterator[PairChunk]:
+    """Candidate pairs of an IVF-style self-join (may miss pairs split across far cells).
+
+    Every point lives in its nearest k-means cell and probes its nearest cells; pair (i, j) is found when
+    j's cell is among i's probes or vice versa. Each cell is joined with its probers by one BLAS product,
+    which is what makes this fast on CPU (FAISS's own IVF range search scans lists vector by vector).
+    """
+    n, dim = unit.shape
+    cells, probes = approximate_settings(n)
+    probe_cells = _probe_cells(unit, seed, use_bf16, cells, probes)
+    margin = float32_margin(dim)
+    home = probe_cells[:, 0]
+    members_order = np.argsort(home, kind="stable")
+    member_bounds = np.searchsorted(home[members_order], np.arange(cells + 1))
+    probe_flat = probe_cells.reshape(-1)
+    probe_order = np.argsort(probe_flat, kind="stable")
+    prober_bounds = np.searchsorted(probe_flat[probe_order], np.arange(cells + 1))
+    probers_all = probe_order // probes
+    bar.reset(total=cells)
+    for cell in range(cells):
+        bar.update(1)
+        members = members_order[member_bounds[cell] : member_bounds[cell + 1]]
+        probers = probers_all[prober_bounds[cell] : prober_bounds[cell + 1]]
+        for chunk in range(0, len(probers) if len(members) else 0, 4096):
+            who = probers[chunk : chunk + 4096]
+            sims = unit[who] @ unit[members].T
+            candidate, sure = screen(sims, margin, threshold)
+            qi, mi = np.nonzero(candidate)
+            a, b = who[qi].astype(np.int64), members[mi].astype(np.int64)
+            # Report each pair once: inside one cell as a < b; across cells only from the larger index's
+            # home cell, unless the other direction cannot see it (its home is not among b's probes).
+            seen_both_ways = (probe_cells[b] == home[a][:, None]).any(axis=1)
+            keep = np.where(home[a] == cell, a < b, (a < b) | ~seen_both_ways)
+            if keep.any():
+                a, b = a[keep], b[keep]
+                yield np.minimum(a, b), np.maximum(a, b), sure[keep]
+
+
+# ----------------------------------------------------------------------------------------------- streaming
+# Pre-AVX-512-BF16 CPUs emulate bf16 products; there FAISS's float32 BLAS search is faster.
 BACKENDS = ("auto", "faiss", "bf16")
 
 
@@ -181,140 +382,116 @@ def resolve_backend(backend: str) -> str:
     return "bf16" if native else "faiss"
 
 
-def _bf16_pairs(
-    unit: np.ndarray, sim_threshold: float, block_size: int, progress: bool | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Same pairs as :func:`_exact_pairs`: a bf16 GEMM finds candidates, float64 dot products decide.
-
-    On CPUs with AVX-512 BF16 the bf16 product runs several times faster than float32 BLAS, and the
-    candidates above ``sim_threshold - BF16_MARGIN`` are a superset of the true pairs (see BF16_MARGIN).
-    """
-    import torch
-
-    n, _ = unit.shape
-    half = torch.from_numpy(unit).to(torch.bfloat16)
-    cutoff = float(sim_threshold) - BF16_MARGIN
-    # Positive bf16 values order like their int16 bit patterns (negatives have the sign bit set, so they
-    # compare below any positive cutoff); the integer comparison is cheaper than a bf16 one.
-    integer_cutoff = None
-    if cutoff > 0:
-        rounded = torch.tensor(cutoff, dtype=torch.bfloat16)
-        # the largest bf16 <= cutoff, so the integer test keeps a superset of `sims > cutoff`
-        integer_cutoff = int(rounded.view(torch.int16)) - int(float(rounded) > cutoff)
-    tile = max(block_size, 16384)
-    product = torch.empty(min(block_size, n), min(tile, n), dtype=torch.bfloat16)
-    above_cutoff = torch.empty(product.shape, dtype=torch.bool)
-    firsts: list[np.ndarray] = []
-    seconds: list[np.ndarray] = []
-    starts = range(0, n, block_size)
-    for start in tqdm(starts, desc="prune: bf16 search", unit="block", disable=not _show_progress(progress)):
-        stop = min(start + block_size, n)
-        queries = half[start:stop]
-        for col in range(start, n, tile):
-            col_stop = min(col + tile, n)
-            sims = product[: stop - start, : col_stop - col]
-            torch.matmul(queries, half[col:col_stop].T, out=sims)
-            mask = above_cutoff[: stop - start, : col_stop - col]
-            if integer_cutoff is None:
-                torch.gt(sims, cutoff, out=mask)
-            else:
-                torch.gt(sims.view(torch.int16), integer_cutoff, out=mask)
-            rows, cols = torch.nonzero(mask, as_tuple=True)
-            rows = rows.numpy().astype(np.int64) + start
-            cols = cols.numpy().astype(np.int64) + col
-            upper = cols > rows
-            rows, cols = rows[upper], cols[upper]
-            # float64 decision: the exact cosine of the float32 unit vectors, free of summation-order noise
-            exact = np.empty(len(rows), dtype=np.float64)
-            for chunk in range(0, len(rows), 8192):
-                a, b = rows[chunk : chunk + 8192], cols[chunk : chunk + 8192]
-                exact[chunk : chunk + 8192] = np.einsum("ij,ij->i", unit[a], unit[b], dtype=np.float64)
-            above = exact > sim_threshold
-            firsts.append(rows[above])
-            seconds.append(cols[above])
-    return np.concatenate(firsts), np.concatenate(seconds)
+def _pair_source(unit: np.ndarray, settings: dict[str, Any], bar: tqdm) -> Iterator[PairChunk]:
+    threshold, backend = settings["sim_threshold"], resolve_backend(settings["backend"])
+    if settings["approximate"]:
+        return _approximate_pairs(unit, threshold, settings["seed"], bar, use_bf16=backend == "bf16")
+    if backend == "bf16":
+        return _bf16_pairs(unit, threshold, settings["block_size"], bar)
+    return _faiss_pairs(unit, threshold, settings["block_size"], bar)
 
 
-def approximate_settings(n: int) -> tuple[int, int]:
-    """(number of k-means cells, cells probed per point) for the approximate mode."""
-    cells = int(min(max(round(math.sqrt(n) * 2), 1), max(n // 40, 1), 4096))
-    return cells, min(4, cells)
+def _check_settings(sim_threshold: float, label_threshold: float, block_size: int) -> None:
+    if not -1.0 <= sim_threshold < 1.0:
+        raise BadInputError(f"sim_threshold must be in [-1, 1), got {sim_threshold}")
+    if label_threshold <= 0:
+        raise BadInputError(f"label_threshold must be > 0, got {label_threshold}")
+    if block_size < 1:
+        raise BadInputError(f"block_size must be >= 1, got {block_size}")
 
 
-def _approximate_pairs(
-    unit: np.ndarray,
-    sim_threshold: float,
-    seed: int,
-    progress: bool | None,
+def iter_links(
+    features: Any,
+    labels: Any,
     *,
-    use_bf16: bool = False,
-    cells: int | None = None,
-    probes: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs above the threshold found by an IVF-style self-join (may miss pairs split across far cells).
+    sim_threshold: float = 0.9,
+    label_threshold: float = 1.0,
+    approximate: bool = False,
+    block_size: int = 2048,
+    seed: int = 0,
+    backend: str = "auto",
+    progress: bool | None = False,
+    counts: dict[str, int] | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Stream the DRCDown links as chunks of pairs ``(first, second)``, ``first < second``.
 
-    Every point lives in its nearest k-means cell and probes its ``probes`` nearest cells; pair (i, j) is
-    found when j's cell is among i's probes or vice versa. Each cell is joined with its probers by one BLAS
-    product, which is what makes this fast on CPU: FAISS's own IVF range search scans lists vector by
-    vector. ``use_bf16`` only speeds up the assignment to cells (where rounding merely moves a point to a
-    neighbouring cell); similarities are always decided in float32.
+    Each link appears exactly once over all chunks (in no particular order); the chunks are a tile's
+    worth of pairs at most, so a consumer that does not keep them needs O(N) memory. ``counts`` (if
+    given) receives ``similar_pairs`` and ``links`` as the stream goes.
     """
-    n, dim = unit.shape
-    default_cells, default_probes = approximate_settings(n)
-    cells = cells or default_cells
-    probes = min(probes or default_probes, cells)
-    rng = np.random.default_rng(seed)
-    train_size = min(n, cells * 40)
-    train = unit[np.sort(rng.choice(n, train_size, replace=False))] if train_size < n else unit
-    kmeans = faiss.Kmeans(dim, cells, niter=10, seed=int(seed) % (2**31), spherical=True, verbose=False)
-    kmeans.train(train)
-    del train
-    if use_bf16:
-        import torch
+    feats, labs = _check_inputs(features, labels)
+    _check_settings(sim_threshold, label_threshold, block_size)
+    unit = unit_rows(feats)
+    del feats
+    settings = dict(sim_threshold=sim_threshold, approximate=approximate, block_size=block_size,
+                    seed=seed, backend=backend)  # fmt: skip
+    tally = counts if counts is not None else {}
+    tally.update(similar_pairs=0, links=0)
+    desc = "prune: cell join" if approximate else "prune: pair search"
+    with tqdm(total=len(unit), desc=desc, unit="row", disable=not _show_progress(progress)) as bar:
+        for rows, cols, sure in _pair_source(unit, settings, bar):
+            similar = decide_similar(unit, rows, cols, sure, sim_threshold)
+            rows, cols = rows[similar], cols[similar]
+            close = np.abs(labs[rows] - labs[cols]) < label_threshold
+            tally["similar_pairs"] += len(rows)
+            tally["links"] += int(np.count_nonzero(close))
+            if close.any():
+                yield rows[close], cols[close]
 
-        half = torch.from_numpy(unit).to(torch.bfloat16)
-        centroids = torch.from_numpy(kmeans.centroids).to(torch.bfloat16)
-        probe_cells = np.empty((n, probes), dtype=np.int64)
-        for start in range(0, n, 16384):
-            scores = half[start : start + 16384] @ centroids.T
-            probe_cells[start : start + 16384] = scores.float().topk(probes, dim=1).indices.numpy()
-        del half
-    else:
-        quantizer = faiss.IndexFlatIP(dim)
-        quantizer.add(kmeans.centroids)
-        probe_cells = quantizer.search(unit, probes)[1]
-    home = probe_cells[:, 0]
-    members_order = np.argsort(home, kind="stable")
-    member_bounds = np.searchsorted(home[members_order], np.arange(cells + 1))
-    probe_flat = probe_cells.reshape(-1)
-    probe_order = np.argsort(probe_flat, kind="stable")
-    prober_bounds = np.searchsorted(probe_flat[probe_order], np.arange(cells + 1))
-    probers_all = probe_order // probes
-    codes: list[np.ndarray] = []
-    for cell in tqdm(
-        range(cells), desc="prune: cell join", unit="cell", disable=not _show_progress(progress)
-    ):
-        members = members_order[member_bounds[cell] : member_bounds[cell + 1]]
-        if len(members) == 0:
-            continue
-        probers = probers_all[prober_bounds[cell] : prober_bounds[cell + 1]]
-        member_vecs = unit[members]
-        for chunk in range(0, len(probers), 4096):
-            who = probers[chunk : chunk + 4096]
-            qi, mi = np.nonzero(unit[who] @ member_vecs.T > sim_threshold)
-            a, b = who[qi].astype(np.int64), members[mi].astype(np.int64)
-            # Report each pair once: inside one cell as a < b; across cells only from the larger index's
-            # home cell, unless the other direction cannot see it (its home is not among b's probes).
-            same_home = home[a] == cell
-            seen_both_ways = (probe_cells[b] == home[a][:, None]).any(axis=1)
-            keep = np.where(same_home, a < b, (a < b) | ~seen_both_ways)
-            a, b = a[keep], b[keep]
-            codes.append(np.minimum(a, b) * n + np.maximum(a, b))
-    if not codes:
-        empty = np.empty(0, dtype=np.int64)
-        return empty, empty
-    pairs = np.concatenate(codes)
-    return pairs // n, pairs % n
+
+class LinkForest:
+    """Union-find over N samples, vectorised with numpy, fed one chunk of links at a time.
+
+    A union hooks the larger root under the smaller, so parents always point to smaller indices and the
+    root of a component is its smallest member, whatever order the links arrive in.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.parent = np.arange(n, dtype=np.int64)
+        self.linked = np.zeros(n, dtype=bool)
+
+    def roots(self, nodes: np.ndarray) -> np.ndarray:
+        """Root of each node (pointer jumping), compressing the path of the nodes asked about."""
+        found = self.parent[nodes]
+        while True:
+            up = self.parent[found]
+            if np.array_equal(up, found):
+                break
+            found = up
+        self.parent[nodes] = found
+        return found
+
+    def flatten(self) -> None:
+        """Point every node straight at its root (cheaper than :meth:`roots` on more than N nodes)."""
+        while True:
+            up = self.parent[self.parent]
+            if np.array_equal(up, self.parent):
+                return
+            self.parent = up
+
+    def union(self, first: np.ndarray, second: np.ndarray) -> None:
+        self.linked[first] = True
+        self.linked[second] = True
+        low, high = first, second
+        while len(low):
+            if len(low) > len(self.parent):
+                self.flatten()
+                root_low, root_high = self.parent[low], self.parent[high]
+            else:
+                root_low, root_high = self.roots(low), self.roots(high)
+            apart = root_low != root_high
+            low = np.minimum(root_low[apart], root_high[apart])
+            high = np.maximum(root_low[apart], root_high[apart])
+            # several pairs may hook the same root: it takes the smallest partner, the rest go round again
+            np.minimum.at(self.parent, high, low)
+
+    def cluster_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        """(cluster id per sample, -1 when unlinked; sizes), ids ordered by each cluster's smallest member."""
+        cluster_id = np.full(len(self.parent), -1, dtype=np.int64)
+        linked_rows = np.flatnonzero(self.linked)
+        roots, ids = np.unique(self.roots(linked_rows), return_inverse=True)
+        cluster_id[linked_rows] = ids
+        return cluster_id, np.bincount(ids, minlength=len(roots)).astype(np.int64)
 
 
 def find_clusters(
@@ -329,55 +506,29 @@ def find_clusters(
     backend: str = "auto",
     progress: bool | None = False,
 ) -> Clusters:
-    """Build the DRCDown link graph and its connected components.
+    """The DRCDown redundant clusters, from the streamed links (O(N) memory).
 
     ``features``: (N, D) array (any float dtype; cosine similarity, so the scale of a row does not matter).
     ``labels``: (N,) on the 0..10 scale. ``approximate`` trades a small share of links for speed at
-    millions of rows; ``seed`` only matters there (k-means). ``backend`` picks the exact search: ``faiss``
-    (FAISS BLAS range search, float32), ``bf16`` (bf16 GEMM pre-filter, float64 decision) or ``auto``
-    (bf16 where the CPU has native bf16 arithmetic). Both give the same links except for pairs whose
-    similarity is within float32 rounding (~1e-6) of the threshold.
+    millions of rows; ``seed`` only matters there (k-means). ``backend`` picks the exact pair search:
+    ``faiss`` (FAISS BLAS range search, float32 screening), ``bf16`` (bf16 GEMM screening) or ``auto``
+    (bf16 where the CPU has native bf16 arithmetic). All decide each pair on its canonical float64
+    similarity, so they give identical clusters; ``block_size`` (rows per tile) changes nothing either.
     """
-    feats, labs = _check_inputs(features, labels)
-    if not -1.0 <= sim_threshold < 1.0:
-        raise BadInputError(f"sim_threshold must be in [-1, 1), got {sim_threshold}")
-    if label_threshold <= 0:
-        raise BadInputError(f"label_threshold must be > 0, got {label_threshold}")
-    if block_size < 1:
-        raise BadInputError(f"block_size must be >= 1, got {block_size}")
-    exact_backend = resolve_backend(backend)
-    unit = unit_rows(feats)
-    del feats
-    n = unit.shape[0]
-    if approximate:
-        first, second = _approximate_pairs(
-            unit, sim_threshold, seed, progress, use_bf16=exact_backend == "bf16"
-        )
-    elif exact_backend == "bf16":
-        first, second = _bf16_pairs(unit, sim_threshold, block_size, progress)
-    else:
-        first, second = _exact_pairs(unit, sim_threshold, block_size, progress)
-    similar = len(first)
-    close = np.abs(labs[first] - labs[second]) < label_threshold
-    first, second = first[close], second[close]
-    order = np.lexsort((second, first))
-    links = np.stack([first[order], second[order]], axis=1) if len(order) else np.empty((0, 2), np.int64)
-
-    cluster_id = np.full(n, -1, dtype=np.int64)
-    if len(links) == 0:
-        return Clusters(links, cluster_id, np.empty(0, dtype=np.int64), similar)
-    graph = coo_matrix((np.ones(len(links), dtype=np.int8), (links[:, 0], links[:, 1])), shape=(n, n)).tocsr()
-    _, component = connected_components(graph, directed=False)
-    linked = np.zeros(n, dtype=bool)
-    linked[links.ravel()] = True
-    # Renumber components by their smallest member so ids do not depend on how the graph was built.
-    linked_rows = np.flatnonzero(linked)
-    comps, first_row = np.unique(component[linked_rows], return_index=True)
-    rank = np.empty(len(comps), dtype=np.int64)
-    rank[np.argsort(linked_rows[first_row], kind="stable")] = np.arange(len(comps))
-    cluster_id[linked_rows] = rank[np.searchsorted(comps, component[linked_rows])]
-    sizes = np.bincount(cluster_id[linked_rows], minlength=len(comps)).astype(np.int64)
-    return Clusters(links, cluster_id, sizes, similar)
+    n = np.shape(features)[0] if np.ndim(features) == 2 else 0
+    counts: dict[str, int] = {}
+    forest: LinkForest | None = None
+    for first, second in iter_links(
+        features, labels, sim_threshold=sim_threshold, label_threshold=label_threshold,
+        approximate=approximate, block_size=block_size, seed=seed, backend=backend, progress=progress,
+        counts=counts,
+    ):  # fmt: skip
+        forest = forest or LinkForest(n)
+        forest.union(first, second)
+    if forest is None:
+        forest = LinkForest(n)
+    cluster_id, sizes = forest.cluster_ids()
+    return Clusters(cluster_id, sizes, counts.get("links", 0), counts.get("similar_pairs", 0))
 
 
 def keep_mask(clusters: Clusters, *, min_cluster: int = 20, seed: int = 0) -> np.ndarray:
@@ -415,11 +566,12 @@ def drcdown(
     seed: int = 0,
     approximate: bool = False,
     backend: str = "auto",
+    block_size: int = 2048,
 ) -> np.ndarray:
     """Sorted indices (into the input rows) of the samples DRCDown keeps. Labels on the 0..10 scale."""
     clusters = find_clusters(
         features, labels, sim_threshold=sim_threshold, label_threshold=label_threshold,
-        approximate=approximate, seed=seed, backend=backend,
+        approximate=approximate, seed=seed, backend=backend, block_size=block_size,
     )  # fmt: skip
     return np.flatnonzero(keep_mask(clusters, min_cluster=min_cluster, seed=seed))
 
@@ -536,7 +688,7 @@ def prune_stats(clusters: Clusters, kept: np.ndarray) -> PruneStats:
         kept=int(np.count_nonzero(kept)),
         clusters=clusters.n_clusters,
         linked=int(np.count_nonzero(clusters.cluster_id >= 0)),
-        links=len(clusters.links),
+        links=clusters.n_links,
         similar_pairs=clusters.similar_pairs,
         size_histogram=size_histogram(clusters.sizes),
         largest_cluster=int(clusters.sizes.max()) if clusters.n_clusters else 0,
@@ -606,75 +758,168 @@ def indices_path_for(out: str | os.PathLike[str]) -> Path:
     return out_path.with_name(out_path.stem + ".indices.csv")
 
 
+@dataclass
+class PruneConfig:
+    """``reshape prune`` options (field names are the CLI option names)."""
+
+    features: str | os.PathLike[str]
+    labels: str | os.PathLike[str]
+    out: str | os.PathLike[str]
+    indices: str | os.PathLike[str] | None = None
+    label_scale: str | None = None
+    sim_threshold: float = 0.9
+    label_threshold: float = 1.0
+    min_cluster: int = 20
+    seed: int = 0
+    approximate: bool = False
+    block_size: int = 2048
+    backend: str = "auto"
+    overwrite: bool = False
+    wait: bool = False
+    fingerprint: str | None = None
+    progress: bool | None = False
+
+    @property
+    def indices_path(self) -> Path:
+        return Path(self.indices) if self.indices is not None else indices_path_for(self.out)
+
+
+@dataclass
+class PruneResult:
+    stats: PruneStats
+    out: Path
+    indices: Path
+    seconds: float
+    degenerate_features: bool = False
+
+    def summary_lines(self) -> list[str]:
+        return [*self.stats.lines(), f"wrote {self.out} and {self.indices}"]
+
+
+@dataclass
+class _Inputs:
+    raw: pd.DataFrame  # the label table as written (kept rows of the dmos layout are copied verbatim)
+    table: pd.DataFrame
+    layout: str
+    embeddings: np.ndarray  # one row per table row
+    labels: np.ndarray  # 0..10
+
+
+def _owned_csv(path: Path) -> bool:
+    """A CSV this stage wrote: its sidecar is reshape JSON (the dmos layout's sidecar has no schema tag)."""
+    import json
+
+    try:
+        meta = json.loads(artifacts.sidecar_path(path).read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and ("reshape_version" in meta or artifacts.SCHEMA_KEY in meta)
+
+
+def _check_outputs(config: PruneConfig) -> tuple[Path, Path]:
+    """Output safety before any work: no input overwritten, no foreign or wrong-format file replaced."""
+    out, indices = Path(config.out), config.indices_path
+    sidecars = [artifacts.sidecar_path(out), artifacts.sidecar_path(indices)]
+    if out.resolve() == indices.resolve():
+        raise BadInputError(f"{out}: --out and --indices are the same file")
+    check_inputs_not_outputs(inputs=[config.features, config.labels], file_outputs=[out, indices, *sidecars])
+    for path, option in ((out, "--out"), (indices, "--indices")):
+        check_file_output(path, "csv", overwrite=config.overwrite, owned=_owned_csv, option=option)
+    for sidecar in sidecars:
+        check_file_output(sidecar, "json", overwrite=config.overwrite, option="sidecar")
+    need = 2 * Path(config.labels).stat().st_size if Path(config.labels).is_file() else 0
+    for path in (out, indices):
+        check_writable(path, need_bytes=need)
+    return out, indices
+
+
+def _load_inputs(config: PruneConfig) -> _Inputs:
+    """Join the features to the label table by image path and map the labels to 0..10."""
+    scale = parse_label_scale(config.label_scale)
+    features = artifacts.read_features(config.features)
+    raw, table, layout = read_label_table(config.labels)
+    if len(table) == 0:
+        raise BadInputError(f"{config.labels}: empty input: the table has no rows")
+    rows = match_features(
+        table["dist_img"].astype(str).tolist(), features.images,
+        labels_path=config.labels, features_path=config.features,
+    )  # fmt: skip
+    labels = labels_to_0_10(table["dmos"].to_numpy(dtype=np.float64), scale, source=config.labels)
+    # At 100,000 x 2,048 every copy of the embeddings is 800 MB: skip the gather when rows already line up.
+    in_order = len(rows) == len(features) and np.array_equal(rows, np.arange(len(rows)))
+    embeddings = features.embeddings if in_order else features.embeddings[rows]
+    return _Inputs(raw, table, layout, embeddings, labels)
+
+
+def _metadata(config: PruneConfig, stats: PruneStats) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "sim_threshold": config.sim_threshold, "label_threshold": config.label_threshold,
+        "min_cluster": config.min_cluster, "seed": config.seed, "approximate": config.approximate,
+        "label_scale": config.label_scale or "0-10",
+        "backend": "approximate" if config.approximate else resolve_backend(config.backend),
+        "features": str(config.features), "labels": str(config.labels), "stats": stats.as_dict(),
+    }  # fmt: skip
+    if config.fingerprint is not None:
+        meta["fingerprint"] = config.fingerprint
+    return meta
+
+
+def _write_outputs(
+    inputs: _Inputs, clusters: Clusters, kept: np.ndarray, meta: dict[str, Any], out: Path, indices: Path
+) -> None:
+    decisions = pd.DataFrame(
+        {
+            "index": np.arange(len(inputs.table), dtype=np.int64),
+            "image": inputs.table["dist_img"].astype(str).to_numpy(),
+            "cluster": clusters.cluster_id,
+            "cluster_size": clusters.size_of_each_sample(),
+            "kept": kept,
+        }
+    )
+    artifacts.write_csv(indices, decisions, "prune_indices", meta)
+    if inputs.layout == "train":
+        pruned = inputs.table.loc[kept].reset_index(drop=True)
+        artifacts.write_csv(out, pruned, "train", meta, float_format=None)
+    else:
+        with atomic_open(out, "w") as fh:
+            inputs.raw.loc[kept].to_csv(fh, index=False, lineterminator="\n")
+        artifacts.write_json(artifacts.sidecar_path(out), {**artifacts.base_metadata(), **meta})
+
+
+def _tell(message: str) -> None:
+    print(f"reshape: {message}", file=sys.stderr, flush=True)
+
+
+def run(config: PruneConfig) -> PruneResult:
+    """``reshape prune``: guard the outputs, join features and labels, DRCDown, write both tables."""
+    started = time.perf_counter()
+    out, indices = _check_outputs(config)
+    with (
+        created_folders(out.parent, indices.parent),
+        locked_outputs(out, indices, wait=config.wait, on_wait=_tell),
+    ):
+        for path in (out, indices):
+            remove_stale_temps(path.parent, names=[path.name, artifacts.sidecar_path(path).name])
+        inputs = _load_inputs(config)
+        degenerate = warn_if_degenerate(inputs.embeddings, config.features, log)
+        clusters = find_clusters(
+            inputs.embeddings, inputs.labels, sim_threshold=config.sim_threshold,
+            label_threshold=config.label_threshold, approximate=config.approximate,
+            block_size=config.block_size, seed=config.seed, backend=config.backend, progress=config.progress,
+        )  # fmt: skip
+        kept = keep_mask(clusters, min_cluster=config.min_cluster, seed=config.seed)
+        stats = prune_stats(clusters, kept)
+        _write_outputs(inputs, clusters, kept, _metadata(config, stats), out, indices)
+    return PruneResult(stats, out, indices, time.perf_counter() - started, degenerate)
+
+
 def run_prune(
     features_path: str | os.PathLike[str],
     labels_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
     *,
     indices_path: str | os.PathLike[str] | None = None,
-    label_scale: str | None = None,
-    sim_threshold: float = 0.9,
-    label_threshold: float = 1.0,
-    min_cluster: int = 20,
-    seed: int = 0,
-    approximate: bool = False,
-    block_size: int = 2048,
-    backend: str = "auto",
-    progress: bool | None = None,
-    fingerprint: str | None = None,
+    **options: Any,
 ) -> PruneStats:
-    """Prune a label table with DRCDown; writes ``out_path`` (+ sidecar) and the per-row decisions."""
-    scale = parse_label_scale(label_scale)
-    features = artifacts.read_features(features_path)
-    raw, table, layout = read_label_table(labels_path)
-    if len(table) == 0:
-        raise BadInputError(f"{labels_path}: empty input: the table has no rows")
-    rows = match_features(
-        table["dist_img"].astype(str).tolist(),
-        features.images,
-        labels_path=labels_path,
-        features_path=features_path,
-    )
-    labels = labels_to_0_10(table["dmos"].to_numpy(dtype=np.float64), scale, source=labels_path)
-    # At 100,000 x 2,048 every copy of the embeddings is 800 MB: skip the gather when rows already line up.
-    in_order = len(rows) == len(features) and np.array_equal(rows, np.arange(len(rows)))
-    embeddings = features.embeddings if in_order else features.embeddings[rows]
-    del features
-    clusters = find_clusters(
-        embeddings, labels, sim_threshold=sim_threshold, label_threshold=label_threshold,
-        approximate=approximate, block_size=block_size, seed=seed, backend=backend, progress=progress,
-    )  # fmt: skip
-    kept = keep_mask(clusters, min_cluster=min_cluster, seed=seed)
-    stats = prune_stats(clusters, kept)
-
-    meta: dict[str, Any] = {
-        "sim_threshold": sim_threshold, "label_threshold": label_threshold, "min_cluster": min_cluster,
-        "seed": seed, "approximate": approximate, "label_scale": label_scale or "0-10",
-        "backend": "approximate" if approximate else resolve_backend(backend),
-        "features": str(features_path), "labels": str(labels_path), "stats": stats.as_dict(),
-    }  # fmt: skip
-    if fingerprint is not None:
-        meta["fingerprint"] = fingerprint
-
-    decisions = pd.DataFrame(
-        {
-            "index": np.arange(len(table), dtype=np.int64),
-            "image": table["dist_img"].astype(str).to_numpy(),
-            "cluster": clusters.cluster_id,
-            "cluster_size": clusters.size_of_each_sample(),
-            "kept": kept,
-        }
-    )
-    decisions_path = Path(indices_path) if indices_path is not None else indices_path_for(out_path)
-    if Path(out_path).resolve() in (Path(labels_path).resolve(), decisions_path.resolve()):
-        raise BadInputError(f"{out_path}: output would overwrite an input or the indices file")
-    artifacts.write_csv(decisions_path, decisions, "prune_indices", meta)
-    if layout == "train":
-        artifacts.write_csv(
-            out_path, table.loc[kept].reset_index(drop=True), "train", meta, float_format=None
-        )
-    else:
-        with atomic_open(out_path, "w") as fh:
-            raw.loc[kept].to_csv(fh, index=False, lineterminator="\n")
-        artifacts.write_json(artifacts.sidecar_path(out_path), {**artifacts.base_metadata(), **meta})
-    return stats
+    """Keyword wrapper of :func:`run` (options as :class:`PruneConfig`); returns the statistics."""
+    return run(PruneConfig(features_path, labels_path, out_path, indices_path, **options)).stats

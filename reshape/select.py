@@ -112,6 +112,49 @@ def dense_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+# ---------------------------------------------------------------------------------------------- degeneracy
+#: Spread of pairwise cosine similarity (5th to 95th percentile) below which embeddings cannot tell images
+#: apart. A randomly initialised ResNet-50 maps every image to nearly the same direction (spread ~1e-3,
+#: the tau of 0.0005 of issue #16); trained encoders spread pairs over tenths.
+DEGENERATE_SPREAD = 0.02
+SPREAD_SAMPLE = 256
+
+
+def similarity_spread(features: np.ndarray, *, sample: int = SPREAD_SAMPLE, seed: int = 0) -> float:
+    """95th minus 5th percentile of the pairwise cosine similarity of a deterministic sample of rows.
+
+    The sample is ``sample`` rows drawn by ``default_rng(seed)`` (all rows when fewer); all-zero rows are
+    left out, and so are rows with NaN or inf. ``inf`` when fewer than 4 rows remain (too few to judge).
+    """
+    x = np.asarray(features)
+    if x.ndim != 2 or len(x) < 4:
+        return math.inf
+    rows = np.sort(np.random.default_rng(seed).choice(len(x), min(len(x), sample), replace=False))
+    sub = x[rows].astype(np.float64)
+    sub = sub[np.isfinite(sub).all(axis=1)]
+    norms = np.sqrt((sub * sub).sum(axis=1))
+    sub = sub[norms > 0] / norms[norms > 0, None]
+    if len(sub) < 4:
+        return math.inf
+    cosines = (sub @ sub.T)[np.triu_indices(len(sub), 1)]
+    low, high = np.percentile(cosines, [5, 95])
+    return float(high - low)
+
+
+def warn_if_degenerate(features: np.ndarray, what: object, logger: logging.Logger = log) -> bool:
+    """Log one warning line when ``features`` cannot discriminate (see :data:`DEGENERATE_SPREAD`)."""
+    spread = similarity_spread(features)
+    if spread >= DEGENERATE_SPREAD:
+        return False
+    logger.warning(
+        "%s: the features cannot discriminate images: pairwise cosine similarity varies by only %.2g "
+        "(5th-95th percentile, < %g), typical of an encoder with random weights (--weights none); "
+        "distances, tau and clusters computed from them are not meaningful",
+        what, spread, DEGENERATE_SPREAD,
+    )  # fmt: skip
+    return True
+
+
 # ---------------------------------------------------------------------------------------------- result
 @dataclass
 class Selection:
@@ -171,8 +214,13 @@ def _candidate_train_distances(
 
 
 # ---------------------------------------------------------------------------------------------- redundancy
+#: ``device`` values of the core: ``numpy`` (BLAS through numpy, what ``--device auto`` uses without CUDA),
+#: ``cpu`` and ``cuda`` (the same torch code on either device).
+DEVICES = ("numpy", "cpu", "cuda")
+
+
 class _Matmul:
-    """Block products on CPU (numpy BLAS) or CUDA (torch); only screening values come from here.
+    """Block products with numpy BLAS or torch (on CPU or CUDA); only screening values come from here.
 
     ``precision="bfloat16"`` (CPU, used by ``approximate=True``; needs ``tau``) multiplies bfloat16 matrices
     with torch (about twice the float32 BLAS rate on AVX512-BF16 CPUs), arranged so that the product
@@ -183,16 +231,18 @@ class _Matmul:
     """
 
     def __init__(self, x: np.ndarray, device: str, precision: str = "float32", tau: float = 0.0) -> None:
+        if device not in DEVICES:
+            raise BadInputError(f"device {device!r}: expected one of {', '.join(DEVICES)}")
         self.x = x
         self.device = device
-        self.precision = precision if device == "cpu" else "float32"
+        self.precision = precision if device != "cuda" else "float32"
         self.tau = tau
-        if device == "cuda":
+        if self.precision == "bfloat16":
+            self._init_bfloat16(x, tau)
+        elif device != "numpy":
             import torch
 
-            self.xt = torch.from_numpy(x).to("cuda")
-        elif self.precision == "bfloat16":
-            self._init_bfloat16(x, tau)
+            self.xt = torch.from_numpy(x).to(device)
 
     def _init_bfloat16(self, x: np.ndarray, tau: float) -> None:
         import torch
@@ -265,13 +315,13 @@ class _Matmul:
 
     def block(self, a: int, b: int, c: int) -> np.ndarray:
         """Distances of rows [a, b) against columns [c, n), float32."""
-        if self.device == "cuda":
-            xt = self.xt
-            return (1.0 - xt[a:b] @ xt[c:].T).cpu().numpy()
         if self.precision == "bfloat16":
             out = (self.rows16[a:b] @ self.cols16[c:].T).float().numpy()  # tau - d
             np.subtract(np.float32(self.tau), out, out=out)
             return out
+        if self.device != "numpy":
+            xt = self.xt
+            return (1.0 - xt[a:b] @ xt[c:].T).cpu().numpy()
         out = self.x[a:b] @ self.x[c:].T
         np.subtract(1.0, out, out=out)
         return out
@@ -363,7 +413,7 @@ def deletion_distances(
     tau: float,
     *,
     block: int = DEFAULT_BLOCK,
-    device: str = "cpu",
+    device: str = "numpy",
     precision: str = "float32",
     progress: bool = False,
     stats: dict[str, Any] | None = None,
@@ -387,7 +437,8 @@ def deletion_distances(
         resolve = functools.partial(_resolve_rows_coarse, mm=mm)
         threshold = mm.filter_threshold()
     if stats is not None:
-        stats["screening"] = mm.precision if device == "cpu" else f"float32 ({device})"
+        stats["screening"] = "float32" if device == "numpy" else f"float32 (torch, {device})"
+        stats["screening"] = "bfloat16" if mm.precision == "bfloat16" else stats["screening"]
         stats["margin_at_tau"] = float(mm.margins(np.float32(tau)))
     starts = list(range(((n - 1) // block) * block, -1, -block)) if n else []
     bar = tqdm(total=n, desc="redundancy", unit="cand", disable=not progress, leave=False)
@@ -442,6 +493,49 @@ def _check_array(x: np.ndarray, what: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+def _check_options(tau_quantile: float, k: int, max_select: int | None, block: int) -> None:
+    if not 0.0 <= tau_quantile <= 1.0:
+        raise BadInputError(f"tau quantile {tau_quantile} is outside [0, 1]")
+    if k < 1:
+        raise BadInputError(f"k = {k}: need at least 1 nearest training reference")
+    if max_select is not None and max_select < 0:
+        raise BadInputError(f"max_select = {max_select} is negative")
+    if block < 1:
+        raise BadInputError(f"block size {block} is below 1")
+
+
+def _redundancy(
+    sub: np.ndarray, tau: float, *, approximate: bool, block: int, device: str, progress: bool
+) -> tuple[np.ndarray, int, dict[str, Any]]:
+    """Deletion times T of the passing candidates, pairs closer than tau, and the approximate check."""
+    extra: dict[str, Any] = {}
+    if not approximate:
+        t, n_close = deletion_distances(sub, tau, block=block, device=device, progress=progress)
+        return t, n_close, extra
+    t, n_close = deletion_distances(
+        sub, tau, block=block, device=device, precision="bfloat16", progress=progress, stats=extra
+    )
+    # how far from exact: run both on a sample of the passing candidates
+    rng = np.random.default_rng(0)
+    probe_rows = np.sort(rng.choice(len(sub), min(len(sub), AGREEMENT_SAMPLE), replace=False))
+    sample = np.ascontiguousarray(sub[probe_rows])
+    t_exact, _ = deletion_distances(sample, tau, block=block, device=device)
+    t_approx, _ = deletion_distances(sample, tau, block=block, device=device, precision="bfloat16")
+    extra["agreement_sample"] = len(sample)
+    extra["agreement_with_exact"] = agreement(
+        np.flatnonzero(np.isinf(t_exact)), np.flatnonzero(np.isinf(t_approx))
+    )
+    return t, n_close, extra
+
+
+def _nearest_first(kept_local: np.ndarray, nearest: np.ndarray, max_select: int | None) -> np.ndarray:
+    """``max_select`` of the kept candidates nearest to the training set (ties: lower index), ascending."""
+    if max_select is None or len(kept_local) <= max_select:
+        return kept_local
+    order = np.lexsort((kept_local, nearest))
+    return np.sort(kept_local[order[:max_select]])
+
+
 def select_candidates(
     train_features: np.ndarray,
     candidate_features: np.ndarray,
@@ -451,7 +545,7 @@ def select_candidates(
     max_select: int | None = None,
     approximate: bool = False,
     block: int = DEFAULT_BLOCK,
-    device: str = "cpu",
+    device: str = "numpy",
     progress: bool = False,
     train_name: str = "train features",
     candidate_name: str = "candidate features",
@@ -459,7 +553,8 @@ def select_candidates(
     """DDCUp on raw (un-normalised) embeddings; returns the selected candidates and statistics.
 
     ``max_select`` keeps, of the selected candidates, the ones nearest to the training set (smallest
-    nearest-training distance, then lowest index), still reported in ascending index order.
+    nearest-training distance, then lowest index), still reported in ascending index order. ``device``:
+    ``numpy`` (BLAS), or the torch code on ``cpu`` or ``cuda``; every device gives the same selection.
     """
     train = _check_array(train_features, train_name)
     cand = _check_array(candidate_features, candidate_name)
@@ -470,14 +565,8 @@ def select_candidates(
             f"{candidate_name}: embedding dimension {cand.shape[1]} differs from"
             f" {train_name} ({train.shape[1]})"
         )
-    if not 0.0 <= tau_quantile <= 1.0:
-        raise BadInputError(f"tau quantile {tau_quantile} is outside [0, 1]")
-    if k < 1:
-        raise BadInputError(f"k = {k}: need at least 1 nearest training reference")
-    if max_select is not None and max_select < 0:
-        raise BadInputError(f"max_select = {max_select} is negative")
+    _check_options(tau_quantile, k, max_select, block)
     train_n = normalize_rows(train, what=train_name)
-
     tau, d_max = _train_stats(train_n, tau_quantile)
     nearest, farthest, passed_mask = _candidate_train_distances(cand, train_n, tau, d_max, candidate_name)
     passed = np.flatnonzero(passed_mask)
@@ -490,48 +579,29 @@ def select_candidates(
     }
     # only the passing candidates are normalised and kept: one extra copy at most
     sub = normalize_rows(cand, passed, what=candidate_name)
-    extra: dict[str, Any] = {}
-    if approximate:
-        t, n_close = deletion_distances(
-            sub, tau, block=block, device=device, precision="bfloat16", progress=progress, stats=extra
-        )
-        # how far from exact: run both on a sample of the passing candidates
-        rng = np.random.default_rng(0)
-        probe_rows = np.sort(rng.choice(len(sub), min(len(sub), AGREEMENT_SAMPLE), replace=False))
-        sample = np.ascontiguousarray(sub[probe_rows])
-        t_exact, _ = deletion_distances(sample, tau, block=block, device=device)
-        t_approx, _ = deletion_distances(sample, tau, block=block, device=device, precision="bfloat16")
-        extra["agreement_sample"] = len(sample)
-        extra["agreement_with_exact"] = agreement(
-            np.flatnonzero(np.isinf(t_exact)), np.flatnonzero(np.isinf(t_approx))
-        )
-    else:
-        t, n_close = deletion_distances(sub, tau, block=block, device=device, progress=progress)
+    t, n_close, extra = _redundancy(
+        sub, tau, approximate=approximate, block=block, device=device, progress=progress
+    )
     kept_local = np.flatnonzero(np.isinf(t))
     counts["n_close_pairs"] = n_close
     counts["n_removed_redundant"] = len(passed) - len(kept_local)
     counts["n_after_redundancy"] = len(kept_local)
-
-    if max_select is not None and len(kept_local) > max_select:
-        order = np.lexsort((kept_local, nearest[passed[kept_local]]))
-        kept_local = np.sort(kept_local[order[:max_select]])
+    kept_local = _nearest_first(kept_local, nearest[passed[kept_local]], max_select)
     counts["n_selected"] = len(kept_local)
-    selected = passed[kept_local]
 
     # final report distances: canonical float64 for the (few) selected candidates
     kk = min(k, len(train_n))
     exact = dense_distances(sub[kept_local], train_n) if len(kept_local) else np.zeros((0, len(train_n)))
     nn_idx = np.argsort(exact, axis=1, kind="stable")[:, :kk]
-    nn_d = np.take_along_axis(exact, nn_idx, axis=1)
     return Selection(
-        selected=selected.astype(np.int64),
+        selected=passed[kept_local].astype(np.int64),
         tau=tau,
         d_max=d_max,
         counts=counts,
         nearest_train_distance=exact.min(axis=1) if len(kept_local) else np.zeros(0),
         farthest_train_distance=exact.max(axis=1) if len(kept_local) else np.zeros(0),
         neighbour_indices=nn_idx.astype(np.int64),
-        neighbour_distances=nn_d,
+        neighbour_distances=np.take_along_axis(exact, nn_idx, axis=1),
         passed=passed.astype(np.int64),
         approximate=approximate,
         extra=extra,
@@ -547,6 +617,8 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------------------------------- I/O shell
 def resolve_device(device: str) -> str:
+    """Core device for ``--device``: ``auto`` = CUDA if present, else the numpy path; ``cpu`` = torch on
+    the CPU (the code the CUDA path runs); ``cuda`` = torch on the GPU (an error without one)."""
     if device not in ("auto", "cpu", "cuda"):
         raise BadInputError(f"--device {device!r}: choose auto, cpu or cuda")
     if device == "cpu":
@@ -559,53 +631,88 @@ def resolve_device(device: str) -> str:
         has_cuda = False
     if device == "cuda" and not has_cuda:
         raise BadInputError("--device cuda: CUDA is not available on this machine")
-    return "cuda" if has_cuda else "cpu"
+    return "cuda" if has_cuda else "numpy"
 
 
-def run_select(
-    train_path: str | Path,
-    candidates_path: str | Path,
-    out_path: str | Path,
-    *,
-    tau_quantile: float = 0.5,
-    k: int = 5,
-    max_select: int | None = None,
-    approximate: bool = False,
-    device: str = "auto",
-    plot_path: str | Path | None = None,
-    fingerprint: str | None = None,
-    progress: bool = False,
-) -> Selection:
-    """Read two features artifacts, run DDCUp, write the selection Parquet (and optional plot)."""
-    import pandas as pd
+@dataclass
+class SelectConfig:
+    """``reshape select`` options (field names are the CLI option names)."""
+
+    train: str | Path
+    candidates: str | Path
+    out: str | Path
+    max_select: int | None = None
+    tau_quantile: float = 0.5
+    k: int = 5
+    approximate: bool = False
+    device: str = "auto"
+    plot: str | Path | None = None
+    block_size: int = DEFAULT_BLOCK
+    overwrite: bool = False
+    wait: bool = False
+    fingerprint: str | None = None
+    progress: bool = False
+
+
+@dataclass
+class SelectResult:
+    selection: Selection
+    out: Path
+    plot: Path | None
+    seconds: float
+    degenerate_features: bool = False
+
+    def summary_lines(self) -> list[str]:
+        wrote = f"wrote {self.out}" + (f" and {self.plot}" if self.plot is not None else "")
+        return [*summary_lines(self.selection), wrote]
+
+
+#: PNG text chunk that marks a plot as reshape's own (so a rerun may replace it).
+PLOT_SOFTWARE = "reshape select"
+
+
+def _owned_png(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return str(image.info.get("Software", "")).startswith(PLOT_SOFTWARE)
+    except (OSError, ValueError):
+        return False
+
+
+def _check_outputs(config: SelectConfig) -> tuple[Path, Path | None]:
+    """Output safety before any work: no input overwritten, no foreign or wrong-format file replaced."""
+    from reshape.outputs import check_file_output, check_inputs_not_outputs, check_writable
+
+    out = Path(config.out)
+    plot = Path(config.plot) if config.plot is not None else None
+    if plot is not None and plot.resolve() == out.resolve():
+        raise BadInputError(f"{out}: --out and --plot are the same file")
+    check_inputs_not_outputs(inputs=[config.train, config.candidates], file_outputs=[out, plot])
+    check_file_output(out, "parquet", overwrite=config.overwrite)
+    check_file_output(plot, "png", overwrite=config.overwrite, owned=_owned_png, option="--plot")
+    for path in (out, plot):
+        if path is not None:
+            check_writable(path, need_bytes=1 << 20)
+    return out, plot
+
+
+def _spread_sample(train: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """Training refs plus a deterministic sample of candidates, for :func:`warn_if_degenerate`."""
+    if np.ndim(train) != 2 or np.ndim(cand) != 2 or np.shape(train)[1] != np.shape(cand)[1]:
+        return np.asarray(train)  # select_candidates reports the mismatch
+    rows = np.sort(np.random.default_rng(0).choice(len(cand), min(len(cand), SPREAD_SAMPLE), replace=False))
+    return np.concatenate([np.asarray(train, np.float32), np.asarray(cand[rows], np.float32)])
+
+
+def _selection_table(result: Selection, cand_frame: Any, train_images: list[str]) -> Any:
     import pyarrow as pa
 
-    from reshape.artifacts import read_features, write_parquet
-
-    train = read_features(train_path)
-    cand = read_features(candidates_path)
-    if train.metadata.get("encoder") != cand.metadata.get("encoder"):
-        log.warning(
-            "training features use encoder %r but candidates use %r: distances are not comparable",
-            train.metadata.get("encoder"),
-            cand.metadata.get("encoder"),
-        )
-    result = select_candidates(
-        train.embeddings,
-        cand.embeddings,
-        tau_quantile=tau_quantile,
-        k=k,
-        max_select=max_select,
-        approximate=approximate,
-        device=resolve_device(device),
-        progress=progress,
-        train_name=str(train_path),
-        candidate_name=str(candidates_path),
-    )
     sel = result.selected
-    train_images = np.asarray(train.images, dtype=object)
-    frame: pd.DataFrame = cand.frame.iloc[sel]
-    table = pa.table(
+    images = np.asarray(train_images, dtype=object)
+    frame = cand_frame.iloc[sel]
+    return pa.table(
         {
             "candidate_index": pa.array(sel, type=pa.int64()),
             "image": pa.array(frame["image"].astype(str).tolist(), type=pa.string()),
@@ -613,7 +720,7 @@ def run_select(
             "nearest_train_distance": pa.array(result.nearest_train_distance.astype(np.float32)),
             "farthest_train_distance": pa.array(result.farthest_train_distance.astype(np.float32)),
             "neighbour_images": pa.array(
-                [train_images[row].tolist() for row in result.neighbour_indices], type=pa.list_(pa.string())
+                [images[row].tolist() for row in result.neighbour_indices], type=pa.list_(pa.string())
             ),
             "neighbour_distances": pa.array(
                 [row.astype(np.float32).tolist() for row in result.neighbour_distances],
@@ -621,32 +728,87 @@ def run_select(
             ),
         }
     )
+
+
+def _metadata(config: SelectConfig, result: Selection, train: Any, cand: Any) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "tau": result.tau,
         "d_max": result.d_max,
-        "tau_quantile": tau_quantile,
-        "k": k,
-        "n_train": result.counts["n_train"],
-        "n_candidates": result.counts["n_candidates"],
-        "n_after_distance_filter": result.counts["n_after_distance_filter"],
+        "tau_quantile": config.tau_quantile,
+        "k": config.k,
+        **{key: result.counts[key] for key in ("n_train", "n_candidates", "n_after_distance_filter")},
         "n_selected": result.counts["n_selected"],
         "steps": result.counts,
-        "train_features": str(train_path),
-        "candidate_features": str(candidates_path),
+        "train_features": str(config.train),
+        "candidate_features": str(config.candidates),
         "image_root": cand.image_root,
         "train_image_root": train.image_root,
         "encoder": cand.metadata.get("encoder"),
-        "approximate": approximate,
-        "max_select": max_select,
+        "approximate": config.approximate,
+        "max_select": config.max_select,
     }
     if result.extra:
         meta["approximate_check"] = result.extra
-    if fingerprint is not None:
-        meta["fingerprint"] = fingerprint
-    write_parquet(out_path, table, "selection", meta)
-    if plot_path is not None:
-        plot_selection(plot_path, train.embeddings, cand.embeddings, result)
-    return result
+    if config.fingerprint is not None:
+        meta["fingerprint"] = config.fingerprint
+    return meta
+
+
+def _select_from_files(config: SelectConfig) -> tuple[Selection, Any, Any, bool]:
+    from reshape.artifacts import read_features
+
+    train = read_features(config.train)
+    cand = read_features(config.candidates)
+    if train.metadata.get("encoder") != cand.metadata.get("encoder"):
+        log.warning(
+            "training features use encoder %r but candidates use %r: distances are not comparable",
+            train.metadata.get("encoder"),
+            cand.metadata.get("encoder"),
+        )
+    degenerate = warn_if_degenerate(_spread_sample(train.embeddings, cand.embeddings), config.candidates)
+    result = select_candidates(
+        train.embeddings, cand.embeddings, tau_quantile=config.tau_quantile, k=config.k,
+        max_select=config.max_select, approximate=config.approximate, block=config.block_size,
+        device=resolve_device(config.device), progress=config.progress,
+        train_name=str(config.train), candidate_name=str(config.candidates),
+    )  # fmt: skip
+    return result, train, cand, degenerate
+
+
+def _tell(message: str) -> None:
+    import sys
+
+    print(f"reshape: {message}", file=sys.stderr, flush=True)
+
+
+def run(config: SelectConfig) -> SelectResult:
+    """``reshape select``: guard the outputs, read both features artifacts, DDCUp, write the selection."""
+    import time
+
+    from reshape.artifacts import write_parquet
+    from reshape.fileio import remove_stale_temps
+    from reshape.outputs import created_folders, locked_outputs
+
+    started = time.perf_counter()
+    out, plot = _check_outputs(config)
+    folders = [out.parent] + ([plot.parent] if plot is not None else [])
+    with created_folders(*folders), locked_outputs(out, plot, wait=config.wait, on_wait=_tell):
+        for path in (out, plot):
+            if path is not None:
+                remove_stale_temps(path.parent, names=[path.name])
+        result, train, cand, degenerate = _select_from_files(config)
+        table = _selection_table(result, cand.frame, train.images)
+        write_parquet(out, table, "selection", _metadata(config, result, train, cand))
+        if plot is not None:
+            plot_selection(plot, train.embeddings, cand.embeddings, result)
+    return SelectResult(result, out, plot, time.perf_counter() - started, degenerate)
+
+
+def run_select(
+    train_path: str | Path, candidates_path: str | Path, out_path: str | Path, *, plot_path=None, **options
+) -> Selection:
+    """Keyword wrapper of :func:`run` (options as :class:`SelectConfig`); returns the selection."""
+    return run(SelectConfig(train_path, candidates_path, out_path, plot=plot_path, **options)).selection
 
 
 def summary_lines(result: Selection) -> list[str]:
@@ -682,6 +844,7 @@ def plot_selection(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from reshape import __version__
     from reshape.fileio import atomic_path
 
     rng = np.random.default_rng(seed)
@@ -715,5 +878,5 @@ def plot_selection(
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", metadata={"Software": f"{PLOT_SOFTWARE} {__version__}"})
     plt.close(fig)

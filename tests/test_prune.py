@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 from reshape import artifacts
 from reshape.cli.main import cli
 from reshape.errors import BadInputError
-from reshape.prune import drcdown, find_clusters, keep_count, keep_mask, labels_to_0_10, parse_label_scale
+from reshape.prune import (
+    drcdown,
+    find_clusters,
+    iter_links,
+    keep_count,
+    keep_mask,
+    labels_to_0_10,
+    parse_label_scale,
+)
 from reshape.sampler import DRCDownSampler
 
 
@@ -106,6 +114,15 @@ def train_table(images: list[str], dmos: np.ndarray) -> pd.DataFrame:
     )
 
 
+def links_of(features: np.ndarray, labels: np.ndarray, **options) -> np.ndarray:
+    """All streamed links as sorted (M, 2) pairs (small inputs only: the stage itself never holds them)."""
+    chunks = list(iter_links(features, labels, **options))
+    if not chunks:
+        return np.empty((0, 2), dtype=np.int64)
+    pairs = np.stack([np.concatenate([a for a, _ in chunks]), np.concatenate([b for _, b in chunks])], axis=1)
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+
+
 def invoke(*args: str):
     return CliRunner().invoke(cli, ["prune", *map(str, args)])
 
@@ -124,7 +141,9 @@ def test_same_kept_set_as_dense_reference(seed: int) -> None:
         got = np.flatnonzero(keep_mask(clusters, min_cluster=10, seed=seed))
         np.testing.assert_array_equal(got, expected)
         assert sorted(clusters.members(c).tolist() for c in range(clusters.n_clusters)) == partition
-        np.testing.assert_array_equal(clusters.links, np.argwhere(np.triu(linked)))
+        links = links_of(features, labels, block_size=37, backend=backend)
+        np.testing.assert_array_equal(links, np.argwhere(np.triu(linked)))
+        assert clusters.n_links == len(links)
     np.testing.assert_array_equal(drcdown(features, labels, min_cluster=10, seed=seed), expected)
 
 
@@ -133,11 +152,12 @@ def test_block_size_and_approximate_do_not_change_the_result() -> None:
     reference = find_clusters(features, labels, block_size=4096, backend="faiss")
     for block, backend in ((1, "faiss"), (13, "faiss"), (100, "faiss"), (13, "bf16"), (5000, "bf16")):
         other = find_clusters(features, labels, block_size=block, backend=backend)
-        np.testing.assert_array_equal(other.links, reference.links)
+        assert (other.n_links, other.similar_pairs) == (reference.n_links, reference.similar_pairs)
         np.testing.assert_array_equal(other.cluster_id, reference.cluster_id)
     approx = find_clusters(features, labels, approximate=True)
     # well separated tight clusters: the cell join must find every link
-    np.testing.assert_array_equal(approx.links, reference.links)
+    np.testing.assert_array_equal(links_of(features, labels, approximate=True), links_of(features, labels))
+    np.testing.assert_array_equal(approx.cluster_id, reference.cluster_id)
 
 
 def test_bf16_prefilter_misses_no_pair_near_the_threshold() -> None:
@@ -157,7 +177,7 @@ def test_bf16_prefilter_misses_no_pair_near_the_threshold() -> None:
     expected = {(i, i + pairs) for i in range(pairs) if unit[i] @ unit[i + pairs] > 0.9}
     expected |= {(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(unit @ unit.T, 1) > 0.9))}
     assert 100 < len(expected) < pairs
-    links = find_clusters(features, labels, backend="bf16").links
+    links = links_of(features, labels, backend="bf16")
     assert {tuple(map(int, link)) for link in links} == expected
 
 
@@ -174,7 +194,7 @@ def test_label_filter_keeps_hard_samples() -> None:
     features = np.tile(base, (50, 1)) + 1e-3 * rng.standard_normal((50, 32))
     far_labels = np.arange(50) * 1.5  # neighbours differ by 1.5 >= 1: similar images, different quality
     clusters = find_clusters(features, far_labels, label_threshold=1.0)
-    assert len(clusters.links) == 0
+    assert clusters.n_links == 0
     assert clusters.n_clusters == 0
     np.testing.assert_array_equal(drcdown(features, far_labels), np.arange(50))
     close = np.full(50, 7.0)
@@ -223,12 +243,14 @@ def test_properties(n: int, dim: int, min_cluster: int, label_threshold: float, 
         assert len(members) == clusters.sizes[c] >= 2
         assert len(np.intersect1d(members, kept)) == keep_count(len(members), min_cluster)
     unit = features / np.linalg.norm(features, axis=1, keepdims=True)
-    for i, j in clusters.links:
+    links = links_of(features, labels, label_threshold=label_threshold)
+    assert clusters.n_links == len(links)
+    for i, j in links:
         assert i < j
         assert abs(labels[i] - labels[j]) < label_threshold
         assert unit[i] @ unit[j] > 0.9 - 1e-5
     # every linked sample has a link and every sample in a link is in a cluster
-    assert set(clusters.links.ravel()) == set(np.flatnonzero(clusters.cluster_id >= 0))
+    assert set(links.ravel()) == set(np.flatnonzero(clusters.cluster_id >= 0))
 
 
 @pytest.mark.parametrize(
@@ -253,6 +275,7 @@ def test_label_scales(kadid_dmos_table: Path) -> None:
     scaled = labels_to_0_10(dmos, parse_label_scale("1-5"))
     np.testing.assert_allclose(scaled, (dmos - 1) * 2.5)
     auto = labels_to_0_10(dmos, parse_label_scale("auto"))
+    # exact by construction: elementwise (y - lo) / (hi - lo) * 10 is 0 at lo and x / x * 10 = 10 at hi
     assert auto.min() == 0
     assert auto.max() == 10
     np.testing.assert_allclose(labels_to_0_10([0, 50, 100], parse_label_scale("0-100")), [0, 5, 10])
@@ -335,6 +358,7 @@ def test_cli_end_to_end(prune_inputs) -> None:
     pruned = pd.read_csv(out)
     assert list(pruned.columns) == list(table.columns)
     assert pruned["dist_img"].tolist() == table["dist_img"].iloc[expected].tolist()
+    # exact: the kept rows are copied, and floats are written with their shortest round-trip repr
     pd.testing.assert_frame_equal(pruned, table.iloc[expected].reset_index(drop=True))
 
     decisions = artifacts.read_csv(tmp_path / "pruned.indices.csv", "prune_indices")

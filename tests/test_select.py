@@ -125,6 +125,8 @@ def test_canonical_distance_is_symmetric_and_row_independent():
     rng = np.random.default_rng(5)
     x = normalize_rows(rng.random((50, 64)).astype(np.float32))
     dense = dense_distances(x, x)
+    # exact by construction: elementwise float64 products, then one pairwise sum per row of length D
+    # (numpy's reduction of a contiguous row does not depend on the batch or the BLAS)
     np.testing.assert_array_equal(dense, dense.T)
     r, c = np.triu_indices(50, 1)
     np.testing.assert_array_equal(pair_distances(x, x, r, c), dense[r, c])
@@ -154,7 +156,9 @@ def test_selection_properties():
     c = res.counts
     assert c["n_after_distance_filter"] <= min(c["n_pass_nearest"], c["n_pass_farthest"])
     assert c["n_after_redundancy"] + c["n_removed_redundant"] == c["n_after_distance_filter"]
-    # invariant to the scale of the embeddings (cosine) and to the candidate count through max_select
+    # invariant to the scale of the embeddings (cosine) and to the candidate count through max_select;
+    # an exact comparison of decisions: normalisation and canonical distances use no BLAS, so whatever the
+    # last-bit effect of the scaling is, it is the same on every CPU
     np.testing.assert_array_equal(select_candidates(train * 3, cand * 0.5).selected, sel)
     few = select_candidates(train, cand, max_select=5)
     assert len(few.selected) == 5
@@ -270,6 +274,7 @@ def test_cli_writes_selection_parquet(tmp_path):
     out2 = tmp_path / "again.parquet"
     CliRunner().invoke(cli, ["select", "--train", str(tmp_path / "train.parquet"), "--candidates",
                              str(tmp_path / "pool.parquet"), "--out", str(out2), "--k", "4"])  # fmt: skip
+    # decisions and reported distances come from the canonical float64 values: equal by construction
     assert pq.read_table(out2).equals(table.replace_schema_metadata(None).cast(pq.read_table(out2).schema))
 
 
