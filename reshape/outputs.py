@@ -211,9 +211,19 @@ def created_folders(*folders: Location | None) -> Iterator[None]:
         yield
     except BaseException:
         for q in reversed(made):
-            with contextlib.suppress(OSError):
-                q.rmdir()
+            _remove_if_only_locks(q)
         raise
+
+
+def _remove_if_only_locks(folder: Path) -> None:
+    """Remove a folder a failed run created if nothing but lock files (its own or its children's) is
+    left in it; anything else keeps it."""
+    with contextlib.suppress(OSError):
+        entries = list(folder.iterdir())
+        if all(e.is_file() and LOCK_SUFFIX in e.name for e in entries):
+            for e in entries:
+                e.unlink()
+            folder.rmdir()
 
 
 # ----------------------------------------------------------------------------------------------- locks

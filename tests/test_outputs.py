@@ -238,3 +238,13 @@ def test_atomic_temp_is_named_after_its_output(tmp_path: Path) -> None:
     assert remove_stale_temps(tmp_path, names=["a.csv"]) == 1
     assert [p.name for p in tmp_path.iterdir()] == [f"{TMP_PREFIX}b.csv.live.csv"]
     atomic_write_text(tmp_path / "c.json", json.dumps({}))
+
+
+def test_failed_run_removes_its_folder_and_its_lock(tmp_path: Path) -> None:
+    from reshape.outputs import locked_outputs
+
+    target = tmp_path / "new" / "features" / "train.parquet"
+    with pytest.raises(RuntimeError), created_folders(target.parent), locked_outputs(target):
+        assert Path(lock_location(target)).exists()
+        raise RuntimeError("stage failed")
+    assert not (tmp_path / "new").exists()
