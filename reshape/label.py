@@ -735,7 +735,9 @@ def _with_fingerprint(meta: dict[str, Any], fingerprint: str | None) -> dict[str
     return meta if fingerprint is None else {**meta, "fingerprint": fingerprint}
 
 
-def _write_labels(config: LabelConfig, source: _Source, labels: pd.DataFrame, skipped: list[str]) -> None:
+def _write_labels(
+    config: LabelConfig, source: _Source, labels: pd.DataFrame, skipped: list[str], exclude: list[str]
+) -> None:
     options: dict[str, Any] = {
         "k": config.k,
         "margin": config.margin,
@@ -749,7 +751,7 @@ def _write_labels(config: LabelConfig, source: _Source, labels: pd.DataFrame, sk
         "distorted": str(config.distorted),
         "selection": None if config.selection is None else str(config.selection),
         "neighbours_from": "embeddings" if _recompute(config) else "selection",
-        "exclude_refs": _validate(config),
+        "exclude_refs": exclude,
         "skipped": skipped,
     }
     write_csv(
@@ -824,7 +826,7 @@ def run(config: LabelConfig) -> LabelResult:
         found, skipped = _neighbours(config, manifest, source.table, exclude)
         labels, unlabelled = _label_images(config, manifest, found, source)
         skipped = [f"{source.table.path}, {d}" for d in source.table.dropped] + skipped + unlabelled
-        _write_labels(config, source, labels, skipped)
+        _write_labels(config, source, labels, skipped, exclude)
         result = LabelResult(labels=labels, out=Path(config.out), skipped=skipped)
         if config.merge_source is not None:
             result.train, result.merge_source = (

@@ -730,24 +730,18 @@ def _digest(path: Path) -> str:
 
 
 def test_out_equal_to_an_input_is_refused(setup, kadid: pd.DataFrame) -> None:
-    own_table = setup["dir"] / "dmos.csv"
+    own_table = setup["dir"] / "dmos.csv"  # the user's label table, in the KADID layout
     _write_kadid_layout(kadid, own_table)
     base = [a if a != setup["base"][3] else own_table for a in setup["base"]]
-    for victim in (own_table, setup["man"], setup["sel"]):
-        before = _digest(victim)
-        res = _run([*base, "--out", victim, "--overwrite"])
-        assert res.exit_code == 2, res.output
-        assert res.output.count("\n") == 1 and "input" in res.output and str(victim) in res.output
-        assert _digest(victim) == before
-    res = _run([*base, "--out", setup["dir"] / "l.csv", "--merge-source", own_table])
-    assert res.exit_code == 2 and _digest(own_table) == before_table(own_table, kadid)
-
-
-def before_table(path: Path, kadid: pd.DataFrame) -> str:
-    """Digest of the KADID-layout table as the test wrote it (recomputed, not read back)."""
-    rewritten = path.with_name("again.csv")
-    _write_kadid_layout(kadid, rewritten)
-    return _digest(rewritten)
+    digests = {p: _digest(p) for p in (own_table, setup["man"], setup["sel"])}
+    for victim in digests:
+        for option in ("--out", "--merge-source", "--pyiqa-meta"):
+            args = ["--out", setup["dir"] / "l.csv"] if option != "--out" else []
+            res = _run([*base, *args, option, victim, "--overwrite"])
+            assert res.exit_code == 2, res.output
+            assert res.output.count("\n") == 1 and "input" in res.output and str(victim) in res.output
+    assert {p: _digest(p) for p in digests} == digests
+    assert not (setup["dir"] / "l.csv").exists()
 
 
 def test_foreign_csv_refused_then_overwrite_then_own_rerun(setup) -> None:
