@@ -488,6 +488,13 @@ def _check_outputs(config: FeaturesConfig, out: Path, paths: list[Path], backend
     if backend == "ray" and (config.shard_dir is None or storage.is_local(config.shard_dir)):
         shards = Path(config.shard_dir) if config.shard_dir else out.with_name(out.name + ".shards")
     check_inputs_not_outputs([*config.images, *paths], file_outputs=[out], folder_outputs=[shards])
+    target = out.resolve()
+    for folder in (Path(item).resolve() for item in config.images if Path(item).is_dir()):
+        if folder in target.parents:
+            raise BadInputError(
+                f"{out}: --out lies inside the input folder {folder}; write it elsewhere so outputs never "
+                "mix with the images"
+            )
     check_file_output(out, "parquet", overwrite=config.overwrite)
     check_writable(out, need_bytes=len(paths) * ROW_BYTES)
     if shards is not None:

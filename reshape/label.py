@@ -553,9 +553,12 @@ def _check_outputs(config: LabelConfig) -> list[Path]:
     for option, path in outputs:
         check_file_output(path, "csv", overwrite=config.overwrite, option=option)
         check_file_output(sidecar_path(path), "json", overwrite=config.overwrite, option=f"{option} sidecar")
-    need = sum(Path(p).stat().st_size for p in (config.distorted, config.source_labels) if Path(p).is_file())
+    # labels ~2x the manifest (neighbour lists), train.csv ~ source + manifest, the meta CSV less
+    size = {key: Path(p).stat().st_size if Path(p).is_file() else 0 for key, p in
+            (("manifest", config.distorted), ("source", config.source_labels))}  # fmt: skip
+    need = 4 * size["manifest"] + 2 * size["source"]
     for _, path in outputs:
-        check_writable(path, need_bytes=2 * need)
+        check_writable(path, need_bytes=need)
     return [p for _, p in outputs]
 
 
