@@ -12,7 +12,6 @@ from reshape.cli.common import fingerprint_option, is_quiet, show_progress
 @click.argument("images", nargs=-1, required=True)
 @click.option(
     "--out",
-    "out_path",
     required=True,
     type=click.Path(dir_okay=False),
     help="Features Parquet to write; if it exists, unchanged images (same sha256) are reused.",
@@ -36,7 +35,15 @@ from reshape.cli.common import fingerprint_option, is_quiet, show_progress
     type=click.Choice(["auto", "cpu", "cuda"]),
     default="auto",
     show_default=True,
-    help="auto = CUDA when available (fp16 autocast on GPU).",
+    help="auto = CUDA when available.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="auto = fp16 autocast on CUDA, fp32 on the CPU; bf16 = bfloat16 autocast on either; fp16 needs "
+    "CUDA. Recorded in the metadata; rows embedded at another precision are not reused.",
 )
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per forward pass."
@@ -68,43 +75,23 @@ from reshape.cli.common import fingerprint_option, is_quiet, show_progress
     show_default=True,
     help="Write the partial artifact every N embedded images so an interrupted run resumes (0 = off).",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Write over an existing --out file that reshape did not write; never deletes it.",
+)
+@click.option("--wait", is_flag=True, help="If another run holds --out, wait for it instead of failing.")
 @backend_options
 @fingerprint_option
-def command(
-    images,
-    out_path,
-    encoder,
-    weights,
-    device,
-    batch_size,
-    workers,
-    image_root,
-    skip_bad,
-    checkpoint_every,
-    backend,
-    ray_address,
-    fingerprint,
-) -> None:
+def command(images: tuple[str, ...], **opts: object) -> None:
     """Embed IMAGES (folders, searched recursively; globs; or a CSV list with an `image` column).
 
     Images smaller than 224x224 are an error for resnet50 (or skipped with --skip-bad): the paper crops
     224x224 from KADID's 512x384 images and padding would embed an artificial border.
     """
-    from reshape.features import run_features
+    from reshape.features import FeaturesConfig, run
 
-    quiet = is_quiet()
-    if weights == "none":
-        click.echo(
-            "reshape features: WARNING: --weights none embeds with RANDOM weights (tests only)", err=True
-        )
-    result = run_features(
-        images, out_path, encoder=encoder, weights=weights, device=device, batch_size=batch_size,
-        workers=workers, image_root=image_root, skip_bad=skip_bad, checkpoint_every=checkpoint_every,
-        fingerprint=fingerprint, progress=show_progress(),
-        backend=backend, ray_address=ray_address,
-    )  # fmt: skip
-    if not quiet:
-        click.echo(
-            f"{result.n_images} images: {result.n_embedded} embedded, {result.n_reused} reused, "
-            f"{len(result.skipped)} skipped -> {result.out}"
-        )
+    result = run(FeaturesConfig(images=list(images), **opts, progress=show_progress()))
+    if not is_quiet():
+        for line in result.summary_lines():
+            click.echo(line)

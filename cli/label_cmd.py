@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from reshape.cli.common import fingerprint_option, show_progress
-from reshape.label import SCALES, WEIGHTINGS, parse_exclude_refs, run_label
+from reshape.cli.common import fingerprint_option, is_quiet, show_progress
+from reshape.label import SCALES, WEIGHTINGS, LabelConfig, run
 from reshape.presets import PRESETS
 from reshape.sources import SOURCE_FORMATS
 
@@ -114,13 +114,41 @@ _FILE = click.Path(dir_okay=False)
 @click.option(
     "--image-prefix",
     default=None,
-    help="Prefix joined to the pseudo rows' dist_img in --merge-source/--pyiqa-meta (default: none).",
+    help="Prefix joined to the pseudo rows' dist_img in --merge-source/--pyiqa-meta. Without it (and "
+    "--source-prefix) the --pyiqa-meta paths get computed prefixes so that all resolve under one root.",
 )
 @click.option(
     "--source-prefix",
     default=None,
-    help="Prefix joined to the source rows' paths in --merge-source/--pyiqa-meta (default: none).",
+    help="Prefix joined to the source rows' paths in --merge-source/--pyiqa-meta ('.' for none); give it "
+    "together with --image-prefix.",
 )
+@click.option(
+    "--source-root",
+    type=click.Path(file_okay=False),
+    help="Folder the source table's image paths are relative to (for --pyiqa-meta).  "
+    "[default: the source table's folder]",
+)
+@click.option(
+    "--images-root",
+    type=click.Path(file_okay=False),
+    help="Folder the manifest's dist_img paths are relative to (for --pyiqa-meta).  "
+    "[default: the out_dir recorded by `reshape distort`, else the manifest's folder]",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=2048,
+    show_default=True,
+    help="New references per distance block with --train-features (memory only; results do not depend "
+    "on it).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Write over existing files that reshape did not write; never deletes them.",
+)
+@click.option("--wait", is_flag=True, help="If another run holds an output, wait for it instead of failing.")
 @fingerprint_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def command(**opts: object) -> None:
@@ -130,11 +158,8 @@ def command(**opts: object) -> None:
     --margin of the nearest; the label of each of its distorted images is the softmax-weighted mean of the
     neighbours' labels for the same distortion type and level (var = weighted variance).
     """
-    exclude = parse_exclude_refs(opts.pop("exclude_refs"))
     no_progress = bool(opts.pop("no_progress"))
-    result = run_label(exclude_refs=exclude, progress=show_progress(no_progress), **opts)
-    if result.skipped:
-        click.echo(f"reshape label: skipped {len(result.skipped)}:", err=True)
-        for line in result.skipped:
-            click.echo(f"  {line}", err=True)
-    click.echo(f"reshape label: {len(result.labels)} pseudo-labels -> {opts['out']}", err=True)
+    result = run(LabelConfig(**opts, progress=show_progress(no_progress)))
+    if not is_quiet():
+        for line in result.summary_lines():
+            click.echo(line)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +30,14 @@ import pandas as pd
 from reshape import storage
 from reshape.backends import check_backend, import_ray, map_shards
 from reshape.errors import BadInputError, StageError
-from reshape.fileio import atomic_path, check_relative, resolve_under_root, sha256_file
+from reshape.fileio import atomic_path, check_relative, remove_stale_temps, resolve_under_root, sha256_file
+from reshape.outputs import (
+    check_file_output,
+    check_inputs_not_outputs,
+    check_writable,
+    created_folders,
+    locked_outputs,
+)
 
 log = logging.getLogger("reshape.features")
 
@@ -39,6 +48,11 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 RESNET_PREPROCESSING = "centre crop 224x224 of the image as loaded (no resize); ImageNet mean/std"
 RANDOM_INIT_SEED = 0
 CLIP_HINT = "pip install reshape-iqa[clip]"
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+RANDOM_WEIGHTS_WARNING = (
+    "--weights none: the encoder has RANDOM weights (torch seed %d); the embeddings are meaningless for "
+    "selection: use this for tests only"
+)
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -46,23 +60,42 @@ def _is_image(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
 
 
+#: columns of a CSV image list, in the order they are looked for
+LIST_COLUMNS = ("image", "path", "ref_img", "file")
+
+
 def _csv_list(csv_path: Path, image_root: Path | None) -> list[Path]:
+    """Images of a CSV list: column image, path, ref_img or file, else the first column (a list without a
+    header works too); paths relative to ``image_root`` (default: the CSV's folder), never escaping it."""
     try:
         df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise BadInputError(f"{csv_path}: not a readable CSV list ({str(exc).splitlines()[0]})") from None
-    col = next((c for c in ("image", "path", "ref_img", "file") if c in df.columns), None)
+    col = next((c for c in LIST_COLUMNS if c in df.columns), None)
+    first_line = 2
     if col is None:
         if len(df.columns) == 0:
             raise BadInputError(f"{csv_path}: empty CSV list")
         col = df.columns[0]
+        if _is_image(Path(str(col))):  # no header: the first line is an image already
+            df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, header=None, names=df.columns)
+            first_line = 1
     root = image_root if image_root is not None else csv_path.parent
     out = []
     for i, rel in enumerate(df[col].tolist()):
-        full = resolve_under_root(root, rel, source=csv_path, row=i + 2)
-        if not full.exists():
-            raise BadInputError(f"{csv_path}, line {i + 2}: image {rel!r} does not exist under {root}")
-        out.append(full)
+        full = resolve_under_root(root, rel, source=csv_path, row=i + first_line)
+        if full.is_file():
+            out.append(full)
+        elif col in LIST_COLUMNS or first_line == 1:
+            raise BadInputError(
+                f"{csv_path}, row {i + first_line}: image {rel!r} does not exist under {root}"
+            )
+        else:
+            raise BadInputError(
+                f"{csv_path}, row {i + first_line}: {rel!r} (column {col!r}) is no image under {root}; an image "
+                f"list needs a column {', '.join(LIST_COLUMNS[:-1])} or {LIST_COLUMNS[-1]} (else image paths "
+                "in the first column)"
+            )
     return out
 
 
@@ -130,16 +163,15 @@ class Encoder:
     device: str
     min_size: int | None
 
-    def embed(self, batch: np.ndarray) -> np.ndarray:
+    def embed(self, batch: np.ndarray, precision: str = "fp32") -> np.ndarray:
+        """(n, dim) float32 embeddings; ``fp16``/``bf16`` run the model under autocast on its device (the
+        same code path on CUDA and on the CPU), ``fp32`` without it."""
         import torch
 
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         x = torch.from_numpy(batch).to(self.device)
-        with torch.inference_mode():
-            if self.device == "cuda":
-                with torch.autocast("cuda", dtype=torch.float16):
-                    out = self.model(x)
-            else:
-                out = self.model(x)
+        with torch.inference_mode(), torch.autocast(self.device, dtype=dtype, enabled=dtype is not None):
+            out = self.model(x)
         return out.float().cpu().numpy().astype(np.float32)
 
 
@@ -153,6 +185,20 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def resolve_precision(precision: str, device: str, backend: str = "local") -> str:
+    """``auto`` -> fp16 on CUDA, fp32 on the CPU; ``bf16`` and ``fp32`` work on both, ``fp16`` needs CUDA.
+    With Ray and ``--device auto`` each actor decides (``auto`` is passed on)."""
+    if precision not in PRECISIONS:
+        raise BadInputError(f"--precision {precision!r}: choose {', '.join(PRECISIONS)}")
+    if backend == "ray" and device == "auto" and precision == "auto":
+        return "auto"
+    if precision == "auto":
+        return "fp16" if device == "cuda" else "fp32"
+    if precision == "fp16" and device != "cuda":
+        raise BadInputError("--precision fp16 needs --device cuda; on the CPU use bf16 (or fp32)")
+    return precision
 
 
 def centre_crop_normalise(image: np.ndarray) -> np.ndarray:
@@ -179,7 +225,7 @@ def _resnet50_state(weights: str) -> tuple[dict[str, Any] | None, str]:
                     torch.hub.download_url_to_file(w.url, str(tmp), hash_prefix=None, progress=False)
             except Exception as exc:  # noqa: BLE001 - any download failure means the same thing to the user
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise StageError(
+                raise BadInputError(
                     f"cannot get torchvision's ResNet-50 IMAGENET1K_V1 weights ({reason}); offline, download "
                     f"{w.url} on a connected machine and pass it with --weights PATH (or copy it to {cache})"
                 ) from None
@@ -211,12 +257,6 @@ def build_resnet50(weights: str, device: str) -> Encoder:
     import torchvision
 
     state, desc = _resnet50_state(weights)
-    if state is None:
-        log.warning(
-            "!!! --weights none: ResNet-50 has RANDOM weights (seed %d); embeddings are meaningless for "
-            "selection, use this for tests only !!!",
-            RANDOM_INIT_SEED,
-        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
         model = torchvision.models.resnet50(weights=None)
@@ -266,7 +306,7 @@ def build_clip(spec: str, weights: str, device: str) -> Encoder:
             )
     except Exception as exc:  # noqa: BLE001 - open_clip raises RuntimeError/HF errors offline
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StageError(
+        raise BadInputError(
             f"cannot create open_clip model {model_name!r} with weights {pretrained_arg!r} ({msg}); "
             "offline, pass a local checkpoint with --weights PATH"
         ) from None
@@ -306,8 +346,6 @@ def build_encoder(spec: str, weights: str = "default", device: str = "cpu") -> E
         if key not in _ENCODER_CACHE:
             _ENCODER_CACHE.clear()  # one model at a time: they are large
             _ENCODER_CACHE[key] = _build_encoder(spec, weights, device)
-        elif weights == "none":
-            log.warning("!!! --weights none: the encoder has RANDOM weights (tests only) !!!")
         return _ENCODER_CACHE[key]
     return _build_encoder(spec, weights, device)
 
@@ -347,19 +385,11 @@ def _collate(items: list) -> list:
 
 
 # ---------------------------------------------------------------------------------------------- I/O shell
-@dataclass
-class FeaturesRun:
-    n_images: int
-    n_reused: int
-    n_embedded: int
-    skipped: list[dict[str, str]]
-    out: Path
-
-
 def _previous(
-    out: Path, encoder: Encoder, image_root: Path
+    out: Path, encoder: Encoder, image_root: Path, precision: str
 ) -> dict[tuple[str, str], tuple[np.ndarray, int, int]]:
-    """Rows of an existing output that can be reused: same encoder, weights, preprocessing and root."""
+    """Rows of an existing output that can be reused: same encoder, weights, preprocessing, precision and
+    root (artifacts from before ``precision`` was recorded used fp16 on CUDA and fp32 on the CPU)."""
     from reshape.artifacts import read_features
 
     if not out.exists():
@@ -375,9 +405,10 @@ def _previous(
         and m.get("weights") == encoder.weights
         and m.get("preprocessing") == encoder.preprocessing
         and m.get("image_root") == str(image_root)
+        and m.get("precision", "fp16" if m.get("device") == "cuda" else "fp32") == precision
     )
     if not same:
-        log.warning("%s was made with other encoder/weights/root; embedding everything again", out)
+        log.warning("%s was made with other encoder/weights/precision/root; embedding everything again", out)
         return {}
     return {
         (img, sha): (old.embeddings[i], int(w), int(h))
@@ -387,56 +418,115 @@ def _previous(
     }
 
 
-def run_features(
-    inputs: Sequence[str | os.PathLike[str]],
-    out: str | os.PathLike[str],
-    *,
-    encoder: str = "resnet50",
-    weights: str = "default",
-    device: str = "auto",
-    batch_size: int = 32,
-    workers: int = 0,
-    image_root: str | os.PathLike[str] | None = None,
-    skip_bad: bool = False,
-    checkpoint_every: int = 2048,
-    fingerprint: str | None = None,
-    progress: bool = False,
-    backend: str = "local",
-    ray_address: str | None = None,
-    shard_dir: str | None = None,
-) -> FeaturesRun:
-    """Embed every input image (reusing unchanged rows of an existing ``out``) and write the features Parquet.
+# ---------------------------------------------------------------------------------------------- stage API
+@dataclass
+class FeaturesConfig:
+    """Options of `reshape features`; field names are the CLI option names with '-' -> '_'."""
 
-    Output rows are sorted by image path. Embeddings do not depend on ``workers`` (they only decode); the
-    batches are fixed by the sorted order and ``batch_size``.
-    """
-    from tqdm import tqdm
+    images: Sequence[str | os.PathLike[str]]
+    out: str | os.PathLike[str]
+    encoder: str = "resnet50"
+    weights: str = "default"
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 32
+    workers: int = 0
+    image_root: str | os.PathLike[str] | None = None
+    skip_bad: bool = False
+    checkpoint_every: int = 2048
+    backend: str = "local"
+    ray_address: str | None = None
+    shard_dir: str | None = None  # Ray shard files (default: <out>.shards/)
+    overwrite: bool = False
+    wait: bool = False
+    fingerprint: str | None = None
+    progress: bool = False
 
-    from reshape.artifacts import Features, write_features
 
-    if batch_size < 1:
-        raise BadInputError(f"--batch-size {batch_size}: must be at least 1")
-    if workers < 0:
-        raise BadInputError(f"--workers {workers}: must be 0 or more")
-    backend = check_backend(backend)
+@dataclass
+class FeaturesResult:
+    n_images: int
+    n_reused: int
+    n_embedded: int
+    skipped: list[dict[str, str]]
+    out: Path | str
+    device: str = "cpu"
+    precision: str = "fp32"
+    seconds: float = 0.0
+
+    def summary_lines(self) -> list[str]:
+        return [
+            f"{self.n_images} images: {self.n_embedded} embedded, {self.n_reused} reused, "
+            f"{len(self.skipped)} skipped -> {self.out} ({self.device}, {self.precision}, {self.seconds:.1f} s)"
+        ]
+
+
+#: the name ``run_features`` returned before the Stage API (issue #15)
+FeaturesRun = FeaturesResult
+
+#: rough size of one stored row (2048 float32 + path, hash, sizes), for the free-space check
+ROW_BYTES = 2048 * 4 + 256
+
+
+def _validate(config: FeaturesConfig) -> str:
+    """Option checks that need no file; returns the backend name."""
+    if config.batch_size < 1:
+        raise BadInputError(f"--batch-size {config.batch_size}: must be at least 1")
+    if config.workers < 0:
+        raise BadInputError(f"--workers {config.workers}: must be 0 or more")
+    if config.precision not in PRECISIONS:
+        raise BadInputError(f"--precision {config.precision!r}: choose {', '.join(PRECISIONS)}")
+    backend = check_backend(config.backend)
     if backend == "ray":
         import_ray()  # a missing Ray is a usage error before any work
-    if not storage.is_local(out):  # s3://, gs://, ... (issue #9): stage locally, upload the result
-        return _run_features_to_uri(
-            inputs, str(out), encoder=encoder, weights=weights, device=device, batch_size=batch_size,
-            workers=workers, image_root=image_root, skip_bad=skip_bad, checkpoint_every=checkpoint_every,
-            fingerprint=fingerprint, progress=progress, backend=backend, ray_address=ray_address,
-            shard_dir=shard_dir,
-        )  # fmt: skip
-    out = Path(out)
-    root, names, paths = collect_images(inputs, image_root)
-    dev = resolve_device(device)
-    enc = build_encoder(encoder, weights, dev)
-    hashes = [
-        sha256_file(p) for p in tqdm(paths, desc="sha256", unit="img", disable=not progress, leave=False)
-    ]
-    prev = _previous(out, enc, root)
+    return backend
 
+
+def _check_outputs(config: FeaturesConfig, out: Path, paths: list[Path], backend: str) -> Path | None:
+    """Output safety before anything is decoded or embedded; returns the local Ray shard folder, if any."""
+    shards = None
+    if backend == "ray" and (config.shard_dir is None or storage.is_local(config.shard_dir)):
+        shards = Path(config.shard_dir) if config.shard_dir else out.with_name(out.name + ".shards")
+    check_inputs_not_outputs([*config.images, *paths], file_outputs=[out], folder_outputs=[shards])
+    target = out.resolve()
+    for folder in (Path(item).resolve() for item in config.images if Path(item).is_dir()):
+        if folder in target.parents:
+            raise BadInputError(
+                f"{out}: --out lies inside the input folder {folder}; write it elsewhere so outputs never "
+                "mix with the images"
+            )
+    check_file_output(out, "parquet", overwrite=config.overwrite)
+    check_writable(out, need_bytes=len(paths) * ROW_BYTES)
+    if shards is not None:
+        check_writable(shards, need_bytes=len(paths) * ROW_BYTES)
+    return shards
+
+
+def _say(message: str) -> None:
+    print(f"reshape: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Plan:
+    """What one run embeds: every image by name, its sha256, and which rows an earlier run provides."""
+
+    root: Path
+    names: list[str]
+    paths: list[Path]
+    hashes: list[str]
+    rows: dict[str, tuple[str, np.ndarray, int, int]]  # name -> (sha256, embedding, width, height)
+    todo: list[int]
+    skipped: list[dict[str, str]]
+
+
+def _plan(config: FeaturesConfig, collected: tuple[Path, list[str], list[Path]], enc: Encoder,
+          precision: str) -> _Plan:  # fmt: skip
+    from tqdm import tqdm
+
+    root, names, paths = collected
+    bar = tqdm(paths, desc="sha256", unit="img", disable=not config.progress, leave=False)
+    hashes = [sha256_file(p) for p in bar]
+    prev = _previous(Path(config.out), enc, root, precision)
     rows: dict[str, tuple[str, np.ndarray, int, int]] = {}
     todo: list[int] = []
     for i, (name, sha) in enumerate(zip(names, hashes)):
@@ -445,85 +535,134 @@ def run_features(
             rows[name] = (sha, hit[0], hit[1], hit[2])
         else:
             todo.append(i)
-    n_reused = len(rows)
-    skipped: list[dict[str, str]] = []
+    return _Plan(root, names, paths, hashes, rows, todo, [])
 
-    def write() -> None:
-        ordered = sorted(rows)
-        frame = pd.DataFrame(
-            {
-                "image": ordered,
-                "sha256": [rows[n][0] for n in ordered],
-                "width": [rows[n][2] for n in ordered],
-                "height": [rows[n][3] for n in ordered],
-            }
-        )
-        emb = np.stack([rows[n][1] for n in ordered]) if ordered else np.zeros((0, enc.dim), np.float32)
-        meta: dict[str, Any] = {
-            "encoder": enc.name,
-            "weights": enc.weights,
-            "preprocessing": enc.preprocessing,
-            "image_root": str(root),
-            "device": dev,
-            "skipped": skipped,
+
+def _write(config: FeaturesConfig, plan: _Plan, enc: Encoder, device: str, precision: str) -> None:
+    from reshape.artifacts import Features, write_features
+
+    ordered = sorted(plan.rows)
+    frame = pd.DataFrame(
+        {
+            "image": ordered,
+            "sha256": [plan.rows[n][0] for n in ordered],
+            "width": [plan.rows[n][2] for n in ordered],
+            "height": [plan.rows[n][3] for n in ordered],
         }
-        if fingerprint is not None:
-            meta["fingerprint"] = fingerprint
-        write_features(out, Features(frame=frame, embeddings=emb, metadata=meta))
+    )
+    emb = np.stack([plan.rows[n][1] for n in ordered]) if ordered else np.zeros((0, enc.dim), np.float32)
+    meta: dict[str, Any] = {
+        "encoder": enc.name,
+        "weights": enc.weights,
+        "preprocessing": enc.preprocessing,
+        "image_root": str(plan.root),
+        "device": device,
+        "precision": precision,
+        "skipped": plan.skipped,
+    }
+    if config.fingerprint is not None:
+        meta["fingerprint"] = config.fingerprint
+    write_features(config.out, Features(frame=frame, embeddings=emb, metadata=meta))
 
-    if todo and backend == "ray":
-        shard_rows, shard_skipped = embed_on_ray(
-            [(names[i], str(paths[i]), hashes[i]) for i in todo],
-            out,
-            encoder=encoder,
-            weights=weights,
-            device=device,
-            batch_size=batch_size,
-            image_root=root,
-            skip_bad=skip_bad,
-            workers=workers,
-            ray_address=ray_address,
-            progress=progress,
-            shard_dir=shard_dir,
-        )
-        rows.update(shard_rows)
-        skipped.extend(shard_skipped)
-    elif todo:
-        from torch.utils.data import DataLoader
 
-        dataset = _ImageSet([paths[i] for i in todo], enc.prepare, enc.min_size)
-        loader = DataLoader(
-            dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate
-        )
-        since_checkpoint = 0
-        bar = tqdm(total=len(todo), desc=f"embedding ({enc.name}, {dev})", unit="img", disable=not progress)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*TypedStorage.*")
-            for batch in loader:
-                good = [b for b in batch if b[4] is None]
-                for local, _, _, _, err in batch:
-                    if err is not None:
-                        if not skip_bad:
-                            raise BadInputError(f"{err} (use --skip-bad to skip unreadable images)")
-                        log.warning("skipping %s", err)
-                        skipped.append({"image": names[todo[local]], "error": err})
-                if good:
-                    emb = enc.embed(np.stack([b[1] for b in good]))
-                    if not np.isfinite(emb).all():
-                        raise StageError(f"{paths[todo[good[0][0]]]}: encoder produced NaN/inf values")
-                    for (local, _, w, h, _), e in zip(good, emb):
-                        i = todo[local]
-                        rows[names[i]] = (hashes[i], e, w, h)
-                bar.update(len(batch))
-                since_checkpoint += len(batch)
-                if checkpoint_every and since_checkpoint >= checkpoint_every and rows:
-                    write()
-                    since_checkpoint = 0
-        bar.close()
-    if not rows:
-        raise BadInputError(f"{inputs[0]}: no image could be embedded ({len(skipped)} skipped)")
-    write()
-    return FeaturesRun(len(names), n_reused, len(rows) - n_reused, skipped, out)
+def _embed_local(config: FeaturesConfig, plan: _Plan, enc: Encoder, device: str, precision: str) -> None:
+    """Decode (DataLoader workers) and embed the planned images in sorted batches; checkpoint as it goes."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    dataset = _ImageSet([plan.paths[i] for i in plan.todo], enc.prepare, enc.min_size)
+    loader = DataLoader(
+        dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.workers, collate_fn=_collate
+    )
+    since_checkpoint = 0
+    bar = tqdm(total=len(plan.todo), desc=f"embedding ({enc.name}, {device}, {precision})", unit="img",
+               disable=not config.progress)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*TypedStorage.*")
+        for batch in loader:
+            for local, _, _, _, err in batch:
+                if err is not None:
+                    if not config.skip_bad:
+                        raise BadInputError(f"{err} (use --skip-bad to skip unreadable images)")
+                    log.warning("skipping %s", err)
+                    plan.skipped.append({"image": plan.names[plan.todo[local]], "error": err})
+            good = [b for b in batch if b[4] is None]
+            if good:
+                emb = enc.embed(np.stack([b[1] for b in good]), precision)
+                if not np.isfinite(emb).all():
+                    raise StageError(f"{plan.paths[plan.todo[good[0][0]]]}: encoder produced NaN/inf values")
+                for (local, _, w, h, _), e in zip(good, emb):
+                    i = plan.todo[local]
+                    plan.rows[plan.names[i]] = (plan.hashes[i], e, w, h)
+            bar.update(len(batch))
+            since_checkpoint += len(batch)
+            if config.checkpoint_every and since_checkpoint >= config.checkpoint_every and plan.rows:
+                _write(config, plan, enc, device, precision)
+                since_checkpoint = 0
+    bar.close()
+
+
+def _embed_with_ray(config: FeaturesConfig, plan: _Plan, precision: str, shards: Path | None) -> None:
+    rows, skipped = embed_on_ray(
+        [(plan.names[i], str(plan.paths[i]), plan.hashes[i]) for i in plan.todo],
+        Path(config.out),
+        encoder=config.encoder,
+        weights=config.weights,
+        device=config.device,
+        precision=precision,
+        batch_size=config.batch_size,
+        image_root=plan.root,
+        skip_bad=config.skip_bad,
+        workers=config.workers,
+        ray_address=config.ray_address,
+        progress=config.progress,
+        shard_dir=config.shard_dir if shards is None else str(shards),
+    )
+    plan.rows.update(rows)
+    plan.skipped.extend(skipped)
+
+
+def run(config: FeaturesConfig) -> FeaturesResult:
+    """Embed every input image (reusing unchanged rows of an existing ``out``) and write the features Parquet.
+
+    Output rows are sorted by image path. Embeddings do not depend on ``workers`` (they only decode); the
+    batches are fixed by the sorted order and ``batch_size``.
+    """
+    start = time.perf_counter()
+    backend = _validate(config)
+    if not storage.is_local(config.out):  # s3://, gs://, ... (issue #9): stage locally, upload the result
+        return _run_to_uri(config)
+    out = Path(config.out)
+    collected = collect_images(config.images, config.image_root)
+    shards = _check_outputs(config, out, collected[2], backend)
+    with locked_outputs(out, wait=config.wait, on_wait=_say), created_folders(out.parent):
+        remove_stale_temps(out.parent, names=[out.name])
+        device = resolve_device(config.device)
+        precision = resolve_precision(config.precision, device, backend)
+        enc = build_encoder(config.encoder, config.weights, device)
+        if config.weights == "none":
+            log.warning(RANDOM_WEIGHTS_WARNING, RANDOM_INIT_SEED)
+        plan = _plan(config, collected, enc, precision)
+        n_reused = len(plan.rows)
+        if plan.todo and backend == "ray":
+            _embed_with_ray(config, plan, precision, shards)
+        elif plan.todo:
+            _embed_local(config, plan, enc, device, precision)
+        if not plan.rows:
+            raise BadInputError(
+                f"{config.images[0]}: no image could be embedded ({len(plan.skipped)} skipped)"
+            )
+        _write(config, plan, enc, device, precision)
+    n = len(plan.rows)
+    return FeaturesResult(len(plan.names), n_reused, n - n_reused, plan.skipped, out, device, precision,
+                          time.perf_counter() - start)  # fmt: skip
+
+
+def run_features(
+    inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], **options: Any
+) -> FeaturesResult:
+    """Keyword form of :func:`run`: ``run_features(inputs, out, encoder=, weights=, device=, ...)``."""
+    return run(FeaturesConfig(images=inputs, out=out, **options))
 
 
 # ---------------------------------------------------------------------------------------------- Ray (#9)
@@ -539,6 +678,7 @@ class _RayShardSpec:
     encoder: str
     weights: str
     image_root: str
+    precision: str = "fp32"  # resolved, or "auto": each actor's device decides
 
 
 def _shard_file(spec: _RayShardSpec, items: Sequence[tuple[str, str, str]]) -> str:
@@ -548,6 +688,7 @@ def _shard_file(spec: _RayShardSpec, items: Sequence[tuple[str, str, str]]) -> s
 
     key = json.dumps(
         [spec.encoder, spec.weights, spec.batch_size, spec.image_root, [(n, sha) for n, _, sha in items]]
+        + ([] if spec.precision == "fp32" else [spec.precision])
     )
     return storage.join(spec.shard_dir, f"shard-{hashlib.sha256(key.encode()).hexdigest()[:32]}.parquet")
 
@@ -579,7 +720,7 @@ def _embed_shard(spec: _RayShardSpec, enc: Encoder, items: Sequence[tuple[str, s
         skipped += [{"image": items[b[0]][0], "error": b[4]} for b in batch if b[4] is not None]
         if not good:
             continue
-        emb = enc.embed(np.stack([b[1] for b in good]))
+        emb = enc.embed(np.stack([b[1] for b in good]), resolve_precision(spec.precision, enc.device))
         if not np.isfinite(emb).all():
             raise StageError(f"{items[good[0][0]][1]}: encoder produced NaN/inf values")
         names += [items[b[0]][0] for b in good]
@@ -597,6 +738,7 @@ def _embed_shard(spec: _RayShardSpec, enc: Encoder, items: Sequence[tuple[str, s
         "preprocessing": enc.preprocessing,
         "image_root": spec.image_root,
         "device": enc.device,
+        "precision": resolve_precision(spec.precision, enc.device),
         "skipped": skipped,
     }
     path = _shard_file(spec, items)
@@ -630,6 +772,7 @@ def embed_on_ray(
     batch_size: int,
     image_root: Path,
     skip_bad: bool,
+    precision: str = "fp32",
     workers: int = 0,
     ray_address: str | None = None,
     progress: bool = False,
@@ -651,7 +794,7 @@ def embed_on_ray(
 
     shard_dir = shard_dir or str(out.with_name(out.name + ".shards"))
     storage.makedirs(shard_dir)
-    spec = _RayShardSpec(shard_dir, batch_size, encoder, weights, str(image_root))
+    spec = _RayShardSpec(shard_dir, batch_size, encoder, weights, str(image_root), precision)
     per_shard = batch_size * max(1, RAY_SHARD_IMAGES // batch_size)
     shards = [list(items[i : i + per_shard]) for i in range(0, len(items), per_shard)]
     results = map_shards(
@@ -689,20 +832,26 @@ def embed_on_ray(
     return rows, skipped
 
 
-def _run_features_to_uri(inputs: Sequence[str | os.PathLike[str]], out: str, **options: Any) -> FeaturesRun:
-    """``run_features`` with ``out`` on an object store: the existing artifact (for incremental reuse) is
+def _run_to_uri(config: FeaturesConfig) -> FeaturesResult:
+    """:func:`run` with ``out`` on an object store: the existing artifact (for incremental reuse) is
     fetched, the run writes a local copy, which is uploaded (temporary key, then move) when complete. On
-    Ray the shard files go beside ``out`` on the store (``<out>.shards/``), which every node can reach."""
+    Ray the shard files go beside ``out`` on the store (``<out>.shards/``), which every node can reach.
+    The store's lease lock (:class:`reshape.outputs.OutputLock`) keeps a second run off the same key."""
     import dataclasses
     import tempfile
 
-    if options.get("backend") == "ray" and not options.get("shard_dir"):
-        options["shard_dir"] = out.rstrip("/") + ".shards"
+    out = str(config.out)
+    shard_dir = config.shard_dir
+    if config.backend == "ray" and not shard_dir:
+        shard_dir = out.rstrip("/") + ".shards"
     name = Path(out.rstrip("/").rsplit("/", 1)[-1] or "features.parquet")
-    with tempfile.TemporaryDirectory(prefix="reshape-features-") as tmp:
+    with (
+        locked_outputs(out, wait=config.wait, on_wait=_say),
+        tempfile.TemporaryDirectory(prefix="reshape-features-") as tmp,
+    ):
         local = Path(tmp) / name
         if storage.is_file(out):
             local.write_bytes(storage.read_bytes(out))
-        result = run_features(inputs, local, **options)
+        result = run(dataclasses.replace(config, out=local, shard_dir=shard_dir))
         storage.upload_file(local, out)
     return dataclasses.replace(result, out=out)

@@ -7,25 +7,42 @@ and its ``var`` is the weighted variance of those labels around that mean, ``sum
 (a spread between neighbours, not a rating variance as in KADID's own column).
 
 Layers: :func:`neighbour_weights` / :func:`weights_from_distances` and :func:`pseudo_labels` are pure numpy
-cores; :func:`run_label` reads and writes the artifacts; ``cli/label_cmd.py`` is the click command.
+cores; :func:`run` (a :class:`LabelConfig`) reads and writes the artifacts; ``cli/label_cmd.py`` is the click command.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import posixpath
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy.special import softmax
 from tqdm import tqdm
 
-from reshape.artifacts import read_csv, read_features, read_parquet, write_csv
+from reshape.artifacts import (
+    read_artifact_metadata,
+    read_csv,
+    read_features,
+    read_parquet,
+    sidecar_path,
+    write_csv,
+)
 from reshape.errors import BadInputError
-from reshape.fileio import check_relative
+from reshape.fileio import check_relative, remove_stale_temps
+from reshape.outputs import (
+    check_file_output,
+    check_inputs_not_outputs,
+    check_writable,
+    created_folders,
+    locked_outputs,
+)
 from reshape.presets import PRESETS
 from reshape.sources import (
     SourceTable,
@@ -68,10 +85,15 @@ def softmax_weights(
 
     ``closer``: softmax(-d / T), so a nearer neighbour weighs more. ``official``: softmax(+d / T), which is
     what the published SynDR-IQA code computes (at T = 1); it gives the *farther* neighbour the larger weight.
+    Computed element by element with ``math.exp`` and an exactly rounded sum (``math.fsum``), so the weights
+    depend only on these distances: not on numpy's SIMD exp, the CPU or how rows were grouped.
     """
     d = np.asarray(distances, dtype=np.float64)
     sign = -1.0 if weighting == "closer" else 1.0
-    return softmax(sign * d / temperature)
+    z = sign * d / temperature
+    top = float(z.max())
+    e = np.array([math.exp(float(v) - top) for v in z], dtype=np.float64)
+    return e / math.fsum(e)
 
 
 def weights_from_distances(
@@ -98,15 +120,32 @@ def weights_from_distances(
     )
 
 
-def cosine_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine distance 1 - cos(a_i, b_j) in float64, clipped to [0, 2]."""
-    a64 = np.asarray(a, dtype=np.float64)
-    b64 = np.asarray(b, dtype=np.float64)
-    a_norm = np.linalg.norm(a64, axis=1, keepdims=True)
-    b_norm = np.linalg.norm(b64, axis=1, keepdims=True)
-    if np.any(a_norm == 0) or np.any(b_norm == 0):
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length in float64; each row's norm is its own pairwise sum (row-local)."""
+    x64 = np.asarray(x, dtype=np.float64)
+    norms = np.sqrt(np.sum(x64 * x64, axis=1))
+    if np.any(norms == 0):
         raise BadInputError("an embedding is all zeros; cosine distance is undefined for it")
-    return np.clip(1.0 - (a64 / a_norm) @ (b64 / b_norm).T, 0.0, 2.0)
+    return x64 / norms[:, None]
+
+
+def row_distances(a_unit: np.ndarray, b_unit: np.ndarray) -> np.ndarray:
+    """Cosine distances of ONE unit row ``a_unit`` (d,) to every unit row of ``b_unit`` (n, d), in [0, 2].
+
+    ``1 - sum(a * b)`` with float64 products and numpy's pairwise sum along the feature axis: every
+    distance is computed by the same routine on the same operands whatever rows are processed with it
+    (a BLAS product's summation order depends on the matrix shape, i.e. on chunking and threads).
+    """
+    return np.clip(1.0 - np.sum(a_unit[None, :] * b_unit, axis=1), 0.0, 2.0)
+
+
+def cosine_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine distance 1 - cos(a_i, b_j) in float64, clipped to [0, 2], one :func:`row_distances` per row."""
+    a_unit, b_unit = unit_rows(a), unit_rows(b)
+    out = np.empty((len(a_unit), len(b_unit)), dtype=np.float64)
+    for i, row in enumerate(a_unit):
+        out[i] = row_distances(row, b_unit)
+    return out
 
 
 def neighbour_weights(
@@ -140,10 +179,11 @@ def neighbour_weights(
         raise BadInputError("every training reference is excluded; no neighbours are left")
     kk = min(k, pool.size)
     out: list[Neighbours] = []
+    train_unit = unit_rows(train[pool])
     starts = range(0, len(new), chunk)
     for start in tqdm(starts, desc="neighbours", unit="chunk", disable=not progress):
-        dist = cosine_distances(new[start : start + chunk], train[pool])
-        for row in dist:
+        for unit in unit_rows(new[start : start + chunk]):
+            row = row_distances(unit, train_unit)
             order = np.lexsort((pool, row))[:kk]
             kept = weights_from_distances(
                 row[order], margin=margin, temperature=temperature, weighting=weighting
@@ -221,14 +261,6 @@ class RefNeighbours:
     distances: np.ndarray
 
 
-@dataclass
-class LabelResult:
-    labels: pd.DataFrame
-    skipped: list[str] = field(default_factory=list)
-    train: pd.DataFrame | None = None
-    pyiqa_meta: pd.DataFrame | None = None
-
-
 def _label_cube(source: pd.DataFrame, n_refs: int, ref_index: np.ndarray) -> np.ndarray:
     max_t = int(source["dist_type"].max())
     max_l = int(source["dist_level"].max())
@@ -249,6 +281,7 @@ def _neighbours_from_embeddings(
     margin: float,
     temperature: float,
     weighting: str,
+    chunk: int,
     progress: bool,
 ) -> tuple[dict[str, RefNeighbours], dict[str, str]]:
     train = read_features(train_features)
@@ -277,6 +310,7 @@ def _neighbours_from_embeddings(
         temperature=temperature,
         weighting=weighting,
         exclude=exclude,
+        chunk=chunk,
         progress=progress,
     )
     result = {
@@ -390,135 +424,237 @@ def merged_train_table(
     return pd.concat([from_source, pseudo], ignore_index=True)
 
 
-# ----------------------------------------------------------------------------------------------- stage
-def run_label(
-    *,
-    source_labels: str | Path,
-    distorted: str | Path,
-    out: str | Path,
-    selection: str | Path | None = None,
-    train_features: str | Path | None = None,
-    candidate_features: str | Path | None = None,
-    k: int = 5,
-    margin: float = 0.05,
-    temperature: float = 1.0,
-    weighting: str = "closer",
-    exclude_refs: list[str] | None = None,
-    scale: str = "source",
-    source_format: str = "auto",
-    skip_missing: bool = False,
-    pyiqa_meta: str | Path | None = None,
-    merge_source: str | Path | None = None,
-    preset: str | None = None,
-    image_prefix: str | None = None,
-    source_prefix: str | None = None,
-    fingerprint: str | None = None,
-    progress: bool = False,
-) -> LabelResult:
-    """Pseudo-label every image of a distortion manifest and write labels.csv (+ train.csv, meta_info.csv)."""
-    _check_params(k, margin, temperature, weighting)
-    if scale not in SCALES:
-        raise BadInputError(f"scale must be one of {', '.join(SCALES)} (got {scale!r})")
-    if preset is not None and preset not in PRESETS:
-        raise BadInputError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-    recompute = train_features is not None or candidate_features is not None
-    if recompute and (train_features is None or candidate_features is None):
+# ----------------------------------------------------------------------------------------------- stage API
+@dataclass
+class LabelConfig:
+    """Options of `reshape label`; field names are the CLI option names with '-' -> '_'."""
+
+    source_labels: str | Path
+    distorted: str | Path
+    out: str | Path
+    selection: str | Path | None = None
+    train_features: str | Path | None = None
+    candidate_features: str | Path | None = None
+    k: int = 5
+    margin: float = 0.05
+    temperature: float = 1.0
+    weighting: str = "closer"
+    exclude_refs: list[str] | str | None = None  # names, or the CLI text 'I01,I02' / '@file'
+    scale: str = "source"
+    source_format: str = "auto"
+    skip_missing: bool = False
+    pyiqa_meta: str | Path | None = None
+    merge_source: str | Path | None = None
+    preset: str | None = None
+    image_prefix: str | None = None
+    source_prefix: str | None = None
+    source_root: str | Path | None = None  # default: the source table's folder
+    images_root: str | Path | None = None  # default: the manifest's recorded out_dir, else its folder
+    chunk_size: int = 2048  # new references per distance block: memory and progress only
+    overwrite: bool = False
+    wait: bool = False
+    fingerprint: str | None = None
+    progress: bool = False
+
+
+@dataclass
+class LabelResult:
+    labels: pd.DataFrame
+    out: Path
+    skipped: list[str] = field(default_factory=list)
+    train: pd.DataFrame | None = None
+    merge_source: Path | None = None
+    pyiqa_meta: pd.DataFrame | None = None
+    pyiqa_meta_path: Path | None = None
+    pyiqa_root: Path | None = None  # None when the user's --image-prefix/--source-prefix define it
+    seconds: float = 0.0
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"reshape label: {len(self.labels)} pseudo-labels -> {self.out} ({self.seconds:.1f} s)"]
+        if self.train is not None:
+            n_source = int((self.train["origin"] == "source").sum())
+            lines.append(
+                f"  train table: {n_source} source + {len(self.train) - n_source} pseudo rows "
+                f"-> {self.merge_source}"
+            )
+        if self.pyiqa_meta is not None:
+            root = self.pyiqa_root or "the dataset root that --image-prefix/--source-prefix assume"
+            lines.append(
+                f"  pyiqa meta: {len(self.pyiqa_meta)} rows -> {self.pyiqa_meta_path} "
+                f"(paths relative to {root})"
+            )
+        if self.skipped:
+            lines.append(f"  skipped: {len(self.skipped)} (listed on stderr and in the sidecar)")
+        return lines
+
+
+@dataclass
+class _Source:
+    """The source label table, scaled, with its labels as a (ref, type, level) cube."""
+
+    table: SourceTable
+    frame: pd.DataFrame
+    cube: np.ndarray
+    low: float
+    high: float
+
+
+def _say(message: str) -> None:
+    print(f"reshape: {message}", file=sys.stderr, flush=True)
+
+
+def _validate(config: LabelConfig) -> list[str]:
+    """Option checks that need no file; returns the excluded reference names."""
+    _check_params(config.k, config.margin, config.temperature, config.weighting)
+    if config.scale not in SCALES:
+        raise BadInputError(f"scale must be one of {', '.join(SCALES)} (got {config.scale!r})")
+    if config.preset is not None and config.preset not in PRESETS:
+        raise BadInputError(f"unknown preset {config.preset!r}; known: {', '.join(PRESETS)}")
+    if config.chunk_size < 1:
+        raise BadInputError(f"--chunk-size {config.chunk_size}: must be at least 1")
+    if _recompute(config) and (config.train_features is None or config.candidate_features is None):
         raise BadInputError("--train-features and --candidate-features must be given together")
-    if not recompute and selection is None:
+    if not _recompute(config) and config.selection is None:
         raise BadInputError("give --selection, or --train-features and --candidate-features")
+    if config.pyiqa_meta is not None:
+        _prefixes_given(config, has_source=config.merge_source is not None)
+    if isinstance(config.exclude_refs, str):
+        return parse_exclude_refs(config.exclude_refs)
+    return list(config.exclude_refs or [])
 
-    src: SourceTable = read_source_labels(
-        source_labels, source_format=source_format, skip_missing=skip_missing
+
+def _recompute(config: LabelConfig) -> bool:
+    return config.train_features is not None or config.candidate_features is not None
+
+
+def _check_outputs(config: LabelConfig) -> list[Path]:
+    """Output safety before any work: outputs distinct, never an input, no foreign or other-format file
+    replaced (without --overwrite), and every output folder writable."""
+    named = [
+        ("--out", config.out),
+        ("--merge-source", config.merge_source),
+        ("--pyiqa-meta", config.pyiqa_meta),
+    ]
+    outputs = [(option, Path(p)) for option, p in named if p is not None]
+    seen: dict[str, str] = {}
+    for option, path in outputs:
+        key = os.path.realpath(path)
+        if key in seen:
+            raise BadInputError(
+                f"{path}: {option} is the same file as {seen[key]}; give each output its own path"
+            )
+        seen[key] = option
+    inputs = [config.source_labels, config.distorted, config.selection, config.train_features,
+              config.candidate_features]  # fmt: skip
+    if isinstance(config.exclude_refs, str) and config.exclude_refs.startswith("@"):
+        inputs.append(config.exclude_refs[1:])
+    files = [p for _, p in outputs] + [sidecar_path(p) for _, p in outputs]
+    check_inputs_not_outputs(inputs, file_outputs=files)
+    for option, path in outputs:
+        check_file_output(path, "csv", overwrite=config.overwrite, option=option)
+        check_file_output(sidecar_path(path), "json", overwrite=config.overwrite, option=f"{option} sidecar")
+    # labels ~2x the manifest (neighbour lists), train.csv ~ source + manifest, the meta CSV less
+    size = {key: Path(p).stat().st_size if Path(p).is_file() else 0 for key, p in
+            (("manifest", config.distorted), ("source", config.source_labels))}  # fmt: skip
+    need = 4 * size["manifest"] + 2 * size["source"]
+    for _, path in outputs:
+        check_writable(path, need_bytes=need)
+    return [p for _, p in outputs]
+
+
+def _load_source(config: LabelConfig) -> _Source:
+    src = read_source_labels(
+        config.source_labels, source_format=config.source_format, skip_missing=config.skip_missing
     )
-    skipped = [f"{src.path}, {d}" for d in src.dropped]
-    source = src.frame.copy()
+    frame = src.frame.copy()
     low, high = src.label_range()
-    if scale == "0-10":
-        source["dmos"] = scale_to_0_10(source["dmos"].to_numpy(), low, high)
+    if config.scale == "0-10":
+        frame["dmos"] = scale_to_0_10(frame["dmos"].to_numpy(), low, high)
         # a variance scales with the square of the linear factor
-        source["var"] = source["var"] * (10.0 / (high - low)) ** 2
-    source_refs = src.refs
-    ref_index = pd.Index(source_refs).get_indexer(source["ref_img"])
-    cube = _label_cube(source, len(source_refs), ref_index)
+        frame["var"] = frame["var"] * (10.0 / (high - low)) ** 2
+    ref_index = pd.Index(src.refs).get_indexer(frame["ref_img"])
+    return _Source(src, frame, _label_cube(frame, len(src.refs), ref_index), low, high)
 
-    excluded_sources: set[int] = set()
-    if exclude_refs:
-        idx = match_names(exclude_refs, source_refs, what="excluded reference", source="--exclude-refs")
-        unknown = [n for n, i in zip(exclude_refs, idx) if i < 0]
-        if unknown:
-            raise BadInputError(f"--exclude-refs: {unknown[0]!r} is not a reference of {src.path}")
-        excluded_sources = {int(i) for i in idx}
 
-    manifest_path = Path(distorted)
-    manifest = read_csv(manifest_path, "distortion_manifest")
+def _load_manifest(path: Path) -> pd.DataFrame:
+    manifest = read_csv(path, "distortion_manifest")
     if manifest.empty:
-        raise BadInputError(f"{manifest_path}: distortion manifest has no rows")
+        raise BadInputError(f"{path}: distortion manifest has no rows")
     for col in ("dist_img", "ref_img"):
-        manifest[col] = [clean_relative(str(v), manifest_path, i + 2) for i, v in enumerate(manifest[col])]
-    new_refs = list(dict.fromkeys(manifest["ref_img"]))
+        manifest[col] = [clean_relative(str(v), path, i + 2) for i, v in enumerate(manifest[col])]
+    return manifest
 
-    if recompute:
-        nb_by_ref, missing_refs = _neighbours_from_embeddings(
-            new_refs,
-            Path(train_features),
-            Path(candidate_features),
-            source_refs,
-            excluded_sources,
-            k=k,
-            margin=margin,
-            temperature=temperature,
-            weighting=weighting,
-            progress=progress,
-        )
+
+def _excluded_sources(names: list[str], src: SourceTable) -> set[int]:
+    if not names:
+        return set()
+    idx = match_names(names, src.refs, what="excluded reference", source="--exclude-refs")
+    unknown = [n for n, i in zip(names, idx) if i < 0]
+    if unknown:
+        raise BadInputError(f"--exclude-refs: {unknown[0]!r} is not a reference of {src.path}")
+    return {int(i) for i in idx}
+
+
+def _neighbours(
+    config: LabelConfig, manifest: pd.DataFrame, src: SourceTable, exclude: list[str]
+) -> tuple[dict[str, RefNeighbours], list[str]]:
+    """Kept neighbours of every new reference; references without any are an error or skipped."""
+    new_refs = list(dict.fromkeys(manifest["ref_img"]))
+    excluded = _excluded_sources(exclude, src)
+    weighting = {"k": config.k, "margin": config.margin, "temperature": config.temperature,
+                 "weighting": config.weighting}  # fmt: skip
+    if _recompute(config):
+        found, missing = _neighbours_from_embeddings(
+            new_refs, Path(config.train_features), Path(config.candidate_features), src.refs, excluded,
+            **weighting, chunk=config.chunk_size, progress=config.progress,
+        )  # fmt: skip
     else:
-        nb_by_ref, missing_refs = _neighbours_from_selection(
-            new_refs,
-            Path(selection),
-            source_refs,
-            excluded_sources,
-            k=k,
-            margin=margin,
-            temperature=temperature,
-            weighting=weighting,
+        found, missing = _neighbours_from_selection(
+            new_refs, Path(config.selection), src.refs, excluded, **weighting
         )
-    if missing_refs and not skip_missing:
-        ref = next(iter(missing_refs))
+    manifest_path = Path(config.distorted)
+    if missing and not config.skip_missing:
+        ref = next(iter(missing))
         line = int(np.flatnonzero(manifest["ref_img"].to_numpy() == ref)[0]) + 2
-        raise BadInputError(
-            f"{manifest_path}, line {line}: {missing_refs[ref]} (use --skip-missing to skip it)"
-        )
-    for ref, why in missing_refs.items():
+        raise BadInputError(f"{manifest_path}, line {line}: {missing[ref]} (use --skip-missing to skip it)")
+    skipped = []
+    for ref, why in missing.items():
         n = int((manifest["ref_img"] == ref).sum())
         skipped.append(f"{manifest_path}: {n} image(s) of {why}")
+    return found, skipped
 
-    rows = manifest[manifest["ref_img"].isin(nb_by_ref.keys())].reset_index(drop=True)
-    width = max((len(v.names) for v in nb_by_ref.values()), default=1)
-    ref_pos = {r: i for i, r in enumerate(nb_by_ref)}
-    pad_src = np.full((len(nb_by_ref), width), -1, dtype=np.int64)
-    pad_w = np.zeros((len(nb_by_ref), width))
-    for r, nb in nb_by_ref.items():
+
+def _label_images(
+    config: LabelConfig, manifest: pd.DataFrame, found: dict[str, RefNeighbours], source: _Source
+) -> tuple[pd.DataFrame, list[str]]:
+    """Weighted labels of every manifest image whose reference has neighbours; returns (labels, skipped)."""
+    manifest_path = Path(config.distorted)
+    rows = manifest[manifest["ref_img"].isin(found.keys())].reset_index(drop=True)
+    width = max((len(v.names) for v in found.values()), default=1)
+    ref_pos = {r: i for i, r in enumerate(found)}
+    pad_src = np.full((len(found), width), -1, dtype=np.int64)
+    pad_w = np.zeros((len(found), width))
+    for r, nb in found.items():
         pad_src[ref_pos[r], : len(nb.source_refs)] = nb.source_refs
         pad_w[ref_pos[r], : len(nb.source_refs)] = nb.weights
     which = np.array([ref_pos[r] for r in rows["ref_img"]], dtype=np.int64)
     mean, var, missing = pseudo_labels(
-        pad_src[which], pad_w[which], cube, rows["dist_type"].to_numpy(), rows["dist_level"].to_numpy()
+        pad_src[which], pad_w[which], source.cube, rows["dist_type"].to_numpy(), rows["dist_level"].to_numpy()
     )
-    bad_rows = np.flatnonzero(np.isnan(mean))
-    for i in bad_rows:
-        j = int(np.flatnonzero(missing[i])[0])
-        neighbour = source_refs[pad_src[which[i], j]]
+    skipped = []
+    for i in np.flatnonzero(np.isnan(mean)):
+        neighbour = source.table.refs[pad_src[which[i], int(np.flatnonzero(missing[i])[0])]]
         why = (
             f"{rows['dist_img'].iloc[i]}: neighbour {neighbour!r} has no label for type "
-            f"{rows['dist_type'].iloc[i]} level {rows['dist_level'].iloc[i]} in {src.path}"
+            f"{rows['dist_type'].iloc[i]} level {rows['dist_level'].iloc[i]} in {source.table.path}"
         )
-        if not skip_missing:
+        if not config.skip_missing:
             line = int(np.flatnonzero(manifest["dist_img"].to_numpy() == rows["dist_img"].iloc[i])[0]) + 2
             raise BadInputError(f"{manifest_path}, line {line}: {why} (use --skip-missing to skip it)")
         skipped.append(f"{manifest_path}: {why}")
     good = np.isfinite(mean)
     if not good.any():
         raise BadInputError(f"{manifest_path}: no image could be labelled ({len(skipped)} skipped)")
-
     labels = pd.DataFrame(
         {
             "dist_img": rows["dist_img"],
@@ -527,54 +663,188 @@ def run_label(
             "var": var,
             "dist_type": rows["dist_type"].astype(np.int64),
             "dist_level": rows["dist_level"].astype(np.int64),
-            "neighbours": [";".join(nb_by_ref[r].names) for r in rows["ref_img"]],
-            "weights": [_fmt_list(nb_by_ref[r].weights) for r in rows["ref_img"]],
-            "distances": [_fmt_list(nb_by_ref[r].distances) for r in rows["ref_img"]],
+            "neighbours": [";".join(found[r].names) for r in rows["ref_img"]],
+            "weights": [_fmt_list(found[r].weights) for r in rows["ref_img"]],
+            "distances": [_fmt_list(found[r].distances) for r in rows["ref_img"]],
             "origin": "pseudo",
         }
     )[good].reset_index(drop=True)
+    return labels, skipped
 
+
+# ----------------------------------------------------------------------------------------------- pyiqa root
+def images_root(config: LabelConfig) -> Path:
+    """Folder the manifest's ``dist_img`` paths are relative to: ``images_root``, else the ``out_dir``
+    that `reshape distort` recorded in the manifest's sidecar (if it still exists), else its folder."""
+    if config.images_root is not None:
+        return Path(config.images_root).resolve()
+    recorded = read_artifact_metadata(config.distorted).get("out_dir")
+    if isinstance(recorded, str) and "://" not in recorded and Path(recorded).is_dir():
+        return Path(recorded).resolve()
+    return Path(config.distorted).resolve().parent
+
+
+def source_root(config: LabelConfig) -> Path:
+    """Folder the source table's image paths are relative to: ``source_root``, else the table's folder."""
+    if config.source_root is not None:
+        return Path(config.source_root).resolve()
+    return Path(config.source_labels).resolve().parent
+
+
+def _prefixes_given(config: LabelConfig, has_source: bool) -> bool:
+    """True when the user gave the meta CSV's prefixes; one alone (with source rows) is refused."""
+    if config.image_prefix is None and (not has_source or config.source_prefix is None):
+        return False
+    if has_source and (config.image_prefix is None or config.source_prefix is None):
+        raise BadInputError(
+            f"{config.pyiqa_meta}: give both --image-prefix and --source-prefix ('.' for none), or "
+            "neither to have them computed; with one alone the pseudo and source paths resolve under "
+            "two different roots"
+        )
+    return True
+
+
+def meta_prefixes(config: LabelConfig, has_source: bool) -> tuple[str | None, str | None, Path | None]:
+    """(image prefix, source prefix, root) putting every path of the pyiqa meta CSV under ONE root.
+
+    Given prefixes are used as they are (both are needed when source rows are written; the root is then
+    the user's). Otherwise the root is the meta CSV's folder when it holds the distorted (and source)
+    images, else their deepest common folder, and the prefixes are the image roots relative to it.
+    """
+    if _prefixes_given(config, has_source):
+        return config.image_prefix, config.source_prefix, None
+    roots = [images_root(config)] + ([source_root(config)] if has_source else [])
+    meta_dir = Path(config.pyiqa_meta).resolve().parent
+    if all(r == meta_dir or meta_dir in r.parents for r in roots):
+        root = meta_dir
+    else:
+        try:
+            root = Path(os.path.commonpath([str(r) for r in roots]))
+        except ValueError:
+            raise BadInputError(
+                f"{config.pyiqa_meta}: the distorted images ({roots[0]}) and the source images "
+                f"({roots[-1]}) share no folder; pass --image-prefix and --source-prefix relative to one "
+                "dataset root"
+            ) from None
+
+    def prefix(folder: Path) -> str | None:
+        return None if folder == root else folder.relative_to(root).as_posix()
+
+    return prefix(roots[0]), (prefix(roots[1]) if has_source else None), root
+
+
+# ----------------------------------------------------------------------------------------------- writers
+def _with_fingerprint(meta: dict[str, Any], fingerprint: str | None) -> dict[str, Any]:
+    return meta if fingerprint is None else {**meta, "fingerprint": fingerprint}
+
+
+def _write_labels(
+    config: LabelConfig, source: _Source, labels: pd.DataFrame, skipped: list[str], exclude: list[str]
+) -> None:
     options: dict[str, Any] = {
-        "k": k,
-        "margin": margin,
-        "temperature": temperature,
-        "weighting": weighting,
-        "scale": scale,
-        "source_min": low,
-        "source_max": high,
-        "source_labels": str(source_labels),
-        "source_format": src.format,
-        "distorted": str(distorted),
-        "selection": None if selection is None else str(selection),
-        "neighbours_from": "embeddings" if recompute else "selection",
-        "exclude_refs": list(exclude_refs or []),
+        "k": config.k,
+        "margin": config.margin,
+        "temperature": config.temperature,
+        "weighting": config.weighting,
+        "scale": config.scale,
+        "source_min": source.low,
+        "source_max": source.high,
+        "source_labels": str(config.source_labels),
+        "source_format": source.table.format,
+        "distorted": str(config.distorted),
+        "selection": None if config.selection is None else str(config.selection),
+        "neighbours_from": "embeddings" if _recompute(config) else "selection",
+        "exclude_refs": exclude,
         "skipped": skipped,
     }
-    if fingerprint is not None:
-        options["fingerprint"] = fingerprint
-    write_csv(out, labels, "labels", options, float_format="%.8g")
+    write_csv(
+        config.out, labels, "labels", _with_fingerprint(options, config.fingerprint), float_format="%.8g"
+    )
 
-    result = LabelResult(labels=labels, skipped=skipped)
-    if merge_source is not None:
-        train = merged_train_table(
-            source, labels, preset=preset, image_prefix=image_prefix, source_prefix=source_prefix
+
+def _write_train(config: LabelConfig, source: _Source, labels: pd.DataFrame) -> pd.DataFrame:
+    train = merged_train_table(
+        source.frame, labels, preset=config.preset, image_prefix=config.image_prefix,
+        source_prefix=config.source_prefix,
+    )  # fmt: skip
+    meta = {
+        "scale": config.scale,
+        "preset": config.preset,
+        "source_min": source.low,
+        "source_max": source.high,
+    }
+    write_csv(
+        config.merge_source, train, "train", _with_fingerprint(meta, config.fingerprint), float_format="%.8g"
+    )
+    return train
+
+
+def _write_pyiqa_meta(
+    config: LabelConfig, source: _Source, labels: pd.DataFrame
+) -> tuple[pd.DataFrame, Path | None]:
+    """pyiqa's general NR meta CSV (path, score): the train table's rows (or the pseudo rows alone), every
+    path under the one root recorded in the sidecar (``root``)."""
+    has_source = config.merge_source is not None
+    image_prefix, source_prefix, root = meta_prefixes(config, has_source)
+    table = (
+        merged_train_table(
+            source.frame, labels, preset=config.preset, image_prefix=image_prefix, source_prefix=source_prefix
         )
-        train_meta = {"scale": scale, "preset": preset, "source_min": low, "source_max": high}
-        if fingerprint is not None:
-            train_meta["fingerprint"] = fingerprint
-        write_csv(merge_source, train, "train", train_meta, float_format="%.8g")
-        result.train = train
-    if pyiqa_meta is not None:
-        if result.train is not None:
-            meta_frame = pd.DataFrame({"path": result.train["dist_img"], "score": result.train["dmos"]})
-        else:
-            pseudo_paths = [
-                _join_prefix(image_prefix, p, source="--image-prefix") for p in labels["dist_img"]
-            ]
-            meta_frame = pd.DataFrame({"path": pseudo_paths, "score": labels["dmos"].to_numpy()})
-        meta_meta: dict[str, Any] = {"scale": scale}
-        if fingerprint is not None:
-            meta_meta["fingerprint"] = fingerprint
-        write_csv(pyiqa_meta, meta_frame, "pyiqa_meta", meta_meta, float_format="%.8g")
-        result.pyiqa_meta = meta_frame
+        if has_source
+        else labels.assign(
+            dist_img=[_join_prefix(image_prefix, p, source="--image-prefix") for p in labels["dist_img"]]
+        )
+    )
+    frame = pd.DataFrame({"path": table["dist_img"].to_numpy(), "score": table["dmos"].to_numpy()})
+    meta = {
+        "scale": config.scale,
+        "root": None if root is None else str(root),
+        "image_prefix": image_prefix,
+        "source_prefix": source_prefix,
+    }
+    write_csv(
+        config.pyiqa_meta,
+        frame,
+        "pyiqa_meta",
+        _with_fingerprint(meta, config.fingerprint),
+        float_format="%.8g",
+    )
+    return frame, root
+
+
+# ----------------------------------------------------------------------------------------------- stage
+def run(config: LabelConfig) -> LabelResult:
+    """Pseudo-label every image of a distortion manifest; write labels.csv (+ train.csv, meta_info.csv)."""
+    start = time.perf_counter()
+    exclude = _validate(config)
+    outputs = _check_outputs(config)
+    with (
+        locked_outputs(*outputs, wait=config.wait, on_wait=_say),
+        created_folders(*{p.parent for p in outputs}),
+    ):
+        for path in outputs:
+            remove_stale_temps(path.parent, names=[path.name, sidecar_path(path).name])
+        source = _load_source(config)
+        manifest = _load_manifest(Path(config.distorted))
+        found, skipped = _neighbours(config, manifest, source.table, exclude)
+        labels, unlabelled = _label_images(config, manifest, found, source)
+        skipped = [f"{source.table.path}, {d}" for d in source.table.dropped] + skipped + unlabelled
+        _write_labels(config, source, labels, skipped, exclude)
+        result = LabelResult(labels=labels, out=Path(config.out), skipped=skipped)
+        if config.merge_source is not None:
+            result.train, result.merge_source = (
+                _write_train(config, source, labels),
+                Path(config.merge_source),
+            )
+        if config.pyiqa_meta is not None:
+            result.pyiqa_meta, result.pyiqa_root = _write_pyiqa_meta(config, source, labels)
+            result.pyiqa_meta_path = Path(config.pyiqa_meta)
+    if skipped:
+        log.warning("skipped %d:\n  %s", len(skipped), "\n  ".join(skipped))
+    result.seconds = time.perf_counter() - start
     return result
+
+
+def run_label(**options: Any) -> LabelResult:
+    """Keyword form of :func:`run` (``run_label(source_labels=..., distorted=..., out=..., ...)``)."""
+    return run(LabelConfig(**options))

@@ -60,7 +60,9 @@ def test_end_to_end_random_weights(photo_dir, tmp_path):
     res = invoke(str(photo_dir), "--out", str(out), "--weights", "none", "--device", "cpu",
                  "--batch-size", "3", "--fingerprint", "fp1")  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "RANDOM" in res.output
+    # one warning, one wording, on stderr; the summary on stdout (issue #16)
+    assert res.stderr.count("RANDOM") == 1 and "RANDOM" not in res.stdout
+    assert res.stdout.startswith("4 images: 4 embedded, 0 reused, 0 skipped -> ")
     feats = read_features(out)
     assert feats.images == ["astronaut.png", "coffee.png", "rocket.jpg", "sub/chelsea.jpg"]
     assert feats.embeddings.shape == (4, 2048)
@@ -128,6 +130,19 @@ def test_inputs_globs_and_csv(photo_dir, tmp_path):
     root, names, _ = collect_images([csv])
     assert root == photo_dir.resolve()
     assert names == ["rocket.jpg", "sub/chelsea.jpg"]
+    headerless = photo_dir / "plain.txt"
+    headerless.write_text("rocket.jpg\nsub/chelsea.jpg\n")
+    assert collect_images([headerless])[1] == ["rocket.jpg", "sub/chelsea.jpg"]  # first line kept
+
+
+def test_csv_list_with_the_wrong_columns_names_csv_row_and_columns(photo_dir, tmp_path):
+    scores = photo_dir / "scores.csv"
+    scores.write_text("id,mos\n1,3.5\n2,4.0\n")
+    res = invoke(str(scores), "--out", str(tmp_path / "f.parquet"), "--weights", "none")
+    _assert_bad(res, "row 2", scores)
+    line = res.output.strip().splitlines()[-1]
+    assert "'1'" in line and "column 'id'" in line
+    assert all(c in line for c in ("image", "path", "ref_img", "file"))
 
 
 def _assert_bad(res, needle: str, file: Path | str):
@@ -222,7 +237,8 @@ def test_local_weights_file_and_offline_default(photo_dir, tmp_path, monkeypatch
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     res = invoke(str(photo_dir), "--out", str(tmp_path / "g.parquet"))
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 2, res.output  # bad input like any other: exit 2, one line, no traceback
+    assert res.output.count("\n") == 1 and "Traceback" not in res.output
     line = res.output.strip().splitlines()[-1]
     assert "--weights PATH" in line
     assert "resnet50-0676ba61.pth" in line
@@ -231,7 +247,7 @@ def test_local_weights_file_and_offline_default(photo_dir, tmp_path, monkeypatch
 def test_random_weights_warn_loudly(photo_dir, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="reshape"):
         run_features([photo_dir / "coffee.png"], tmp_path / "f.parquet", weights="none", device="cpu")
-    assert any("RANDOM" in r.getMessage() for r in caplog.records)
+    assert sum("RANDOM" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_clip_encoder_random_init(photo_dir, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,7 +17,8 @@ from distortions.params import TABLE
 from reshape.artifacts import Features, read_csv, sidecar_path, write_csv, write_features, write_parquet
 from reshape.cli.main import cli
 from reshape.errors import BadInputError
-from reshape.label import cosine_distances, neighbour_weights, weights_from_distances
+from reshape.label import LabelConfig, cosine_distances, neighbour_weights, weights_from_distances
+from reshape.label import run as run_label_stage
 from reshape.sources import read_source_labels, scale_to_0_10
 
 DIM = 96
@@ -160,7 +162,7 @@ def test_identical_embedding_keeps_only_that_neighbour() -> None:
     train = _train_embeddings()
     (nb,) = neighbour_weights(train, train[[0]])
     assert nb.indices.tolist() == [0]
-    assert nb.weights.tolist() == [1.0]
+    assert nb.weights.tolist() == [1.0]  # exact: softmax of one value is exp(0) / 1
     assert nb.distances[0] == pytest.approx(0.0, abs=1e-12)
 
 
@@ -212,13 +214,22 @@ def test_excluded_refs_never_neighbours() -> None:
 
 
 def test_chunking_does_not_change_result() -> None:
+    """Bit-exact by construction: every distance is one row routine (float64 products, pairwise sum over
+    the feature axis), the weights come from math.exp and an exactly rounded sum (issue #13)."""
     rng = np.random.default_rng(1)
-    train, new = rng.normal(size=(40, 8)), rng.normal(size=(33, 8))
-    a = neighbour_weights(train, new, k=4, margin=0.3, chunk=5)
-    b = neighbour_weights(train, new, k=4, margin=0.3, chunk=1000)
-    for x, y in zip(a, b):
-        np.testing.assert_array_equal(x.indices, y.indices)
-        np.testing.assert_array_equal(x.weights, y.weights)
+    train = rng.normal(size=(81, 96)).astype(np.float32)
+    new = rng.normal(size=(200, 96)).astype(np.float32)
+    runs = [neighbour_weights(train, new, k=5, margin=0.15, chunk=c) for c in (1, 2, 5, 7, 64, 199, 4096)]
+    assert sum(len(nb.indices) for nb in runs[0]) > 400  # several kept neighbours per row, not just one
+    for other in runs[1:]:
+        for x, y in zip(runs[0], other):
+            np.testing.assert_array_equal(x.indices, y.indices)
+            assert x.weights.tobytes() == y.weights.tobytes()
+            assert x.distances.tobytes() == y.distances.tobytes()
+    # each row of the distance matrix is the row routine on that row alone
+    full = cosine_distances(new, train)
+    for i in (0, 57, 199):
+        assert full[i].tobytes() == cosine_distances(new[i : i + 1], train)[0].tobytes()
 
 
 def test_weights_from_stored_distances_match_embedding_path() -> None:
@@ -280,6 +291,7 @@ def test_copy_of_I01_gets_exactly_I01_labels(setup, kadid: pd.DataFrame) -> None
     want = _labels_of(kadid, "I01")
     assert len(got) == 25 * len(LEVELS)
     for (t, lv), row in got.iterrows():
+        # exact by construction: one neighbour of weight exactly 1 (padding adds +0.0), written as %.8g
         assert row["dmos"] == want[(t, lv)]
         assert row["var"] == 0.0
         assert row["neighbours"] == "I01.png"
@@ -347,6 +359,17 @@ def test_scale_0_10_matches_official_formula(setup, kadid: pd.DataFrame) -> None
     np.testing.assert_allclose(scale_to_0_10(np.array([lo, hi]), lo, hi), [0.0, 10.0])
 
 
+def _assert_same_labels(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    """Stored neighbour distances are float32, recomputed ones float64: equal up to float32 rounding."""
+    pd.testing.assert_frame_equal(
+        a.drop(columns=["distances", "weights"]), b.drop(columns=["distances", "weights"])
+    )
+    for column in ("distances", "weights"):
+        x = [float(v) for row in a[column] for v in row.split(";")]
+        y = [float(v) for row in b[column] for v in row.split(";")]
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
 def test_recomputed_neighbours_equal_stored_ones(setup) -> None:
     stored, recomputed = setup["dir"] / "a.csv", setup["dir"] / "b.csv"
     assert _run([*setup["base"], "--out", stored]).exit_code == 0
@@ -362,8 +385,7 @@ def test_recomputed_neighbours_equal_stored_ones(setup) -> None:
         ]
     )
     assert res.exit_code == 0, res.output
-    a, b = read_csv(stored, "labels"), read_csv(recomputed, "labels")
-    pd.testing.assert_frame_equal(a.drop(columns="distances"), b.drop(columns="distances"))
+    _assert_same_labels(read_csv(stored, "labels"), read_csv(recomputed, "labels"))
 
 
 def test_exclude_refs_with_recomputed_neighbours(setup, kadid: pd.DataFrame, tmp_path: Path) -> None:
@@ -405,6 +427,8 @@ def test_merge_source_and_pyiqa_meta(setup, kadid: pd.DataFrame) -> None:
             d / "meta_info.csv",
             "--image-prefix",
             "new",
+            "--source-prefix",
+            "kadid",
             "--fingerprint",
             "abc123",
         ]
@@ -417,6 +441,7 @@ def test_merge_source_and_pyiqa_meta(setup, kadid: pd.DataFrame) -> None:
     assert (train["origin"] == "pseudo").sum() == len(labels)
     pseudo = train[train["origin"] == "pseudo"]
     assert all(p == f"new/{q}" for p, q in zip(pseudo["dist_img"], labels["dist_img"]))
+    assert train.loc[train["origin"] == "source", "dist_img"].str.startswith("kadid/KADID-10k/images/").all()
     # pyiqa's GeneralNRDataset: pd.read_csv(meta_info_file), row[0] joined to the root, float(row[1]) = label
     meta = pd.read_csv(d / "meta_info.csv")
     assert list(meta.columns[:2]) == ["path", "score"]
@@ -572,9 +597,7 @@ def test_k_beyond_stored_list_is_exact_when_margin_rules_out_the_rest(setup, tmp
     assert _run([*setup["base"], "--out", a, "--k", "8"]).exit_code == 0
     feats = ["--train-features", setup["train"], "--candidate-features", setup["cand"]]
     assert _run([*setup["base"], "--out", b, "--k", "8", *feats]).exit_code == 0
-    pd.testing.assert_frame_equal(
-        read_csv(a, "labels").drop(columns="distances"), read_csv(b, "labels").drop(columns="distances")
-    )
+    _assert_same_labels(read_csv(a, "labels"), read_csv(b, "labels"))
     res = _run([*setup["base"], "--out", a, "--k", "8", "--margin", "1.5"])
     assert res.exit_code == 2
     assert "too few for k=8" in res.output
@@ -588,3 +611,182 @@ def test_needs_selection_or_features(setup, kadid_dmos_table: Path, tmp_path: Pa
     res = _run([*args, "--train-features", setup["train"]])
     assert res.exit_code == 2
     assert "together" in res.output
+
+
+# ----------------------------------------------------------------------------------------------- chunk invariance
+@pytest.fixture
+def random_setup(tmp_path: Path) -> dict:
+    """60 new refs with random embeddings among random training ones: several kept neighbours per ref."""
+    rng = np.random.default_rng(7)
+    train_emb = rng.normal(size=(len(TRAIN_NAMES), DIM)).astype(np.float32)
+    names = [f"pool/new_{i:03d}.png" for i in range(60)]
+    emb = rng.normal(size=(len(names), DIM)).astype(np.float32)
+    return {
+        "train": _features(tmp_path / "train_r.parquet", TRAIN_NAMES, train_emb),
+        "cand": _features(tmp_path / "pool_r.parquet", names, emb),
+        "man": _manifest(tmp_path / "manifest_r.csv", names),
+    }
+
+
+def test_written_artifacts_identical_for_any_chunk_size(
+    random_setup, kadid_dmos_table: Path, tmp_path: Path
+) -> None:
+    """Same inputs -> byte-identical labels, train and pyiqa meta CSVs whatever --chunk-size (issue #13).
+    Run this file with OMP_NUM_THREADS=1 and =2: the distances use no BLAS, so threads cannot matter."""
+    written = {}
+    for chunk in (1, 3, 17, 2048):
+        d = tmp_path / f"chunk{chunk}"
+        res = _run(
+            ["--source-labels", kadid_dmos_table, "--distorted", random_setup["man"],
+             "--train-features", random_setup["train"], "--candidate-features", random_setup["cand"],
+             "--margin", "0.15", "--out", d / "labels.csv", "--merge-source", d / "train.csv",
+             "--pyiqa-meta", d / "meta.csv", "--images-root", tmp_path / "images", "--source-root",
+             tmp_path / "kadid", "--chunk-size", chunk]
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        written[chunk] = {name: (d / name).read_bytes() for name in ("labels.csv", "train.csv", "meta.csv")}
+    labels = read_csv(tmp_path / "chunk1" / "labels.csv", "labels")
+    assert (labels["neighbours"].str.count(";") >= 2).mean() > 0.5  # real softmax mixtures, not copies
+    for chunk, files in written.items():
+        assert files == written[1], chunk
+
+
+# ----------------------------------------------------------------------------------------------- pyiqa root (#14)
+def _touch(root: Path, names) -> None:
+    paths = [root / name for name in names]
+    for folder in {p.parent for p in paths}:
+        folder.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        open(path, "wb").close()
+
+
+@pytest.fixture
+def run_layout(setup, tmp_path: Path, kadid: pd.DataFrame) -> dict:
+    """`reshape run`'s layout: distorted images in work/run/images (recorded by distort in the manifest's
+    sidecar), the source images in work/kadid; every image exists as an empty file."""
+    work = tmp_path / "work"
+    images, source = work / "run" / "images", work / "kadid"
+    manifest = read_csv(setup["man"], "distortion_manifest")
+    man = work / "run" / "manifest.csv"
+    write_csv(man, manifest, "distortion_manifest", {"seed": 0, "out_dir": str(images)})
+    _touch(images, manifest["dist_img"])
+    used = kadid[kadid["l"].isin(LEVELS)]  # the source rows train.csv keeps for this manifest
+    _touch(source, set(used["dis_img_path"]) | set(used["ref_img_path"]))
+    base = [a if a != setup["man"] else man for a in setup["base"]]
+    return {"work": work, "run": work / "run", "images": images, "source": source, "base": base}
+
+
+def _meta_root(meta_path: Path) -> Path:
+    return Path(json.loads(sidecar_path(meta_path).read_text())["root"])
+
+
+@pytest.mark.parametrize("meta_folder", ["run", "work"])
+def test_pyiqa_meta_without_prefixes_resolves_under_one_root(run_layout, meta_folder: str) -> None:
+    run_dir = run_layout["run"]
+    meta_path = run_layout[meta_folder] / "meta_info.csv"
+    res = _run(
+        [*run_layout["base"], "--source-root", run_layout["source"], "--out", run_dir / "labels.csv",
+         "--merge-source", run_dir / "train.csv", "--pyiqa-meta", meta_path]
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    root = _meta_root(meta_path)
+    assert root == run_layout["work"].resolve()  # the common folder of work/run/images and work/kadid
+    assert f"relative to {root}" in res.stdout
+    meta = pd.read_csv(meta_path)
+    train = read_csv(run_dir / "train.csv", "train")
+    assert len(meta) == len(train) > 6000
+    assert [p for p in meta["path"] if not (root / p).is_file()] == []
+    assert meta["path"].str.startswith("run/images/").sum() == (train["origin"] == "pseudo").sum()
+    assert meta["path"].str.startswith("kadid/KADID-10k/images/").sum() == (train["origin"] == "source").sum()
+    # train.csv keeps each row relative to its own root (publish and `reshape run` resolve it per origin)
+    assert not train["dist_img"].str.startswith(("run/", "kadid/")).any()
+
+
+def test_pyiqa_meta_of_pseudo_rows_is_relative_to_its_folder(run_layout) -> None:
+    run_dir = run_layout["run"]
+    res = _run([*run_layout["base"], "--out", run_dir / "l.csv", "--pyiqa-meta", run_dir / "meta.csv"])
+    assert res.exit_code == 0, res.output
+    assert _meta_root(run_dir / "meta.csv") == run_dir.resolve()
+    meta = pd.read_csv(run_dir / "meta.csv")
+    assert meta["path"].str.startswith("images/").all()
+    assert all((run_dir / p).is_file() for p in meta["path"])
+
+
+def test_one_prefix_alone_is_refused(run_layout) -> None:
+    run_dir = run_layout["run"]
+    res = _run(
+        [*run_layout["base"], "--out", run_dir / "l.csv", "--merge-source", run_dir / "t.csv",
+         "--pyiqa-meta", run_dir / "meta.csv", "--image-prefix", "new"]
+    )  # fmt: skip
+    assert res.exit_code == 2
+    assert res.output.count("\n") == 1
+    assert "meta.csv" in res.output and "--source-prefix" in res.output and "--image-prefix" in res.output
+    assert not (run_dir / "l.csv").exists()  # refused before anything was written
+
+
+# ----------------------------------------------------------------------------------------------- output safety
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_out_equal_to_an_input_is_refused(setup, kadid: pd.DataFrame) -> None:
+    own_table = setup["dir"] / "dmos.csv"  # the user's label table, in the KADID layout
+    _write_kadid_layout(kadid, own_table)
+    base = [a if a != setup["base"][3] else own_table for a in setup["base"]]
+    digests = {p: _digest(p) for p in (own_table, setup["man"], setup["sel"])}
+    for victim in digests:
+        for option in ("--out", "--merge-source", "--pyiqa-meta"):
+            args = ["--out", setup["dir"] / "l.csv"] if option != "--out" else []
+            res = _run([*base, *args, option, victim, "--overwrite"])
+            assert res.exit_code == 2, res.output
+            assert res.output.count("\n") == 1 and "input" in res.output and str(victim) in res.output
+    assert {p: _digest(p) for p in digests} == digests
+    assert not (setup["dir"] / "l.csv").exists()
+
+
+def test_foreign_csv_refused_then_overwrite_then_own_rerun(setup) -> None:
+    out = setup["dir"] / "labels.csv"
+    out.write_text("my,own\nnotes,1\n")
+    before = _digest(out)
+    res = _run([*setup["base"], "--out", out])
+    assert res.exit_code == 2
+    assert "not written by reshape" in res.output and "--overwrite" in res.output and str(out) in res.output
+    assert _digest(out) == before and not sidecar_path(out).exists()
+    assert _run([*setup["base"], "--out", out, "--overwrite"]).exit_code == 0
+    first = _digest(out)
+    assert _run([*setup["base"], "--out", out]).exit_code == 0  # now reshape's own file: rerun replaces it
+    assert _digest(out) == first
+
+
+def test_other_format_outputs_are_refused_even_with_overwrite(setup) -> None:
+    d = setup["dir"]
+    parquet = d / "labels.csv"
+    parquet.write_bytes(setup["sel"].read_bytes())
+    before = _digest(parquet)
+    res = _run([*setup["base"], "--out", parquet, "--overwrite"])
+    assert res.exit_code == 2 and "parquet" in res.output and _digest(parquet) == before
+    (d / "folder.csv").mkdir()
+    config = LabelConfig(
+        selection=setup["sel"], source_labels=setup["base"][3], distorted=setup["man"], out=d / "l.csv",
+        pyiqa_meta=d / "folder.csv", overwrite=True,
+    )  # fmt: skip
+    with pytest.raises(BadInputError, match="--pyiqa-meta is a folder"):
+        run_label_stage(config)  # the stage's own guard (click's path type refuses a folder earlier)
+    assert not (d / "l.csv").exists()
+    res = _run([*setup["base"], "--out", d / "same.csv", "--merge-source", d / "same.csv"])
+    assert res.exit_code == 2 and "same file" in res.output and not (d / "same.csv").exists()
+
+
+def test_locked_output_refused_and_failed_run_leaves_no_folder(setup) -> None:
+    from reshape.outputs import OutputLock
+
+    out = setup["dir"] / "labels.csv"
+    with OutputLock(out):
+        res = _run([*setup["base"], "--out", out])
+    assert res.exit_code == 2 and "another reshape run holds" in res.output and not out.exists()
+    nested = setup["dir"] / "new" / "deeper" / "labels.csv"
+    res = _run([*setup["base"], "--out", nested, "--exclude-refs", "I99"])
+    assert res.exit_code == 2
+    # nothing but the lock file that outputs.OutputLock keeps beside the output (it must not be unlinked)
+    left = [p.name for p in (setup["dir"] / "new").rglob("*") if p.is_file()]
+    assert left == [".labels.csv.reshape-lock"]
