@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from reshape.errors import BadInputError, StageError
+from reshape.outputs import created_folders
 
 log = logging.getLogger("reshape.demo")
 
@@ -257,13 +258,19 @@ note = {json.dumps(notes)}
 
 
 def run_demo(out: str | os.PathLike[str], *, smoke: bool = False, echo=print) -> DemoResult:
+    """Build the demo data under ``out``, run the pipeline on it and verify the dataset; a failed first
+    demo leaves no empty folders behind."""
+    out = Path(out)
+    check_demo_folder(out)
+    with created_folders(out):
+        return _run_demo(out, smoke, echo)
+
+
+def _run_demo(out: Path, smoke: bool, echo) -> DemoResult:
     from reshape.artifacts import read_artifact_metadata, read_csv
     from reshape.pipeline import run_pipeline
     from reshape.verify import verify_dataset
 
-    out = Path(out)
-    check_demo_folder(out)
-    out.mkdir(parents=True, exist_ok=True)
     types = SMOKE_TYPES if smoke else DEMO_TYPES
     start = time.perf_counter()
     data = build_demo_data(out / "data", types=types, n_train=6, n_pool=12 if smoke else 21)

@@ -216,9 +216,12 @@ def created_folders(*folders: Location | None) -> Iterator[None]:
 
 
 def _remove_if_only_locks(folder: Path) -> None:
-    """Remove a folder a failed run created if nothing but lock files (its own or its children's) is
-    left in it; anything else keeps it."""
+    """Remove a folder a failed run created, with its sub-folders, if nothing but lock files (its own or
+    its children's) is left in them; any other file keeps it and the folders above it."""
     with contextlib.suppress(OSError):
+        for sub in folder.iterdir():
+            if sub.is_dir() and not sub.is_symlink():
+                _remove_if_only_locks(sub)
         entries = list(folder.iterdir())
         if all(e.is_file() and LOCK_SUFFIX in e.name for e in entries):
             for e in entries:

@@ -31,7 +31,7 @@ from reshape import __version__
 from reshape.artifacts import now_iso, read_artifact_metadata, write_json
 from reshape.errors import BadInputError, ReshapeError
 from reshape.fileio import sha256_file
-from reshape.outputs import check_inputs_not_outputs, locked_outputs
+from reshape.outputs import check_inputs_not_outputs, created_folders, locked_outputs
 from reshape.publish import DATASET_JSON, RUN_LAYOUT
 from reshape.records import check_record, record_outputs
 
@@ -41,7 +41,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 #: Stage options that do not change the artifacts (same seed, same bytes whatever the worker count).
-EXECUTION_OPTIONS = {"workers", "backend", "ray_address", "progress", "quiet", "wait", "overwrite"}
+EXECUTION_OPTIONS = {
+    "workers", "backend", "ray_address", "progress", "quiet", "wait", "overwrite", "chunk_size", "block_size",
+}  # fmt: skip
 SAMPLES_DIR = "samples"
 #: Stage name -> the stage module (``reshape.<module>``) it runs.
 STAGES: dict[str, str] = {
@@ -348,6 +350,7 @@ def _plan_label(c: _Context, table: dict[str, Any]) -> Planned:
         "pyiqa_meta": c.config.out / "meta_info.csv",
         "train_features": c.a("train_features"),
         "candidate_features": c.a("candidate_features"),
+        "source_root": Path(c.config.inputs["source_root"]),
     }
     inputs = {k: c.fps[k] for k in ("select", "distort", "features_train", "features_candidates")}
     inputs["source_labels"] = c.raw("source_labels")
@@ -612,8 +615,7 @@ def run_pipeline(
             echo(line)
         return result
     _check_layout(config)
-    config.out.mkdir(parents=True, exist_ok=True)
-    with locked_outputs(config.out, wait=wait, on_wait=echo):
+    with created_folders(config.out), locked_outputs(config.out, wait=wait, on_wait=echo):
         _run_plans(config, runners, force, result, echo)
     return result
 
@@ -627,6 +629,8 @@ def _run_plans(
 ) -> None:
     plans = plan_pipeline(config, runners, force=force)
     info = read_run_json(config)
+    run_json = config.out / RUN_LAYOUT["run_json"]
+    first_run = not run_json.exists()
     started = now_iso()
     # publish --from-run reads the roots from run.json, so it is written before the stages run as well.
     _write_run_json(config, info)
@@ -643,6 +647,12 @@ def _run_plans(
             result.records.append(record)
             _record_stage(info, p, config, record)
             _write_run_json(config, info)
-    finally:
+    except BaseException:
+        if first_run and not result.records:
+            run_json.unlink(missing_ok=True)  # nothing was built: leave no trace of this run
+            raise
         _append_history(info, started, result.records)
         _write_run_json(config, info)
+        raise
+    _append_history(info, started, result.records)
+    _write_run_json(config, info)

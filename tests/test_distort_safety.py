@@ -199,7 +199,7 @@ def test_decompression_bomb_reference_is_one_line_naming_it(tmp_path):
     )
     code, _, stderr = invoke(refs, "--out", tmp_path / "img", "--types", "1", "--levels", "1")
     assert code == 2
-    assert stderr.startswith(f"reshape: error: {refs / 'bomb.png'}: refusing to decode")
+    assert stderr.startswith(f"reshape: error: {refs / 'bomb.png'}: decompression bomb refused")
     assert "--skip-bad" in stderr and len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "img").exists()
 

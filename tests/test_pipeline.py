@@ -40,7 +40,7 @@ FIELDS = {
                 ("seed", "int", 0), ("levels", "object", None)],
     "label": [("selection", P, None), ("source_labels", P, None), ("distorted", P, None), ("out", P, None),
               ("merge_source", P, None), ("pyiqa_meta", P, None), ("train_features", P, None),
-              ("candidate_features", P, None), ("k", "int", 5), ("scale", "str | None", None),
+              ("candidate_features", P, None), ("source_root", P, None), ("k", "int", 5), ("scale", "str | None", None),
               ("skip_missing", "bool", False)],
     "prune": [("features", P, None), ("labels", P, None), ("out", P, None), ("indices", P, None), ("seed", "int", 0)],
     "publish": [("out_dir", P, None), ("from_run", P, None), ("train_csv", P, None), ("source_root", P, None),
