@@ -228,20 +228,41 @@ class CropDataset:
 
 
 # ----------------------------------------------------------------------------------------------- model
-def build_model(weights: str = "default", *, seed: int = 0):
-    """ResNet-50 backbone (fc removed) + Linear(2048, 1) head, Kaiming-normal head init and zero bias."""
+_BACKBONE_STATES: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+
+
+def _backbone_state(weights: str, seed: int) -> dict[str, torch.Tensor]:
+    """ResNet-50 weights without ``fc``: the file's, or (``none``) a random init from ``seed``; kept per
+    process so that many trainings do not re-read or re-initialise 25 M parameters each time."""
     import torchvision
 
     from reshape.features import _resnet50_state
 
-    state, _ = _resnet50_state(weights)
-    torch.manual_seed(seed)
-    backbone = torchvision.models.resnet50(weights=None)
-    if state is not None:
-        backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
-    elif weights == "none":
-        log.warning("--weights none: the backbone is randomly initialised (smoke tests only)")
+    key = (weights, seed if weights == "none" else 0)
+    if key not in _BACKBONE_STATES:
+        state, _ = _resnet50_state(weights)
+        if state is None:
+            log.warning("--weights none: the backbone is randomly initialised (smoke tests only)")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                state = torchvision.models.resnet50(weights=None).state_dict()
+        _BACKBONE_STATES[key] = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    return _BACKBONE_STATES[key]
+
+
+def build_model(weights: str = "default", *, seed: int = 0) -> IQARegressor:
+    """ResNet-50 backbone (fc removed) + Linear(2048, 1) head, Kaiming-normal head init and zero bias."""
+    import torchvision
+
+    state = _backbone_state(weights, seed)
+    with torch.device("meta"):
+        backbone = torchvision.models.resnet50(weights=None)
     backbone.fc = torch.nn.Identity()
+    try:
+        backbone.load_state_dict({k: v.clone() for k, v in state.items()}, assign=True)
+    except RuntimeError as exc:
+        raise BadInputError(f"{weights}: not ResNet-50 weights ({str(exc).splitlines()[0]})") from None
+    torch.manual_seed(seed)
     head = torch.nn.Linear(2048, 1)
     torch.nn.init.kaiming_normal_(head.weight, nonlinearity="relu")
     torch.nn.init.zeros_(head.bias)
@@ -266,7 +287,7 @@ def make_optimizer(model: IQARegressor, protocol: TrainingProtocol = PAPER_PROTO
         {"params": list(model.head.parameters()), "lr": protocol.lr * protocol.head_lr_ratio},
         {"params": list(model.backbone.parameters()), "lr": protocol.lr},
     ]
-    return torch.optim.Adam(groups, weight_decay=protocol.weight_decay)
+    return torch.optim.Adam(groups, weight_decay=protocol.weight_decay, foreach=True)
 
 
 # ----------------------------------------------------------------------------------------------- loops

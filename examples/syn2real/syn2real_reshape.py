@@ -12,8 +12,8 @@ Per target set T (livec, koniq, bid: the DGQA type subsets of the official code)
   (``reshape distort <candidate features>``, ``reshape label`` with neighbours from the embeddings,
   ``reshape publish``) into ``<out>/datasets/<T>-cd``.
 
-Each published folder is checked with ``reshape verify``. Every command runs as a subprocess, exactly as a
-user would type it; the command line is printed first.
+Each published folder is checked with ``reshape verify``. Every command is the reshape CLI called with the
+arguments a user would type (in this process, as ``reshape run`` calls its stages); it is printed first.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,17 +49,24 @@ class ReshapeInputs:
 
 
 def reshape_command(args: list[str], echo=print) -> None:
-    """Run ``reshape ARGS`` in a subprocess; a failure is one line naming the command and its error."""
-    cmd = [sys.executable, "-m", "reshape.cli.main", *args]
+    """Run ``reshape ARGS`` exactly as typed, in this process (as ``reshape run`` invokes its stages).
+
+    A stage's own error (a ReshapeError naming the file and cause) propagates unchanged.
+    """
+    import click
+
+    from reshape.cli.main import cli
+
     echo("$ reshape " + shlex.join(args))
-    res = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, check=False)
-    if res.stderr:
-        sys.stderr.write(res.stderr)
-    if res.returncode != 0:
-        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-        cause = lines[-1].removeprefix("reshape: error: ") if lines else f"exit code {res.returncode}"
-        error = BadInputError if res.returncode == 2 else StageError
-        raise error(f"`reshape {args[0]}` failed: {cause}")
+    command = cli.commands[args[0]]
+    try:
+        rc = command.main(args[1:], prog_name=f"reshape {args[0]}", standalone_mode=False)
+    except click.ClickException as exc:
+        raise BadInputError(f"`reshape {args[0]}`: {exc.format_message()}") from None
+    except click.exceptions.Exit as exc:
+        rc = exc.exit_code
+    if isinstance(rc, int) and rc != 0:
+        raise StageError(f"`reshape {shlex.join(args)}` exited with code {rc}")
 
 
 def _list_images(folder: Path) -> list[str]:
