@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--down-scope", choices=["all", "source"], default="all", help="rows DRCDown may drop [all]"
     )
     run.add_argument("--drop-refs", default="official", help="'official' (7 refs), 'none' or I01,I02,...")
+    run.add_argument("--threads", type=int, help="torch CPU threads [torch's default]; 1 on a busy small CPU")
     run.add_argument(
         "--amp", action="store_true", help="bf16 autocast on CUDA (faster; not the paper's fp32)"
     )
@@ -160,6 +161,10 @@ def run_trainings(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="syn2real: %(levelname)s: %(message)s")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         targets = _split(args.targets, list(TARGET_NAMES), "targets")
         rows = _split(args.rows, list(ROWS), "rows")
