@@ -951,7 +951,7 @@ def run(config: PublishConfig) -> PublishResult:
     record = read_record(out_dir)
     check_collisions(out_dir, names, record, overwrite=config.overwrite)
     check_writable(out_dir, need_bytes=plan.bytes_to_copy(link=config.link))
-    with locked_outputs(out_dir, wait=config.wait, on_wait=_stderr), created_folders(out_dir):
+    with created_folders(out_dir.parent, out_dir), locked_outputs(out_dir, wait=config.wait, on_wait=_stderr):
         written = write_dataset(out_dir, plan, inputs, config, names)
         hub_url = None
         if config.push_to_hub:  # still holding the lock: nothing changes the folder while it uploads
