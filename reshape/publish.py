@@ -169,7 +169,10 @@ class PublishInputs:
             images_root=root / RUN_LAYOUT["images_root"],
             selection=opt("selection"),
             source_root=Path(inputs["source_root"]) if inputs.get("source_root") else None,
-            candidate_root=Path(inputs["candidates"]) if inputs.get("candidates") else None,
+            # a CSV list of candidates is no root: the selection's image_root metadata is used instead
+            candidate_root=Path(inputs["candidates"])
+            if Path(inputs.get("candidates") or "\0").is_dir()
+            else None,
             train_features=opt("train_features"),
             candidate_features=opt("candidate_features"),
             source_name=str(inputs.get("source_name", "KADID-10k")),
