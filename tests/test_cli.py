@@ -55,3 +55,54 @@ def test_reshape_error_becomes_one_line_exit_2(tmp_path):
     res = CliRunner().invoke(g, ["boom"])
     assert res.exit_code == 2
     assert res.output.strip() == f"reshape: error: {tmp_path}/x.csv, line 3: bad"
+
+
+def test_global_options_also_after_the_subcommand(tmp_path):
+    missing = str(tmp_path / "nope")
+    for args in (["-q", "verify", missing], ["verify", missing, "-q"], ["verify", "-q", missing]):
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert res.stderr.strip() == f"reshape: error: {missing}: not a folder"
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    missing = str(tmp_path / "nope")
+    env = {**__import__("os").environ, "RESHAPE_DEBUG": ""}
+    cmd = [sys.executable, "-m", "reshape.cli.main"]
+    plain = subprocess.run([*cmd, "verify", missing], capture_output=True, text=True, env=env)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    for extra_env, args in (
+        ({}, ["verify", missing, "--debug"]),
+        ({"RESHAPE_DEBUG": "1"}, ["verify", missing]),
+    ):
+        res = subprocess.run([*cmd, *args], capture_output=True, text=True, env={**env, **extra_env})
+        assert res.returncode != 0 and "Traceback" in res.stderr and "BadInputError" in res.stderr
+
+
+def test_filesystem_faults_are_one_line_naming_the_path(tmp_path):
+    """An OSError no stage anticipated still becomes one line with the path and the cause, exit 2."""
+    import errno
+
+    import click
+
+    from reshape.cli.common import ReshapeGroup
+
+    @click.group(cls=ReshapeGroup)
+    def g() -> None:
+        pass
+
+    @g.command()
+    def full() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.png"))
+
+    @g.command()
+    def memory() -> None:
+        raise MemoryError
+
+    res = CliRunner().invoke(g, ["full"])
+    assert (
+        res.exit_code == 2
+        and res.stderr == f"reshape: error: {tmp_path / 'x.png'}: No space left on device\n"
+    )
+    res = CliRunner().invoke(g, ["memory"])
+    assert res.exit_code == 2 and res.stderr.startswith("reshape: error: out of memory")

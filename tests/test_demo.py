@@ -98,14 +98,20 @@ STAGE_OUTPUTS = {
     "features_candidates": "run/features/candidates.parquet",
     "select": "run/selection.parquet",
     "label": "run/meta_info.csv",
+    "features_samples": "run/features/samples.parquet",
+    "prune": "run/prune_indices.csv",
 }
 
 
 @pytest.fixture(scope="module")
 def smoke_demo(tmp_path_factory) -> Path:
+    """A smoke demo with DRCDown switched on, so that every stage has outputs."""
     out = tmp_path_factory.mktemp("smoke") / "demo"
     res = CliRunner().invoke(cli, ["demo", "--out", str(out), "--smoke"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
+    config = out / "pipeline.toml"
+    config.write_text(config.read_text() + '\n[prune]\nenabled = true\nlabel-scale = "1-5"\n')
+    assert _rerun(out) == ["features_samples", "prune", "publish"]
     return out
 
 
@@ -154,7 +160,8 @@ def test_concurrent_runs_on_one_folder(smoke_demo: Path) -> None:
     reshape = [sys.executable, "-m", "reshape.cli.main"]
     first = subprocess.Popen([*reshape, "run", "--force", config], stderr=subprocess.PIPE, text=True)
     try:
-        assert "running" in first.stderr.readline()  # it holds the lock from before its first stage
+        # it holds the lock from before its first stage
+        assert any("running" in first.stderr.readline() for _ in range(20))
         second = subprocess.run([*reshape, "run", config], capture_output=True, text=True, timeout=120)
         assert second.returncode == 2, second.stderr
         assert f"pid {first.pid}" in second.stderr and "another reshape run holds" in second.stderr
@@ -167,6 +174,6 @@ def test_concurrent_runs_on_one_folder(smoke_demo: Path) -> None:
     assert first.returncode == 0
     assert waiter.returncode == 0, waiter.stderr
     assert "waiting for the run that holds it" in waiter.stderr
-    assert waiter.stderr.count("up to date, skipped") == 6
+    assert waiter.stderr.count("up to date, skipped") == 8
     leftovers = [p for p in smoke_demo.rglob(".reshape-tmp-*")]
     assert not leftovers
