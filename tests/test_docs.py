@@ -101,6 +101,12 @@ def test_mkdocs_strict_build_has_the_generated_pages(tmp_path):
         assert f"<code>{schema['name']}</code>" in artifacts
         for column in schema.get("columns", []):
             assert f"<code>{column['name']}</code>" in artifacts, (schema["name"], column["name"])
+        metadata = schema.get("metadata", {})
+        for key in [*metadata.get("required", []), *metadata.get("optional", [])]:
+            assert f"<code>{key}</code>" in artifacts, (schema["name"], key)
+        for key in metadata.get("descriptions", {}):
+            assert key in metadata.get("required", []) + metadata.get("optional", []), (schema["name"], key)
+            assert f"<td><code>{key}</code></td>" in artifacts, (schema["name"], key)
     import distortions
 
     gallery_page = (site / "distortions" / "index.html").read_text("utf-8")
