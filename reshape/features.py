@@ -635,7 +635,7 @@ def run(config: FeaturesConfig) -> FeaturesResult:
     out = Path(config.out)
     collected = collect_images(config.images, config.image_root)
     shards = _check_outputs(config, out, collected[2], backend)
-    with locked_outputs(out, wait=config.wait, on_wait=_say), created_folders(out.parent):
+    with created_folders(out.parent), locked_outputs(out, wait=config.wait, on_wait=_say):
         remove_stale_temps(out.parent, names=[out.name])
         device = resolve_device(config.device)
         precision = resolve_precision(config.precision, device, backend)

