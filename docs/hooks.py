@@ -3,7 +3,8 @@
 A page asks for a generated block with an HTML comment on a line of its own:
 
 * ``<!-- generated: schemas -->``: one section per ``data_manifests/*.schema.json`` (columns, types,
-  metadata keys), so the artifact reference cannot drift from the schemas the readers enforce;
+  metadata keys and the descriptions of those that have one), so the artifact reference cannot drift from
+  the schemas the readers enforce;
 * ``<!-- generated: distortion-table -->``: the 25 distortions from ``distortions.TABLE`` (names, level
   parameters, random or not) with the first sentence of each kernel's docstring, i.e. what it reproduces
   of the MATLAB generator.
@@ -54,6 +55,11 @@ def schema_section(path: Path) -> str:
         if keys:
             lines.append(f"Metadata, {kind}: " + ", ".join(f"`{k}`" for k in keys) + ".")
             lines.append("")
+    described = meta.get("descriptions", {})
+    if described:
+        lines += ["| metadata key | meaning |", "|---|---|"]
+        lines += [f"| `{key}` | {_cell(text)} |" for key, text in described.items()]
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -101,6 +101,12 @@ def test_mkdocs_strict_build_has_the_generated_pages(tmp_path):
         assert f"<code>{schema['name']}</code>" in artifacts
         for column in schema.get("columns", []):
             assert f"<code>{column['name']}</code>" in artifacts, (schema["name"], column["name"])
+        metadata = schema.get("metadata", {})
+        for key in [*metadata.get("required", []), *metadata.get("optional", [])]:
+            assert f"<code>{key}</code>" in artifacts, (schema["name"], key)
+        for key in metadata.get("descriptions", {}):
+            assert key in metadata.get("required", []) + metadata.get("optional", []), (schema["name"], key)
+            assert f"<td><code>{key}</code></td>" in artifacts, (schema["name"], key)
     import distortions
 
     gallery_page = (site / "distortions" / "index.html").read_text("utf-8")
@@ -148,24 +154,50 @@ def test_schema_sections_follow_the_schema_files(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- code blocks
-def _exec_blocks() -> list[tuple[str, str]]:
-    blocks = []
+#: Runs one page's marked blocks in order in one interpreter and one namespace, like notebook cells (a
+#: later block may use what an earlier one made); a failure's traceback names the block as ``page#i``.
+_PAGE_RUNNER = """
+import json, sys
+scope = {"__name__": "__main__"}
+for where, code in json.load(open(sys.argv[1], encoding="utf-8")):
+    exec(compile(code, where, "exec"), scope)
+"""
+
+
+def _exec_pages() -> list[tuple[str, list[tuple[str, str]]]]:
+    """(page, [(page#i, code), ...]) for every page with ``<!-- exec -->`` python blocks."""
+    pages = []
     for page in sorted([README, *DOCS.rglob("*.md")]):
-        for i, match in enumerate(EXEC_BLOCK.finditer(page.read_text("utf-8"))):
-            blocks.append((f"{page.relative_to(REPO)}#{i}", match.group(1)))
-    return blocks
+        name = page.relative_to(REPO).as_posix()
+        blocks = [
+            (f"{name}#{i}", m.group(1)) for i, m in enumerate(EXEC_BLOCK.finditer(page.read_text("utf-8")))
+        ]
+        if blocks:
+            pages.append((name, blocks))
+    return pages
 
 
 def test_docs_have_runnable_blocks():
-    assert _exec_blocks(), "no <!-- exec --> python block in the docs"
+    pages = dict(_exec_pages())
+    assert pages, "no <!-- exec --> python block in the docs"
+    # the Python API walkthrough runs end to end: one block per stage, then the algorithms on arrays
+    assert len(pages.get("docs/python-api.md", [])) >= 7
 
 
-@pytest.mark.parametrize(("where", "code"), _exec_blocks(), ids=[b[0] for b in _exec_blocks()])
-def test_marked_code_block_runs(where, code, tmp_path):
+@pytest.mark.parametrize(("page", "blocks"), _exec_pages(), ids=[p[0] for p in _exec_pages()])
+def test_marked_code_blocks_run(page, blocks, tmp_path):
+    script = tmp_path / "blocks.json"
+    script.write_text(json.dumps(blocks), "utf-8")
+    work = tmp_path / "work"
+    work.mkdir()
     res = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", _PAGE_RUNNER, str(script)],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert res.returncode == 0, f"{where}:\n{res.stderr[-3000:]}"
+    assert res.returncode == 0, f"{page}:\n{res.stderr[-3000:]}"
 
 
 # --------------------------------------------------------------------------------------------- gallery
