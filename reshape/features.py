@@ -834,7 +834,7 @@ def embed_on_ray(
 
 def _run_to_uri(config: FeaturesConfig) -> FeaturesResult:
     """:func:`run` with ``out`` on an object store: the existing artifact (for incremental reuse) is
-    fetched, the run writes a local copy, which is uploaded (temporary key, then move) when complete. On
+    fetched, the run writes a local copy, which is uploaded whole when complete (``reshape.storage``). On
     Ray the shard files go beside ``out`` on the store (``<out>.shards/``), which every node can reach.
     The store's lease lock (:class:`reshape.outputs.OutputLock`) keeps a second run off the same key."""
     import dataclasses

@@ -163,7 +163,6 @@ def offline_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
-@pytest.mark.slow  # two ResNet-50 iterations of 32 patches: minutes on a 2-core CPU
 def test_pyiqa_trains_two_iterations_from_another_directory(
     moved_dataset: Path, offline_backbone: Path, tmp_path: Path
 ) -> None:
