@@ -114,6 +114,19 @@ fingerprint_option = click.option(
 )
 
 
+def output_options(func):
+    """``--overwrite`` and ``--wait``, the same on every writing stage (keyword arguments of those names)."""
+    func = click.option(
+        "--wait", is_flag=True, help="If another run holds an output, wait for it instead of failing."
+    )(func)
+    return click.option(
+        "--overwrite",
+        is_flag=True,
+        help="Write over existing files that reshape did not write, under the names this run produces; "
+        "nothing is ever deleted that reshape did not write.",
+    )(func)
+
+
 def int_list(text: str | None) -> list[int] | None:
     """Parse '1,3,5' or '1-5' or '1,3-5' into a list of ints."""
     if text is None:

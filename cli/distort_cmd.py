@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from reshape.cli.backend_opts import backend_options
-from reshape.cli.common import fingerprint_option, int_list, is_quiet, show_progress
+from reshape.cli.common import fingerprint_option, int_list, is_quiet, output_options, show_progress
 from reshape.errors import BadInputError
 
 PRESET_HELP = "livec, koniq, bid, pipal1..pipal6 (the official per-target subsets) or all (1..25)"
@@ -92,17 +92,7 @@ def _levels(text: str | None) -> list[int] | None:
     help="Root the reference paths are relative to. Default: the CSV's folder, the Parquet's image_root "
     "metadata, or the SOURCE folder itself.",
 )
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Write over existing files that reshape did not write under the names this run produces (and a "
-    "foreign --manifest); never deletes them.",
-)
-@click.option(
-    "--wait",
-    is_flag=True,
-    help="If another reshape run holds this output, wait for it to finish instead of stopping.",
-)
+@output_options
 @fingerprint_option
 def command(
     source: Path,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from reshape.cli.backend_opts import backend_options
-from reshape.cli.common import fingerprint_option, is_quiet, show_progress
+from reshape.cli.common import fingerprint_option, is_quiet, output_options, show_progress
 
 
 @click.command()
@@ -75,12 +75,7 @@ from reshape.cli.common import fingerprint_option, is_quiet, show_progress
     show_default=True,
     help="Write the partial artifact every N embedded images so an interrupted run resumes (0 = off).",
 )
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Write over an existing --out file that reshape did not write; never deletes it.",
-)
-@click.option("--wait", is_flag=True, help="If another run holds --out, wait for it instead of failing.")
+@output_options
 @backend_options
 @fingerprint_option
 def command(images: tuple[str, ...], **opts: object) -> None:

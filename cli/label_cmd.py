@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from reshape.cli.common import fingerprint_option, is_quiet, show_progress
+from reshape.cli.common import fingerprint_option, is_quiet, output_options, show_progress
 from reshape.label import SCALES, WEIGHTINGS, LabelConfig, run
 from reshape.presets import PRESETS
 from reshape.sources import SOURCE_FORMATS
@@ -143,12 +143,7 @@ _FILE = click.Path(dir_okay=False)
     help="New references per distance block with --train-features (memory only; results do not depend "
     "on it).",
 )
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Write over existing files that reshape did not write; never deletes them.",
-)
-@click.option("--wait", is_flag=True, help="If another run holds an output, wait for it instead of failing.")
+@output_options
 @fingerprint_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def command(**opts: object) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from reshape.cli.common import fingerprint_option, is_quiet, show_progress
+from reshape.cli.common import fingerprint_option, is_quiet, output_options, show_progress
 
 
 @click.command()
@@ -84,12 +84,7 @@ from reshape.cli.common import fingerprint_option, is_quiet, show_progress
     help="Exact search: faiss (FAISS BLAS range search, float32), bf16 (bf16 GEMM pre-filter; fast on CPUs "
     "with AVX-512 BF16) or auto (bf16 where the CPU has it). Both decide unsure pairs in float64: same result.",
 )
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Write over existing files that reshape did not write; never deletes them.",
-)
-@click.option("--wait", is_flag=True, help="If another run holds an output, wait for it instead of failing.")
+@output_options
 @fingerprint_option
 def command(**options) -> None:
     """Remove redundant samples (DRCDown): link samples with similar features AND close labels, and

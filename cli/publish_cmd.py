@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from reshape.cli.common import fingerprint_option, is_quiet, show_progress
+from reshape.cli.common import fingerprint_option, is_quiet, output_options, show_progress
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 _DIR = click.Path(file_okay=False, path_type=Path)
@@ -97,12 +97,7 @@ _DIR = click.Path(file_okay=False, path_type=Path)
 )
 @click.option("--private", is_flag=True, help="Create the Hub repository private (with --push-to-hub).")
 @click.option("--revision", default=None, help="Hub branch to push to, created if missing [default: main].")
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Write over existing files that reshape did not write; never deletes them.",
-)
-@click.option("--wait", is_flag=True, help="If another run holds OUT_DIR, wait for it instead of failing.")
+@output_options
 @fingerprint_option
 def command(**options) -> None:
     """Publish the reshaped dataset into OUT_DIR: images, train.csv (KADID layout), meta_info.csv (pyiqa),

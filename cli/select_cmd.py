@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from reshape.cli.common import fingerprint_option, is_quiet, show_progress
+from reshape.cli.common import fingerprint_option, is_quiet, output_options, show_progress
 
 
 @click.command()
@@ -73,12 +73,7 @@ from reshape.cli.common import fingerprint_option, is_quiet, show_progress
     show_default=True,
     help="Candidate rows per block of the pair search (memory vs. overhead; the selection does not depend on it).",
 )
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Write over existing files that reshape did not write; never deletes them.",
-)
-@click.option("--wait", is_flag=True, help="If another run holds an output, wait for it instead of failing.")
+@output_options
 @fingerprint_option
 def command(**options) -> None:
     """Select new reference images from a candidate pool (DDCUp).
