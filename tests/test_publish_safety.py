@@ -71,6 +71,7 @@ def test_modes_follow_the_umask(
     assert {m for p, m in modes.items() if (out / p).is_file()} == {file_mode}
     assert {m for p, m in modes.items() if (out / p).is_dir()} == {dir_mode}
     assert {"dataset.json", "train.csv", "SHA256SUMS", "pyiqa/train.yml", "images/source"} <= set(modes)
+    assert {p.stat().st_nlink for p in out.rglob("*") if p.is_file()} == {1}  # copies, not links
 
 
 def test_republish_keeps_user_files_and_removes_only_its_own(pipeline_output: dict[str, Path]) -> None:  # noqa: F811
