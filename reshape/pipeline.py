@@ -511,12 +511,28 @@ def _record_stage(info: dict[str, Any], plan: StagePlan, config: PipelineConfig,
     info.setdefault("fingerprints", {})[plan.name] = plan.fingerprint
     info.setdefault("components", {})[plan.name] = plan.components
     previous = info.setdefault("outputs", {}).get(plan.name)
-    info["outputs"][plan.name] = record_outputs(plan.outputs, config.out, previous)
+    info["outputs"][plan.name] = record_outputs(_written_by(plan), config.out, previous)
     info.setdefault("stages", {})[plan.name] = {
         "seconds": round(record.seconds, 3),
         "reason": record.reason,
         "finished": now_iso(),
     }
+
+
+def _written_by(plan: StagePlan) -> list[Path]:
+    """The files a stage wrote: a published folder's are those in its SHA256SUMS (files a user added
+    there are theirs, not the stage's), every other stage's are all files of its outputs."""
+    if plan.name != "publish":
+        return plan.outputs
+    from reshape.publish import SUMS
+    from reshape.verify import VerifyReport, parse_sha256sums
+
+    folder = plan.outputs[0]
+    sums = folder / SUMS
+    if not sums.is_file():
+        return plan.outputs
+    listed = parse_sha256sums(sums.read_text("utf-8"), str(sums), VerifyReport(folder))
+    return [sums, *(folder / rel for rel in listed)]
 
 
 def _append_history(info: dict[str, Any], started: str, records: list[StageRecord]) -> None:

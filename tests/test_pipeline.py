@@ -8,6 +8,7 @@ pin the orchestration itself; tests/test_demo.py runs the real stages end to end
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import textwrap
@@ -85,6 +86,11 @@ def _write_outputs(module: str, cfg: object) -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "dataset.json").write_text(json.dumps({"fingerprint": fp}))
         (out / "train.csv").write_text("published\n")
+        sums = [
+            f"{hashlib.sha256((out / n).read_bytes()).hexdigest()}  {n}"
+            for n in ("dataset.json", "train.csv")
+        ]
+        (out / "SHA256SUMS").write_text("\n".join(sums) + "\n")
 
 
 def make_stage(module: str, calls: list[tuple[str, dict]], fail: bool = False) -> tuple[type, object]:
@@ -276,6 +282,22 @@ def test_deleted_or_changed_output_is_rebuilt(project, stages, calls, stage, vic
     assert run_pipeline(config, runners=stages, echo=lambda _: None).ran == [stage]
     assert path.is_file()
     assert run_pipeline(config, runners=stages, echo=lambda _: None).ran == []
+
+
+def test_files_a_user_adds_to_the_dataset_are_not_publish_outputs(project, stages, calls) -> None:
+    config = write_config(project)
+    run_pipeline(config, runners=stages, echo=lambda _: None)
+    notes = project / "out" / "dataset" / "NOTES.md"
+    notes.write_text("mine")
+    assert len(run_pipeline(config, runners=stages, force=True, echo=lambda _: None).ran) == 6  # re-recorded
+    notes.unlink()  # theirs to delete: publish has nothing to rebuild
+    assert run_pipeline(config, runners=stages, echo=lambda _: None).ran == []
+    info = json.loads((project / "out" / "run.json").read_text())
+    assert sorted(info["outputs"]["publish"]) == [
+        "dataset/SHA256SUMS",
+        "dataset/dataset.json",
+        "dataset/train.csv",
+    ]
 
 
 def test_noop_run_keeps_the_timings_and_appends_history(project, stages, calls) -> None:
