@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCE_DIRS = ("reshape", "distortions", "cli", "benchmarks", "tests")
+SOURCE_DIRS = ("reshape", "distortions", "cli", "benchmarks", "tests", "examples", "docs")
 
 
 def _python_files() -> list[Path]:
