@@ -23,6 +23,14 @@ def setup_logging(verbosity: int) -> None:
         level=level, format="reshape: %(levelname)s: %(message)s", stream=sys.stderr, force=True
     )
     logging.captureWarnings(True)
+    from reshape.steps import STEP_LOGGER
+
+    # "about to take a while" lines: shown unless -q, without a level name
+    steps = logging.getLogger(STEP_LOGGER)
+    steps.handlers[:] = [logging.StreamHandler(sys.stderr)]
+    steps.handlers[0].setFormatter(logging.Formatter("reshape: %(message)s"))
+    steps.setLevel(logging.INFO if verbosity >= 0 else logging.ERROR)
+    steps.propagate = False
 
 
 #: The group's own options, also accepted after the sub-command (`reshape distort ... -q`).

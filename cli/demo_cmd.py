@@ -26,20 +26,13 @@ def command(out: Path, smoke: bool) -> None:
     Uses ResNet-50 ImageNet weights only if they are already in the local torch cache; otherwise random-init
     weights, with a warning. Rerunning skips the up-to-date stages.
     """
+    from reshape.cli.common import is_quiet
     from reshape.demo import run_demo
 
-    result = run_demo(out, smoke=smoke, echo=lambda line: click.echo(line, err=True))
-    click.echo("")
-    click.echo("reshape demo summary")
-    weights = "ImageNet (local cache)" if result.weights == "default" else "random init (none)"
-    click.echo(f"  encoder weights : {weights}")
-    click.echo(f"  selected refs   : {result.n_selected}")
-    click.echo(f"  images written  : {result.n_images} new distorted images")
-    lo, hi = result.label_range
-    click.echo(f"  pseudo labels   : {lo:.3f} .. {hi:.3f} (1..5, higher = better)")
-    click.echo(f"  data build      : {result.build_seconds:.1f}s")
-    for stage, seconds in result.stage_seconds.items():
-        click.echo(f"  {stage:<16}: {seconds:.1f}s" if seconds else f"  {stage:<16}: up to date")
-    click.echo(f"  dataset         : {result.dataset} (passes reshape verify)")
-    click.echo(f"  card            : {result.dataset / 'README.md'}")
-    click.echo(f"  plots           : {result.dataset / 'plots'}")
+    quiet = is_quiet()
+    result = run_demo(
+        out, smoke=smoke, echo=(lambda line: None) if quiet else lambda line: click.echo(line, err=True)
+    )
+    if not quiet:
+        for line in result.summary_lines():
+            click.echo(line)

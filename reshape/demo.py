@@ -26,6 +26,7 @@ import pandas as pd
 
 from reshape.errors import BadInputError, StageError
 from reshape.outputs import created_folders
+from reshape.steps import announce
 
 log = logging.getLogger("reshape.demo")
 
@@ -55,6 +56,27 @@ class DemoResult:
     n_images: int = 0
     label_range: tuple[float, float] = (0.0, 0.0)
     build_seconds: float = 0.0
+
+    def summary_lines(self) -> list[str]:
+        """What `reshape demo` prints on stdout."""
+        weights = "ImageNet (local cache)" if self.weights == "default" else "random init (none)"
+        lo, hi = self.label_range
+        lines = [
+            "",
+            "reshape demo summary",
+            f"  encoder weights : {weights}",
+            f"  selected refs   : {self.n_selected}",
+            f"  images written  : {self.n_images} new distorted images",
+            f"  pseudo labels   : {lo:.3f} .. {hi:.3f} (1..5, higher = better)",
+            f"  data build      : {self.build_seconds:.1f}s",
+        ]
+        for stage, seconds in self.stage_seconds.items():
+            lines.append(f"  {stage:<16}: {seconds:.1f}s" if seconds else f"  {stage:<16}: up to date")
+        return lines + [
+            f"  dataset         : {self.dataset} (passes reshape verify)",
+            f"  card            : {self.dataset / 'README.md'}",
+            f"  plots           : {self.dataset / 'plots'}",
+        ]
 
 
 def _photo(name: str) -> np.ndarray:
@@ -273,6 +295,7 @@ def _run_demo(out: Path, smoke: bool, echo) -> DemoResult:
 
     types = SMOKE_TYPES if smoke else DEMO_TYPES
     start = time.perf_counter()
+    announce("building the demo data (scikit-image photos, distorted and SSIM-labelled) in %s", out / "data")
     data = build_demo_data(out / "data", types=types, n_train=6, n_pool=12 if smoke else 21)
     build_seconds = time.perf_counter() - start
     cached = local_resnet_weights()

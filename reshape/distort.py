@@ -74,6 +74,7 @@ from reshape.errors import BadInputError
 from reshape.fileio import sha256_file
 from reshape.imageio import image_size
 from reshape.outputs import check_inputs_not_outputs, check_writable, created_folders, locked_outputs
+from reshape.steps import announce
 from reshape.writer import Journal, OutputFolder
 
 log = logging.getLogger("reshape.distort")
@@ -382,8 +383,8 @@ def _distort(
         out_dir=where.out, fmt=settings.fmt, resize=settings.resize, dncnn_weights=plan.weights,
         min_size=settings.min_size, denoiser_label=plan.denoiser, settings_tag=settings.tag,
     )  # fmt: skip
-    log.info(
-        "%d references x %d types x %d levels: %d to write, %d already done",
+    announce(
+        "distorting %d reference(s) x %d type(s) x %d level(s): %d image(s) to write, %d already done",
         len(plan.refs.images) - len(plan.bad), len(settings.types), len(settings.levels),
         len(state.todo), len(state.done),
     )  # fmt: skip

@@ -38,6 +38,7 @@ from reshape.outputs import (
     created_folders,
     locked_outputs,
 )
+from reshape.steps import announce
 
 log = logging.getLogger("reshape.features")
 
@@ -639,11 +640,14 @@ def run(config: FeaturesConfig) -> FeaturesResult:
         remove_stale_temps(out.parent, names=[out.name])
         device = resolve_device(config.device)
         precision = resolve_precision(config.precision, device, backend)
+        announce("loading the %s encoder (weights: %s) on %s", config.encoder, config.weights, device)
         enc = build_encoder(config.encoder, config.weights, device)
         if config.weights == "none":
             log.warning(RANDOM_WEIGHTS_WARNING, RANDOM_INIT_SEED)
         plan = _plan(config, collected, enc, precision)
         n_reused = len(plan.rows)
+        if plan.todo:
+            announce("embedding %d image(s) (%d unchanged, reused)", len(plan.todo), n_reused)
         if plan.todo and backend == "ray":
             _embed_with_ray(config, plan, precision, shards)
         elif plan.todo:

@@ -55,6 +55,7 @@ from reshape.outputs import (
     locked_outputs,
 )
 from reshape.select import warn_if_degenerate
+from reshape.steps import announce
 
 log = logging.getLogger("reshape.prune")
 
@@ -902,6 +903,7 @@ def run(config: PruneConfig) -> PruneResult:
             remove_stale_temps(path.parent, names=[path.name, artifacts.sidecar_path(path).name])
         inputs = _load_inputs(config)
         degenerate = warn_if_degenerate(inputs.embeddings, config.features, log)
+        announce("DRCDown: searching %d samples for similar pairs", len(inputs.embeddings))
         clusters = find_clusters(
             inputs.embeddings, inputs.labels, sim_threshold=config.sim_threshold,
             label_threshold=config.label_threshold, approximate=config.approximate,

@@ -80,6 +80,7 @@ from reshape.pyiqa_options import (
     parse_val_roots,
     render_options,
 )
+from reshape.steps import announce
 
 log = logging.getLogger("reshape.publish")
 
@@ -955,6 +956,7 @@ def run(config: PublishConfig) -> PublishResult:
     check_collisions(out_dir, names, record, overwrite=config.overwrite)
     check_writable(out_dir, need_bytes=plan.bytes_to_copy(link=config.link))
     with created_folders(out_dir.parent, out_dir), locked_outputs(out_dir, wait=config.wait, on_wait=_stderr):
+        announce("publishing %d file(s) into %s", len(names), out_dir)
         written = write_dataset(out_dir, plan, inputs, config, names)
         hub_url = None
         if config.push_to_hub:  # still holding the lock: nothing changes the folder while it uploads

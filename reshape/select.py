@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from reshape.errors import BadInputError, StageError
+from reshape.steps import announce
 
 log = logging.getLogger("reshape.select")
 
@@ -766,6 +767,7 @@ def _select_from_files(config: SelectConfig) -> tuple[Selection, Any, Any, bool]
             cand.metadata.get("encoder"),
         )
     degenerate = warn_if_degenerate(_spread_sample(train.embeddings, cand.embeddings), config.candidates)
+    announce("DDCUp: %d candidates against %d training refs", len(cand.embeddings), len(train.embeddings))
     result = select_candidates(
         train.embeddings, cand.embeddings, tau_quantile=config.tau_quantile, k=config.k,
         max_select=config.max_select, approximate=config.approximate, block=config.block_size,
