@@ -431,7 +431,7 @@ def _staleness(
     """Why a stage must run ("up to date" if it need not): its outputs, then its fingerprint."""
     check = check_record(run_info.get("outputs", {}).get(name, {}), c.config.out)
     if stored in (None, fp) and not check.ok:
-        return "outputs " + check.describe()
+        return check.describe()
     if stored != fp:
         return _why(run_info.get("components", {}).get(name), components, stored)
     return "up to date"
@@ -599,7 +599,7 @@ def _dry_run_lines(plans: list[StagePlan]) -> list[str]:
     width = max(len(p.name) for p in plans)
     lines = []
     for p in plans:
-        lines.append(f"{p.name:<{width}}  {'up to date' if p.up_to_date else 'will run':<10}  {p.reason}")
+        lines.append(f"{p.name:<{width}}  {'up to date' if p.up_to_date else 'will run: ' + p.reason}")
         lines.append(f"{'':<{width}}  $ {p.command_line()}")
     return lines
 

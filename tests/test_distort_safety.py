@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_output import without_steps
 from click.testing import CliRunner
 from PIL import Image
 from ray_helpers import TESTS
@@ -49,6 +50,7 @@ def slow_apply(*args, **kwargs):
     return real_apply(*args, **kwargs)
 distortions.apply = slow_apply
 from reshape.cli.main import main
+
 sys.argv[0] = "reshape"
 main()
 """
@@ -69,7 +71,7 @@ def invoke(*args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(cli, ["distort", *map(str, args)])
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
-    return result.exit_code, result.stdout, result.stderr
+    return result.exit_code, result.stdout, without_steps(result.stderr)
 
 
 def digests(folder: Path) -> dict[str, str]:

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from cli_output import without_steps
 from click.testing import CliRunner
 
 from reshape.artifacts import Features, read_parquet, write_features
@@ -329,7 +330,7 @@ def test_cli_bad_inputs(tmp_path):
     for name, (t, c, needle) in cases.items():
         res = _invoke_select(tmp_path, t, c)
         assert res.exit_code == 2, (name, res.output)
-        line = res.output.strip()
+        line = without_steps(res.output).strip()
         assert "\n" not in line, name
         assert "Traceback" not in line, name
         bad_file = c if t == good_t else t
