@@ -214,10 +214,9 @@ def run(config: DistortConfig) -> DistortResult:
     refs = _read_inputs(config, where)
     _check_outputs(config, where)
     plan = _plan(config, refs, settings)
-    waiting = functools.partial(log.warning, "%s")
     with (
         created_folders(*where.folders()),
-        locked_outputs(*where.folders(), wait=config.wait, on_wait=waiting),
+        locked_outputs(*where.folders(), wait=config.wait),
     ):
         folder = OutputFolder(where.out)
         state = take_over(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -503,10 +502,6 @@ def _check_outputs(config: FeaturesConfig, out: Path, paths: list[Path], backend
     return shards
 
 
-def _say(message: str) -> None:
-    print(f"reshape: {message}", file=sys.stderr, flush=True)
-
-
 @dataclass
 class _Plan:
     """What one run embeds: every image by name, its sha256, and which rows an earlier run provides."""
@@ -636,7 +631,7 @@ def run(config: FeaturesConfig) -> FeaturesResult:
     out = Path(config.out)
     collected = collect_images(config.images, config.image_root)
     shards = _check_outputs(config, out, collected[2], backend)
-    with created_folders(out.parent), locked_outputs(out, wait=config.wait, on_wait=_say):
+    with created_folders(out.parent), locked_outputs(out, wait=config.wait):
         remove_stale_temps(out.parent, names=[out.name])
         device = resolve_device(config.device)
         precision = resolve_precision(config.precision, device, backend)
@@ -850,7 +845,7 @@ def _run_to_uri(config: FeaturesConfig) -> FeaturesResult:
         shard_dir = out.rstrip("/") + ".shards"
     name = Path(out.rstrip("/").rsplit("/", 1)[-1] or "features.parquet")
     with (
-        locked_outputs(out, wait=config.wait, on_wait=_say),
+        locked_outputs(out, wait=config.wait),
         tempfile.TemporaryDirectory(prefix="reshape-features-") as tmp,
     ):
         local = Path(tmp) / name

@@ -16,7 +16,6 @@ import logging
 import math
 import os
 import posixpath
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -499,10 +498,6 @@ class _Source:
     high: float
 
 
-def _say(message: str) -> None:
-    print(f"reshape: {message}", file=sys.stderr, flush=True)
-
-
 def _validate(config: LabelConfig) -> list[str]:
     """Option checks that need no file; returns the excluded reference names."""
     _check_params(config.k, config.margin, config.temperature, config.weighting)
@@ -820,7 +815,7 @@ def run(config: LabelConfig) -> LabelResult:
     outputs = _check_outputs(config)
     with (
         created_folders(*{p.parent for p in outputs}),
-        locked_outputs(*outputs, wait=config.wait, on_wait=_say),
+        locked_outputs(*outputs, wait=config.wait),
     ):
         for path in outputs:
             remove_stale_temps(path.parent, names=[path.name, sidecar_path(path).name])

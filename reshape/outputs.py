@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import shutil
@@ -357,6 +358,11 @@ class OutputLock:
 
     # -- both
     def acquire(self, on_wait: Callable[[str], None] | None = None) -> OutputLock:
+        """Take the lock; ``on_wait`` hears once that the run waits (default: a step line on stderr)."""
+        if on_wait is None:
+            from reshape.steps import announce
+
+            on_wait = functools.partial(announce, "%s")
         if _is_local(self.output):
             self._acquire_local(on_wait)
         else:

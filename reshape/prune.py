@@ -887,17 +887,13 @@ def _write_outputs(
         artifacts.write_json(artifacts.sidecar_path(out), {**artifacts.base_metadata(), **meta})
 
 
-def _tell(message: str) -> None:
-    print(f"reshape: {message}", file=sys.stderr, flush=True)
-
-
 def run(config: PruneConfig) -> PruneResult:
     """``reshape prune``: guard the outputs, join features and labels, DRCDown, write both tables."""
     started = time.perf_counter()
     out, indices = _check_outputs(config)
     with (
         created_folders(out.parent, indices.parent),
-        locked_outputs(out, indices, wait=config.wait, on_wait=_tell),
+        locked_outputs(out, indices, wait=config.wait),
     ):
         for path in (out, indices):
             remove_stale_temps(path.parent, names=[path.name, artifacts.sidecar_path(path).name])

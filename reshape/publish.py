@@ -34,7 +34,6 @@ import logging
 import os
 import platform
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
@@ -921,8 +920,6 @@ def write_dataset(
 
 
 # ----------------------------------------------------------------------------------------------- run
-def _stderr(message: str) -> None:
-    print(f"reshape: {message}", file=sys.stderr)
 
 
 def _input_paths(inputs: PublishInputs, val_roots: dict[str, ValRoot]) -> list[Path | None]:
@@ -955,7 +952,7 @@ def run(config: PublishConfig) -> PublishResult:
     record = read_record(out_dir)
     check_collisions(out_dir, names, record, overwrite=config.overwrite)
     check_writable(out_dir, need_bytes=plan.bytes_to_copy(link=config.link))
-    with created_folders(out_dir.parent, out_dir), locked_outputs(out_dir, wait=config.wait, on_wait=_stderr):
+    with created_folders(out_dir.parent, out_dir), locked_outputs(out_dir, wait=config.wait):
         announce("publishing %d file(s) into %s", len(names), out_dir)
         written = write_dataset(out_dir, plan, inputs, config, names)
         hub_url = None

@@ -777,12 +777,6 @@ def _select_from_files(config: SelectConfig) -> tuple[Selection, Any, Any, bool]
     return result, train, cand, degenerate
 
 
-def _tell(message: str) -> None:
-    import sys
-
-    print(f"reshape: {message}", file=sys.stderr, flush=True)
-
-
 def run(config: SelectConfig) -> SelectResult:
     """``reshape select``: guard the outputs, read both features artifacts, DDCUp, write the selection."""
     import time
@@ -794,7 +788,7 @@ def run(config: SelectConfig) -> SelectResult:
     started = time.perf_counter()
     out, plot = _check_outputs(config)
     folders = [out.parent] + ([plot.parent] if plot is not None else [])
-    with created_folders(*folders), locked_outputs(out, plot, wait=config.wait, on_wait=_tell):
+    with created_folders(*folders), locked_outputs(out, plot, wait=config.wait):
         for path in (out, plot):
             if path is not None:
                 remove_stale_temps(path.parent, names=[path.name])
