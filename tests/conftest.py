@@ -63,3 +63,10 @@ def stand_ins():
             if t not in registry.KERNELS:
                 mp.setitem(registry.KERNELS, t, fn)
         yield
+
+
+@pytest.fixture
+def pinned_clock(monkeypatch):
+    """Artifacts record their creation time; SOURCE_DATE_EPOCH pins it, so whole files compare byte for
+    byte (the reproducible-builds convention reshape honours)."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1735689600")

@@ -22,12 +22,6 @@ def digest(path: Path) -> str:
 
 
 @pytest.fixture
-def pinned_clock(monkeypatch):
-    """Artifacts record their creation time; pin it so whole files can be compared byte for byte."""
-    monkeypatch.setattr(artifacts, "now_iso", lambda: "2025-01-01T00:00:00+00:00")
-
-
-@pytest.fixture
 def inputs(tmp_path: Path) -> Path:
     features, labels = clustered(8, per_cluster=(30, 70))
     images = [f"dist/img_{i:04d}.png" for i in range(len(labels))]

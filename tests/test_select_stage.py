@@ -23,12 +23,6 @@ def digest(path: Path) -> str:
 
 
 @pytest.fixture
-def pinned_clock(monkeypatch):
-    """Artifacts record their creation time; pin it so whole files can be compared byte for byte."""
-    monkeypatch.setattr(artifacts, "now_iso", lambda: "2025-01-01T00:00:00+00:00")
-
-
-@pytest.fixture
 def pool(tmp_path: Path):
     train, cand = make_case(17, 900)
     write_feats(tmp_path / "train.parquet", train, "kadid")
