@@ -105,6 +105,26 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix in (".png", ".bmp", ".csv")}
 
 
+#: ``python -c SLOW_CLI "$delay" distort ...``: the reshape CLI with the stand-in kernels registered where
+#: needed and every image slowed by ``delay`` seconds, so that a test can kill or race a run mid-way.
+SLOW_CLI = f"""
+import sys, time
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+import shard_toys
+shard_toys.register_stand_in_kernels()
+import distortions
+delay = float(sys.argv.pop(1))
+real_apply = distortions.apply
+def slow_apply(*args, **kwargs):
+    time.sleep(delay)
+    return real_apply(*args, **kwargs)
+distortions.apply = slow_apply
+from reshape.cli.main import main
+sys.argv[0] = "reshape"
+main()
+"""
+
+
 def register_stand_in_kernels() -> None:
     from distortions import registry
 

@@ -21,8 +21,7 @@ import pytest
 from cli_output import without_steps
 from click.testing import CliRunner
 from PIL import Image
-from ray_helpers import TESTS
-from shard_toys import folder_bytes
+from shard_toys import SLOW_CLI, folder_bytes
 
 from reshape import storage
 from reshape.artifacts import read_artifact_metadata, read_csv
@@ -37,23 +36,6 @@ N_PER_REF = 9  # 3 types x levels 1, 3, 5
 
 # A subprocess running `reshape distort` with the stand-in kernels where needed, each image slowed down by
 # the first argument (seconds), so that a second run or a kill can meet it mid-work.
-RUNNER = f"""
-import sys, time
-sys.path.insert(0, {str(TESTS)!r})
-import shard_toys
-shard_toys.register_stand_in_kernels()
-import distortions
-delay = float(sys.argv.pop(1))
-real_apply = distortions.apply
-def slow_apply(*args, **kwargs):
-    time.sleep(delay)
-    return real_apply(*args, **kwargs)
-distortions.apply = slow_apply
-from reshape.cli.main import main
-
-sys.argv[0] = "reshape"
-main()
-"""
 
 
 @pytest.fixture
@@ -296,7 +278,7 @@ def test_full_disk_on_a_real_small_tmpfs(natural_photos, stand_ins, tmp_path):
 # ----------------------------------------------------------------------------------------------- one run per output
 def start(args: list, delay: float) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", RUNNER, str(delay), "distort", *map(str, args)],
+        [sys.executable, "-c", SLOW_CLI, str(delay), "distort", *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

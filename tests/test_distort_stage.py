@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from shard_toys import folder_bytes
+from shard_toys import SLOW_CLI, folder_bytes
 
 import distortions
 from distortions import registry
@@ -49,32 +49,6 @@ from reshape.writer import JOURNAL_DIR, Journal, OutputFolder
 # library does not provide them yet, small stand-in kernels are registered (fork-started workers inherit
 # them); with the full library the real kernels are exercised.
 TEST_TYPES = (1, 11, 18)
-
-# A subprocess runner for kill -9 tests: registers the same stand-ins if needed and slows every image a
-# little, so that the run can be killed while it is writing.
-RUNNER = """
-import sys, time
-import numpy as np, cv2
-import distortions
-from distortions import registry
-registry._load_kernels()
-stand_ins = {
-    1: lambda x, p, rng: cv2.GaussianBlur(x, (0, 0), p),
-    11: lambda x, p, rng: x + rng.normal(0.0, np.sqrt(p), x.shape),
-    18: lambda x, p, rng: x + p,
-}
-for t, fn in stand_ins.items():
-    registry.KERNELS.setdefault(t, fn)
-delay = float(sys.argv.pop(1))
-real_apply = distortions.apply
-def slow_apply(*args, **kwargs):
-    time.sleep(delay)
-    return real_apply(*args, **kwargs)
-distortions.apply = slow_apply
-from reshape.cli.main import main
-sys.argv[0] = "reshape"
-main()
-"""
 
 
 def _blur(x: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
@@ -318,7 +292,7 @@ def test_resume_trusts_size_and_mtime_and_hashes_only_what_changed(kernels, refs
 def _run_cli(args: list[str], delay: float) -> subprocess.Popen:
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     return subprocess.Popen(
-        [sys.executable, "-c", RUNNER, str(delay), "distort", *args],
+        [sys.executable, "-c", SLOW_CLI, str(delay), "distort", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
