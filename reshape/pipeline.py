@@ -13,6 +13,7 @@ Raw inputs are fingerprinted by content (files) or by listing (folders: relative
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import hashlib
 import importlib
@@ -22,6 +23,8 @@ import shlex
 import shutil
 import sys
 import time
+import types
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,6 +229,7 @@ def stage_options(
     """A TOML table (keys = the stage's option names, `-` or `_`) checked against the config's fields;
     path-valued options are made relative to the config file."""
     fields = {f.name: f for f in dataclasses.fields(config_class)}
+    hints = _field_hints(config_class)
     settable = sorted(n for n in fields if n not in reserved and n not in ("fingerprint", "progress"))
     options: dict[str, Any] = {}
     for key in sorted(table):
@@ -238,8 +242,55 @@ def stage_options(
         value = table[key]
         if _is_path_field(fields[name]) and isinstance(value, str):
             value = (base / value).resolve()
-        options[name] = value
+        options[name] = _typed(value, hints.get(name, Any), f"{where}: option {key!r}")
     return options
+
+
+def _field_hints(config_class: type) -> dict[str, Any]:
+    """The config's field types, resolved (the stage modules use postponed annotations)."""
+    module = sys.modules.get(config_class.__module__)
+    namespace = {"Path": Path, "os": os, **(vars(module) if module else {})}
+    try:
+        return typing.get_type_hints(config_class, globalns=namespace)
+    except (NameError, TypeError):
+        return {}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a TOML value can stand for a field of type ``hint`` (what click's types checked before)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint in (Any, object):
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is bool or hint is type(None):
+        return value is None if hint is type(None) else isinstance(value, bool)
+    if hint in (int, float):
+        numbers = (int,) if hint is int else (int, float)
+        return isinstance(value, numbers) and not isinstance(value, bool)
+    if origin in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, list | tuple):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(map(_fits, value, args))
+        return not args or all(_fits(v, args[0]) for v in value)
+    target = origin if origin is not None else hint
+    return isinstance(value, target) if isinstance(target, type) else True
+
+
+def _typed(value: Any, hint: Any, where: str) -> Any:
+    """``value`` checked against the field's type; one value for a list field becomes a list of one."""
+    if typing.get_origin(hint) is list and not isinstance(value, list | tuple):
+        value = [value]
+    if not _fits(value, hint):
+        raise BadInputError(f"{where} = {value!r}: expected {_type_name(hint)}")
+    return value
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint) if a is not type(None))
+    return getattr(hint, "__name__", str(hint))
 
 
 def _coerce(config_class: type, values: dict[str, Any], where: str) -> Any:

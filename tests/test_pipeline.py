@@ -395,6 +395,33 @@ def test_stage_failure_names_the_stage(project, stages, calls, monkeypatch) -> N
     assert "publish" not in ran(calls)
 
 
+def test_option_values_are_checked_against_the_real_config_types(project) -> None:
+    """TOML values get the checks click's types gave them: one line naming the option, exit 2."""
+    runners = pipeline.default_runners()
+    cases = {
+        "features_train": {"batch-size": "abc"},
+        "select": {"tau-quantile": "high"},
+        "distort": {"seed": 1.5},
+        "label": {"skip-missing": "yes"},
+        "publish": {"copy-source": 1},
+    }
+    for stage, table in cases.items():
+        with pytest.raises(BadInputError, match=rf"\[{stage}\]: option '[a-z-]+' = .*: expected "):
+            pipeline.stage_options(runners[stage][0], table, where=f"[{stage}]", base=project, reserved=set())
+    values = pipeline.stage_options(
+        runners["publish"][0],
+        {"note": "one note", "label-range": "1-5"},
+        where="p",
+        base=project,
+        reserved=set(),
+    )
+    assert values == {"note": ["one note"], "label_range": "1-5"}
+    levels = pipeline.stage_options(
+        runners["distort"][0], {"levels": [1, 3, 5]}, where="d", base=project, reserved=set()
+    )
+    assert levels == {"levels": [1, 3, 5]}
+
+
 def test_example_config_uses_real_stage_options() -> None:
     """examples/pipeline.toml names only options the real stage configs have."""
     import tomllib
