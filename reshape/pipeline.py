@@ -34,7 +34,7 @@ from reshape import __version__
 from reshape.artifacts import now_iso, read_artifact_metadata, write_json
 from reshape.errors import BadInputError, ReshapeError
 from reshape.fileio import sha256_file
-from reshape.outputs import check_inputs_not_outputs, created_folders, locked_outputs
+from reshape.outputs import check_file_output, check_inputs_not_outputs, created_folders, locked_outputs
 from reshape.publish import DATASET_JSON, RUN_LAYOUT
 from reshape.records import check_record, record_outputs
 
@@ -658,6 +658,7 @@ def _dry_run_lines(plans: list[StagePlan]) -> list[str]:
 def _check_layout(config: PipelineConfig) -> None:
     inputs = [config.inputs[k] for k in ("train_refs", "source_labels", "source_root", "candidates")]
     check_inputs_not_outputs(inputs, folder_outputs=[config.out, config.dataset])
+    check_file_output(config.out / RUN_LAYOUT["run_json"], "json")
 
 
 def run_pipeline(

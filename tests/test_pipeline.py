@@ -300,6 +300,15 @@ def test_files_a_user_adds_to_the_dataset_are_not_publish_outputs(project, stage
     ]
 
 
+def test_a_run_json_reshape_did_not_write_is_refused(project, stages, calls) -> None:
+    (project / "out").mkdir()
+    mine = project / "out" / "run.json"
+    mine.write_text('{"my": "experiment log"}\n')
+    with pytest.raises(BadInputError, match="run.json: exists and was not written by reshape"):
+        run_pipeline(write_config(project), runners=stages, echo=lambda _: None)
+    assert mine.read_text() == '{"my": "experiment log"}\n' and calls == []
+
+
 def test_noop_run_keeps_the_timings_and_appends_history(project, stages, calls) -> None:
     config = write_config(project)
     run_pipeline(config, runners=stages, echo=lambda _: None)
