@@ -529,9 +529,14 @@ def _plan_stage(c: _Context, name: str, runner: Runner, run_info: dict[str, Any]
 
 
 def plan_pipeline(
-    config: PipelineConfig, runners: dict[str, Runner], *, force: bool = False
+    config: PipelineConfig,
+    runners: dict[str, Runner],
+    *,
+    force: bool = False,
+    run_info: dict[str, Any] | None = None,
 ) -> list[StagePlan]:
-    run_info = read_run_json(config)
+    """One plan per stage; ``run_info`` is run.json's content (read here when not given)."""
+    run_info = read_run_json(config) if run_info is None else run_info
     c = _Context(config)
     return [_plan_stage(c, name, runners[name], run_info, force) for name in _stage_order(config)]
 
@@ -695,8 +700,8 @@ def _run_plans(
     result: RunResult,
     echo: Callable[[str], None],
 ) -> None:
-    plans = plan_pipeline(config, runners, force=force)
     info = read_run_json(config)
+    plans = plan_pipeline(config, runners, force=force, run_info=info)
     run_json = config.out / RUN_LAYOUT["run_json"]
     first_run = not run_json.exists()
     started = now_iso()
