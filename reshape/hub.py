@@ -31,6 +31,14 @@ def _files_to_push(folder: Path) -> list[str]:
     return sorted(listed) + [SUMS]
 
 
+def require_hub() -> None:
+    """Fail before any work, in one line, when the optional huggingface_hub is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("huggingface_hub") is None:
+        raise BadInputError("--push-to-hub needs huggingface_hub: pip install 'reshape-iqa[hub]'")
+
+
 def push_folder(
     folder: str | os.PathLike[str],
     repo_id: str,
@@ -40,6 +48,7 @@ def push_folder(
     token: str | None = None,
 ) -> str:
     """Verify ``folder`` and upload its files to the dataset repository ``repo_id``; returns the commit URL."""
+    require_hub()
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 

@@ -945,6 +945,10 @@ def run(config: PublishConfig) -> PublishResult:
     out_dir = Path(config.out_dir)
     inputs = config.inputs()
     val_roots = parse_val_roots(config.val_root, config.val_meta)
+    if config.push_to_hub:
+        from reshape.hub import require_hub
+
+        require_hub()
     check_inputs_not_outputs(_input_paths(inputs, val_roots), folder_outputs=[out_dir])
     plan = build_plan(inputs, config, val_roots)
     check_inputs_not_outputs([inputs.images_root, _candidate_root(inputs)], folder_outputs=[out_dir])

@@ -174,3 +174,26 @@ def test_push_refuses_a_corrupted_folder_before_any_request(hub, published: Path
     with pytest.raises(StageError, match="not pushed, reshape verify found"):
         push_folder(published, "someone/x")
     assert hub.requests == []
+
+
+def test_push_without_huggingface_hub_fails_before_any_work(
+    pipeline_output: dict[str, Path],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """huggingface_hub is an optional extra: without it, one line naming the extra, and nothing written."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "huggingface_hub" else real_find_spec(name, *a),
+    )
+    out = pipeline_output["tmp"] / "not-yet"
+    args = ["publish", str(out), "--from-run", str(pipeline_output["run"]), "--push-to-hub", "someone/x"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2, res.output
+    assert (
+        res.stderr == "reshape: error: --push-to-hub needs huggingface_hub: pip install 'reshape-iqa[hub]'\n"
+    )
+    assert not out.exists()
