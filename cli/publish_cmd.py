@@ -1,4 +1,4 @@
-"""`reshape publish OUT_DIR`: assemble the reshaped dataset as a static, self-describing folder."""
+"""`reshape publish --out DIR`: assemble the reshaped dataset as a static, self-describing folder."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ _DIR = click.Path(file_okay=False, path_type=Path)
 
 
 @click.command()
-@click.argument("out_dir", type=_DIR)
+@click.argument("old_out_dir", metavar="[OUT_DIR]", required=False, type=_DIR)
+@click.option(
+    "--out",
+    "out_dir",
+    type=_DIR,
+    help="Output folder of the published dataset (the positional OUT_DIR is the old spelling, still accepted).",
+)
 @click.option("--from-run", type=_DIR, help="A `reshape run` output root: read every artifact from it.")
 @click.option(
     "--train-csv",
@@ -63,7 +69,7 @@ _DIR = click.Path(file_okay=False, path_type=Path)
     "across filesystems). Then the published file and the run's artifact are ONE file: editing either edits "
     "both.",
 )
-@click.option("--name", default=None, help="Dataset name in the card  [default: OUT_DIR's name].")
+@click.option("--name", default=None, help="Dataset name in the card  [default: the output folder's name].")
 @click.option(
     "--label-range",
     default=None,
@@ -100,15 +106,18 @@ _DIR = click.Path(file_okay=False, path_type=Path)
 @output_options
 @fingerprint_option
 def command(**options) -> None:
-    """Publish the reshaped dataset into OUT_DIR: images, train.csv (KADID layout), meta_info.csv (pyiqa),
+    """Publish the reshaped dataset into --out DIR: images, train.csv (KADID layout), meta_info.csv (pyiqa),
     images/metadata.csv (Hugging Face), pyiqa/train.yml (pyiqa training, paper protocol), SHA256SUMS,
     dataset.json and a README.md card (Hugging Face dataset card) with plots.
 
     Images are copied (--link to hard-link). Publishing again into OUT_DIR replaces or deletes only the files
     the previous publish recorded in SHA256SUMS; files you added there stay, and a file of yours at a name
     publish writes is refused unless --overwrite. Options given explicitly override what --from-run finds.
+    `reshape publish OUT_DIR` (positional) is the old spelling of `--out OUT_DIR`.
     """
     from reshape.publish import PublishConfig, run
+
+    options["out_dir"] = _one_output(options.pop("old_out_dir"), options["out_dir"])
 
     options["note"] = list(options["note"])
     options["val_root"] = list(options["val_root"])
@@ -117,3 +126,12 @@ def command(**options) -> None:
     if not is_quiet():
         for line in result.summary_lines():
             click.echo(line)
+
+
+def _one_output(positional: Path | None, out: Path | None) -> Path:
+    """`--out DIR`, or the old positional spelling; both, unless equal, or neither is a usage error."""
+    if positional is None and out is None:
+        raise click.UsageError("Missing option '--out' (the output folder of the published dataset).")
+    if positional is not None and out is not None and positional != out:
+        raise click.UsageError(f"two output folders given: OUT_DIR {positional} and --out {out}; use --out")
+    return out if out is not None else positional
