@@ -26,6 +26,6 @@ def backend_options(func: F) -> F:
         show_default=True,
         help="Where the work runs: local (this machine) or ray (shards of the input as Ray tasks or actors; "
         "a shard whose worker dies is retried). The output is the same either way. ray needs: "
-        "pip install reshape-iqa[ray].",
+        "pip install 'reshape-iqa[ray]'.",
     )(func)
     return func

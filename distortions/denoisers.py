@@ -297,7 +297,10 @@ def load_denoiser(weights: str | Path | None = None, device: str = "cpu") -> NLM
         try:
             from safetensors.numpy import load_file
         except ImportError as exc:
-            raise ValueError(f"{path}: reading .safetensors needs the 'safetensors' package") from exc
+            raise ValueError(
+                f"{path}: reading .safetensors needs the safetensors package: "
+                "pip install 'reshape-iqa[safetensors]'"
+            ) from exc
 
         layers = layers_from_state_dict(load_file(str(path)), str(path))
     else:

@@ -29,7 +29,7 @@ from reshape.errors import BadInputError, ReshapeError, StageError
 log = logging.getLogger("reshape.backends")
 
 BACKENDS = ("local", "ray")
-RAY_INSTALL_HINT = "pip install reshape-iqa[ray]"
+RAY_INSTALL_HINT = "pip install 'reshape-iqa[ray]'"
 #: Application errors worth another attempt on Ray: I/O hiccups on shared filesystems and object stores.
 #: Worker-process deaths (OOM killer, preemption, kill -9) are retried by Ray regardless, up to max_retries.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, ConnectionError)

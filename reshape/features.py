@@ -47,7 +47,7 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 RESNET_PREPROCESSING = "centre crop 224x224 of the image as loaded (no resize); ImageNet mean/std"
 RANDOM_INIT_SEED = 0
-CLIP_HINT = "pip install reshape-iqa[clip]"
+CLIP_HINT = "pip install 'reshape-iqa[clip]'"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 RANDOM_WEIGHTS_WARNING = (
     "--weights none: the encoder has RANDOM weights (torch seed %d); the embeddings are meaningless for "

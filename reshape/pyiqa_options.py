@@ -294,9 +294,14 @@ created in the working directory.
 """
 
 import os
+import sys
 
-from pyiqa.train import train_pipeline
-from pyiqa.utils.options import parse_options
+try:
+    from pyiqa.train import train_pipeline
+    from pyiqa.utils.options import parse_options
+except ImportError:
+    print("pyiqa/train.py: error: pyiqa is not installed: pip install 'reshape-iqa[train]'", file=sys.stderr)
+    sys.exit(2)
 
 if __name__ == "__main__":
     root = os.getcwd()

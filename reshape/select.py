@@ -856,6 +856,7 @@ def plot_selection(
         xy = umap.UMAP(n_components=2, metric="cosine", random_state=seed).fit_transform(pts)
         method = "UMAP"
     except ImportError:
+        log.info("selection map: PCA (UMAP needs umap-learn: pip install 'reshape-iqa[umap]')")
         centred = pts - pts.mean(axis=0)
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
         xy = centred @ vt[:2].T

@@ -80,7 +80,7 @@ def filesystem(location: Location) -> tuple[Any, str]:
         import fsspec
     except ImportError:
         raise BadInputError(
-            f"{text}: scheme {scheme(text)!r} needs fsspec: pip install reshape-iqa[ray]"
+            f"{text}: scheme {scheme(text)!r} needs fsspec: pip install 'reshape-iqa[storage]'"
         ) from None
     try:
         fs, path = fsspec.core.url_to_fs(text)

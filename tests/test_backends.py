@@ -93,7 +93,7 @@ def test_ray_missing_is_a_one_line_usage_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(BadInputError) as info:
         list(map_shards(len, SHARDS, backend="ray"))
-    assert "pip install reshape-iqa[ray]" in str(info.value)
+    assert "pip install 'reshape-iqa[ray]'" in str(info.value)
     assert "\n" not in str(info.value)
 
 

@@ -144,7 +144,7 @@ def test_backend_ray_without_ray_installed_is_exit_2(monkeypatch, refs, tmp_path
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert lines == [
-        "reshape: error: --backend ray needs Ray, which is not installed: pip install reshape-iqa[ray]"
+        "reshape: error: --backend ray needs Ray, which is not installed: pip install 'reshape-iqa[ray]'"
     ]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 

@@ -200,7 +200,7 @@ def test_bad_weights_and_encoders(photo_dir, tmp_path, monkeypatch):
         import open_clip  # noqa: F401
     except ImportError:
         _assert_bad(invoke(str(photo_dir), "--out", out, "--encoder", "clip:ViT-B-16"),
-                    "pip install reshape-iqa[clip]", "clip:ViT-B-16")  # fmt: skip
+                    "pip install 'reshape-iqa[clip]'", "clip:ViT-B-16")  # fmt: skip
     _assert_bad(
         invoke(str(tmp_path / "nowhere"), "--out", out), "no such file or folder", tmp_path / "nowhere"
     )

@@ -141,7 +141,7 @@ def test_backend_ray_without_ray_installed_is_exit_2(monkeypatch, photo_dir, tmp
     )
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == (
-        "reshape: error: --backend ray needs Ray, which is not installed: pip install reshape-iqa[ray]"
+        "reshape: error: --backend ray needs Ray, which is not installed: pip install 'reshape-iqa[ray]'"
     )
     assert not out.exists()
 
