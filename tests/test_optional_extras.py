@@ -52,14 +52,18 @@ def photos(tmp_path_factory) -> Path:
 
 def test_clip_encoder_without_open_clip(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "f.parquet"
-    res = reshape_without("open_clip", "features", photos, "--out", out, "--encoder", "clip:ViT-B-16", cwd=tmp_path)
+    res = reshape_without(
+        "open_clip", "features", photos, "--out", out, "--encoder", "clip:ViT-B-16", cwd=tmp_path
+    )
     assert_one_line_naming(res, "clip", "open_clip")
     assert not out.exists()
 
 
 def test_ray_backend_without_ray(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "d"
-    res = reshape_without("ray", "distort", photos, "--out", out, "--types", "1", "--backend", "ray", cwd=tmp_path)
+    res = reshape_without(
+        "ray", "distort", photos, "--out", out, "--types", "1", "--backend", "ray", cwd=tmp_path
+    )
     assert_one_line_naming(res, "ray", "Ray")
     assert not out.exists()
 
@@ -75,7 +79,9 @@ def test_safetensors_weights_without_safetensors(photos: Path, tmp_path: Path) -
 
 
 def test_object_store_scheme_without_fsspec(photos: Path, tmp_path: Path) -> None:
-    res = reshape_without("fsspec", "distort", photos, "--out", "memory://bucket/d", "--types", "1", cwd=tmp_path)
+    res = reshape_without(
+        "fsspec", "distort", photos, "--out", "memory://bucket/d", "--types", "1", cwd=tmp_path
+    )
     assert_one_line_naming(res, "storage", "fsspec")
 
 
@@ -107,7 +113,9 @@ def test_published_pyiqa_launcher_without_pyiqa(tmp_path: Path) -> None:
     launcher = tmp_path / "train.py"
     launcher.write_text(LAUNCHER_TEXT, "utf-8")
     hide = f"import sys, runpy; sys.modules['pyiqa'] = None; runpy.run_path({str(launcher)!r}, run_name='__main__')"
-    res = subprocess.run([sys.executable, "-c", hide], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", hide], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == [
