@@ -60,17 +60,21 @@ def test_readme_is_a_short_front_page():
     assert size <= README_LIMIT, f"README.md is {size} bytes, limit {README_LIMIT}"
 
 
-def test_readme_setup_commands_unchanged_and_ci_extracts_the_test_command():
+def test_readme_setup_commands_unchanged_and_ci_extracts_both():
     text = README.read_text("utf-8")
     for marker, expected in (("demo-command", DEMO_COMMAND), ("test-command", TEST_COMMAND)):
         block = re.search(rf"<!-- {marker} -->\n```bash\n(.+?)\n```", text, re.S)
         assert block, f"README lacks the {marker} block"
         assert block.group(1) == expected
     ci = (REPO / ".ci" / "run").read_text("utf-8")
-    awk = re.search(r"cmd=\$\(awk '(.+?)' README\.md\)", ci)
-    assert awk, ".ci/run no longer extracts the command with awk"
-    extracted = subprocess.run(["awk", awk.group(1), "README.md"], cwd=REPO, capture_output=True, text=True)
-    assert extracted.stdout.strip() == TEST_COMMAND
+    for var, expected in (("demo_cmd", DEMO_COMMAND), ("test_cmd", TEST_COMMAND)):
+        awk = re.search(rf"^{var}=\$\(awk '(.+?)' README\.md\)$", ci, re.M)
+        assert awk, f".ci/run no longer extracts {var} with awk"
+        extracted = subprocess.run(["awk", awk.group(1), "README.md"], cwd=REPO, capture_output=True, text=True)
+        assert extracted.stdout.strip() == expected
+    # each runs as written (bash -c), the demo in a clone of its own whose dataset is then verified
+    assert 'bash -euo pipefail -c "$demo_cmd"' in ci and 'bash -euo pipefail -c "$test_cmd"' in ci
+    assert "git clone -q . " in ci and "reshape verify reshape-demo/dataset" in ci
 
 
 def test_readme_local_links_and_picture_exist():
