@@ -70,11 +70,31 @@ def test_readme_setup_commands_unchanged_and_ci_extracts_both():
     for var, expected in (("demo_cmd", DEMO_COMMAND), ("test_cmd", TEST_COMMAND)):
         awk = re.search(rf"^{var}=\$\(awk '(.+?)' README\.md\)$", ci, re.M)
         assert awk, f".ci/run no longer extracts {var} with awk"
-        extracted = subprocess.run(["awk", awk.group(1), "README.md"], cwd=REPO, capture_output=True, text=True)
+        extracted = subprocess.run(
+            ["awk", awk.group(1), "README.md"], cwd=REPO, capture_output=True, text=True
+        )
         assert extracted.stdout.strip() == expected
     # each runs as written (bash -c), the demo in a clone of its own whose dataset is then verified
     assert 'bash -euo pipefail -c "$demo_cmd"' in ci and 'bash -euo pipefail -c "$test_cmd"' in ci
     assert "git clone -q . " in ci and "reshape verify reshape-demo/dataset" in ci
+
+
+def test_readme_extras_table_lists_every_extra():
+    """The set-up section's table names each extra of pyproject.toml, and only those, with its packages."""
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["project"]["optional-dependencies"]
+    table = re.search(r"^\| extra \| adds \| for \|\n((?:\|.*\n)+)", README.read_text("utf-8"), re.M)
+    assert table, "README lacks the extras table"
+    rows = re.findall(r"^\| (`[^|]+`) \| ([^|]+) \|", table.group(1), re.M)
+    named = {name.strip("` ") for cell, _ in rows for name in cell.split(",")}
+    assert named == set(extras)
+    for cell, packages in rows:
+        for name in (n.strip("` ") for n in cell.split(",")):
+            if name in ("docs", "test"):
+                continue
+            for requirement in extras[name]:
+                package = re.match(r"[\w\-]+", requirement).group(0)
+                assert package.lower() in packages.lower(), (name, requirement)
 
 
 def test_readme_local_links_and_picture_exist():
