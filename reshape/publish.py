@@ -63,6 +63,25 @@ from reshape.fileio import (
     resolve_under_root,
     sha256_file,
 )
+from reshape.layout import (
+    CARD,
+    COPIED_SOURCE_DIR,
+    DATASET_JSON,
+    HF_METADATA,
+    HISTOGRAM_PNG,
+    IMAGES_DIR,
+    LABELS_CSV,
+    META_CSV,
+    NEW_DIR,
+    PENDING,
+    REFERENCED_SOURCE_DIR,
+    REFS_DIR,
+    SELECTION_PNG,
+    SOURCE_SUMS,
+    SUMS,
+    TRAIN_CSV,
+    sha256sums_text,
+)
 from reshape.outputs import (
     check_inputs_not_outputs,
     check_writable,
@@ -82,25 +101,6 @@ from reshape.pyiqa_options import (
 from reshape.steps import announce
 
 log = logging.getLogger("reshape.publish")
-
-CARD = "README.md"
-DATASET_JSON = "dataset.json"
-SUMS = "SHA256SUMS"
-SOURCE_SUMS = "SOURCE_SHA256SUMS"
-TRAIN_CSV = "train.csv"
-META_CSV = "meta_info.csv"
-LABELS_CSV = "labels.csv"
-IMAGES_DIR = "images"
-HF_METADATA = f"{IMAGES_DIR}/metadata.csv"
-NEW_DIR = IMAGES_DIR
-REFS_DIR = f"{IMAGES_DIR}/refs"
-COPIED_SOURCE_DIR = f"{IMAGES_DIR}/source"
-REFERENCED_SOURCE_DIR = "source"
-PLOTS_DIR = "plots"
-SELECTION_PNG = f"{PLOTS_DIR}/selection_map.png"
-HISTOGRAM_PNG = f"{PLOTS_DIR}/label_histogram.png"
-#: names an unfinished publish is writing (removed when it completes)
-PENDING = ".reshape-publish-pending.json"
 
 #: Standard artifact names inside a `reshape run` output root (also what `--from-run` reads).
 RUN_LAYOUT = {
@@ -226,11 +226,6 @@ def plan_paths(train: pd.DataFrame, *, copy_source: bool) -> pd.DataFrame:
         f"{REFS_DIR if p else src_dir}/{r}" for p, r in zip(pseudo, out["orig_ref_img"], strict=True)
     ]
     return out
-
-
-def sha256sums_text(entries: dict[str, str]) -> str:
-    """`sha256sum` text-mode lines ('<hex>  <path>'), sorted by path."""
-    return "".join(f"{digest}  {path}\n" for path, digest in sorted(entries.items()))
 
 
 def _software_versions() -> dict[str, str]:
