@@ -66,6 +66,7 @@ from reshape.fileio import (
 from reshape.layout import (
     CARD,
     COPIED_SOURCE_DIR,
+    CROISSANT_JSON,
     DATASET_JSON,
     HF_METADATA,
     HISTOGRAM_PNG,
@@ -588,7 +589,7 @@ def _check_manifest(train: pd.DataFrame, inputs: PublishInputs) -> dict[str, str
 
 def planned_names(plan: PublishPlan, inputs: PublishInputs) -> list[str]:
     """Every path (relative to the dataset folder) this publish writes, SHA256SUMS included."""
-    names = [TRAIN_CSV, META_CSV, HF_METADATA, HISTOGRAM_PNG, DATASET_JSON, CARD, SUMS]
+    names = [TRAIN_CSV, META_CSV, HF_METADATA, HISTOGRAM_PNG, DATASET_JSON, CROISSANT_JSON, CARD, SUMS]
     names += [OPTIONS_FILE, LAUNCHER_FILE]
     if inputs.labels is not None:
         names.append(LABELS_CSV)
@@ -802,6 +803,7 @@ def _card(
             "pyiqa_meta": META_CSV,
             "metadata": HF_METADATA,
             "sha256sums": SUMS,
+            "croissant": CROISSANT_JSON,
             "pyiqa_options": OPTIONS_FILE,
             "pyiqa_launcher": LAUNCHER_FILE,
             **({"labels": LABELS_CSV} if inputs.labels is not None else {}),
@@ -846,6 +848,25 @@ def _write_descriptions(out_dir: Path, plan: PublishPlan, card: dict, undo: _Und
     options = render_options(card["name"], card["counts"]["rows"], note, plan.val_roots)
     _write_text(undo.will_write(out_dir / OPTIONS_FILE), options)
     _write_text(undo.will_write(out_dir / LAUNCHER_FILE), LAUNCHER_TEXT)
+
+
+def _write_croissant(
+    out_dir: Path, card: dict, published: pd.DataFrame, config: PublishConfig, undo: _Undo
+) -> None:
+    """croissant.json (reshape.croissant): the folder in Croissant 1.1 with the RAI fields."""
+    from reshape import croissant
+
+    tables = [TRAIN_CSV, META_CSV, LABELS_CSV, HF_METADATA]
+    table_sums = {rel: sha256_file(out_dir / rel) for rel in tables if rel in _files_of(card)}
+    url = None
+    if config.push_to_hub:
+        url = f"{os.environ.get('HF_ENDPOINT') or 'https://huggingface.co'}/datasets/{config.push_to_hub}"
+    doc = croissant.build(card, published, table_sums, url=url)
+    _write_text(undo.will_write(out_dir / CROISSANT_JSON), croissant.render(doc))
+
+
+def _files_of(card: dict) -> set[str]:
+    return {v for v in card["files"].values() if isinstance(v, str)}
 
 
 def _remove_stale(out_dir: Path, stale: set[str]) -> list[str]:
@@ -897,6 +918,7 @@ def write_dataset(
         extra = {"published": published, "source_sums": source_sums, "plots": plots}
         card = _card(out_dir, plan, inputs, config, extra)
         _write_descriptions(out_dir, plan, card, undo)
+        _write_croissant(out_dir, card, published, config, undo)
         if source_sums:
             _write_text(undo.will_write(out_dir / SOURCE_SUMS), sha256sums_text(source_sums))
         for rel in names:
