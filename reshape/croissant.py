@@ -27,7 +27,7 @@ Steps:
 from __future__ import annotations
 
 import json
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
@@ -38,6 +38,7 @@ from reshape.layout import (
     HF_METADATA,
     LABELS_CSV,
     META_CSV,
+    REFERENCED_SOURCE_DIR,
     SUMS,
     TRAIN_CSV,
 )
@@ -217,8 +218,9 @@ def _distribution(train: pd.DataFrame, table_sums: dict[str, str]) -> list[dict[
         *objects,
         _file_set(
             "distorted-images",
-            "The distorted images the rows of train.csv point to (dist_img); rows of a referenced (not "
-            "shipped) source set need it mounted at source/.",
+            "The distorted images the rows of train.csv point to (dist_img). Rows of a referenced (not "
+            "shipped) source set find theirs only once source/ holds the source images as a real folder "
+            "(mlcroissant does not follow a symbolic link there).",
             train["dist_img"],
         ),
         _file_set("reference-images", "The pristine references of those images (ref_img).", train["ref_img"]),
@@ -481,3 +483,105 @@ def rai_fields(card: dict[str, Any], train: pd.DataFrame) -> dict[str, Any]:
             "`reshape verify` checks it. No scheduled updates."
         ),
     }
+
+
+# ----------------------------------------------------------------------------------------------- check
+def check(doc: Any, root: Path, sums: dict[str, str], train: pd.DataFrame | None) -> list[tuple[str, str]]:
+    """(where, problem) for every way croissant.json disagrees with the folder: not Croissant 1.1, a
+    table it describes with another sha256 than SHA256SUMS lists, a table in the folder it does not
+    describe, a train record set that does not read train.csv, or records that would not be one per
+    train.csv row, each with its image (what mlcroissant's join would find, predicted without it)."""
+    if not isinstance(doc, dict):
+        return [(CROISSANT_JSON, "is not a JSON object")]
+    problems = []
+    if doc.get("conformsTo") != CONFORMS_TO:
+        problems.append((CROISSANT_JSON, f"conformsTo is {doc.get('conformsTo')!r}, not {CONFORMS_TO!r}"))
+    distribution = [d for d in doc.get("distribution", []) if isinstance(d, dict)]
+    described = {}
+    for obj in distribution:
+        if obj.get("@type") == "cr:FileObject":
+            described[str(obj.get("contentUrl"))] = obj
+    for rel, obj in sorted(described.items()):
+        if rel not in sums:
+            problems.append((CROISSANT_JSON, f"describes {rel!r}, which is not listed in {SUMS}"))
+        elif obj.get("sha256") != sums[rel]:
+            problems.append(
+                (CROISSANT_JSON, f"sha256 of {rel} differs from {SUMS} (file or metadata changed)")
+            )
+    missing = [rel for rel in _TABLES if rel in sums and rel not in described]
+    if missing:
+        problems.append((CROISSANT_JSON, f"does not describe {', '.join(missing)}"))
+    train_set = next(
+        (r for r in doc.get("recordSet", []) if isinstance(r, dict) and r.get("@id") == "train"), None
+    )
+    if train_set is None:
+        return [*problems, (CROISSANT_JSON, "has no 'train' record set")]
+    if train is not None:
+        problems += _check_train_records(doc, train_set, root, train)
+    return problems
+
+
+def _check_train_records(
+    doc: dict, train_set: dict, root: Path, train: pd.DataFrame
+) -> list[tuple[str, str]]:
+    """Records are one per train.csv row when the record set reads train.csv and, if it joins images, every
+    row's file name finds exactly its own file in the distorted-images FileSet (rows of a referenced
+    source set are exempt: their images are not part of the folder)."""
+    train_id = next(
+        (
+            str(d.get("@id"))
+            for d in doc.get("distribution", [])
+            if isinstance(d, dict) and d.get("contentUrl") == TRAIN_CSV
+        ),
+        None,
+    )
+    fields = [f for f in train_set.get("field", []) if isinstance(f, dict)]
+    sources = {
+        json.dumps(f.get("source", {}).get("fileObject"), sort_keys=True)
+        for f in fields
+        if "fileObject" in f.get("source", {})
+    }
+    if train_id is None or sources != {json.dumps({"@id": train_id})}:
+        return [(CROISSANT_JSON, f"record set 'train' does not read its columns from {TRAIN_CSV}")]
+    file_sets = {
+        str(d.get("@id")): d
+        for d in doc.get("distribution", [])
+        if isinstance(d, dict) and d.get("@type") == "cr:FileSet"
+    }
+    joined = [f for f in fields if f.get("references", {}).get("fileSet")]
+    if not joined:
+        return []
+    includes = file_sets.get(str(joined[0]["references"]["fileSet"].get("@id")), {}).get("includes", [])
+    found = _files_by_name(root, [includes] if isinstance(includes, str) else list(includes))
+    problems = []
+    for line, rel in enumerate(train["dist_img"].astype(str), start=2):
+        matches = found.get(PurePosixPath(rel).name, [])
+        if len(matches) > 1:
+            problems.append(
+                (
+                    f"{CROISSANT_JSON}",
+                    f"train.csv line {line}: {len(matches)} images named like {rel!r}: the train records would not be one per row",
+                )
+            )
+        elif not rel.startswith(REFERENCED_SOURCE_DIR + "/") and matches != [rel]:
+            problems.append(
+                (f"{CROISSANT_JSON}", f"train.csv line {line}: the record would not find its image {rel!r}")
+            )
+    return problems
+
+
+def _files_by_name(root: Path, patterns: list[str]) -> dict[str, list[str]]:
+    """{file name: [paths]} of the files mlcroissant's local FileSet reads: a walk of the folder that does
+    not follow symbolic links, matched with fnmatch (``*`` crosses ``/``, as mlcroissant matches)."""
+    import fnmatch
+    import os
+    import re
+
+    regexes = [re.compile(fnmatch.translate(p)) for p in patterns]
+    found: dict[str, list[str]] = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            rel = (Path(folder) / name).relative_to(root).as_posix()
+            if any(r.match(rel) for r in regexes):
+                found.setdefault(name, []).append(rel)
+    return found

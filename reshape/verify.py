@@ -14,6 +14,7 @@ from reshape.artifacts import load_schema, read_csv
 from reshape.errors import BadInputError
 from reshape.fileio import TMP_PREFIX, check_relative, resolve_under_root, sha256_file
 from reshape.layout import (
+    CROISSANT_JSON,
     DATASET_JSON,
     HF_METADATA,
     IMAGES_DIR,
@@ -191,7 +192,33 @@ def verify_dataset(root: str | os.PathLike[str]) -> VerifyReport:
         if rel == LABELS_CSV and not (root / rel).exists() and "labels" not in card.get("files", {}):
             continue
         _check_csv(root, rel, schema, cols, label_col, prefix, listed, label_range, report)
+    _check_croissant(root, card, sums, report)
     return report
+
+
+def _check_croissant(root: Path, card: dict, sums: dict[str, str], report: VerifyReport) -> None:
+    """croissant.json against the folder (reshape.croissant.check); folders published before it existed
+    (dataset.json does not list it) are not asked for one."""
+    from reshape import croissant
+
+    path = root / CROISSANT_JSON
+    if not path.is_file():
+        if "croissant" in card.get("files", {}):
+            report.add(CROISSANT_JSON, "missing")
+        return
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        report.add(CROISSANT_JSON, f"invalid JSON ({exc})")
+        return
+    try:
+        train = pd.read_csv(root / TRAIN_CSV, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        train = None  # reported by the CSV checks
+    if train is not None and "dist_img" not in train.columns:
+        train = None
+    for where, problem in croissant.check(doc, root, sums, train):
+        report.add(where, problem)
 
 
 # ----------------------------------------------------------------------------------------------- stage API
