@@ -4,6 +4,7 @@ Layout of a published dataset (every path inside a CSV is relative to the datase
 
     README.md            dataset card (what was done, parameters, counts, plots, licence, how to load)
     dataset.json         machine-readable card (schema data_manifests/dataset_card.schema.json)
+    croissant.json       MLCommons Croissant 1.1 + RAI metadata (reshape.croissant), for mlcroissant & co.
     SHA256SUMS           sha256sum format, every file in the folder except itself
     SOURCE_SHA256SUMS    only when source images are referenced: checksums of source/<path>
     train.csv            KADID layout + origin: source rows and pseudo-labelled rows
