@@ -350,7 +350,17 @@ def _collection(card: dict[str, Any]) -> str:
     n_source = counts["origin"].get("source", 0)
     text = (
         f"Source set: {source['name']}, {n_source} of its rows kept with their original labels (images "
-        f"{source['mode']}). New contents: a candidate pool of {sel.get('n_candidates', '?')} unlabelled "
+        f"{source['mode']})."
+    )
+    if not sel:
+        text += " No DDCUp selection was part of this publish" + (
+            f"; {counts['origin'].get('pseudo', 0)} pseudo-labelled rows came from a labels table."
+            if counts["origin"].get("pseudo")
+            else ": no new contents."
+        )
+        return text + _pruned(card)
+    text += (
+        f" New contents: a candidate pool of {sel.get('n_candidates', '?')} unlabelled "
         f"images, from which DDCUp (SynDR-IQA Algorithm 1) selected {sel.get('n_selected', '?')} new "
         f"references: candidates whose nearest of the {sel.get('n_train', '?')} training references is "
         f"farther than tau = {sel.get('tau', '?')} (quantile {sel.get('tau_quantile', '?')} of the training "
@@ -358,15 +368,20 @@ def _collection(card: dict[str, Any]) -> str:
         f"{sel.get('d_max', '?')} (cosine distances), then thinned until no two are closer than tau"
         f"{_capped(sel)}."
     )
+    return text + _pruned(card)
+
+
+def _pruned(card: dict[str, Any]) -> str:
     prune = _stage(card, "train_csv")
-    if "min_cluster" in prune:
-        stats = prune.get("stats", {})
-        text += (
-            f" The merged table was then pruned by DRCDown (redundant clusters: similarity > "
-            f"{prune.get('sim_threshold')}, label difference < {prune.get('label_threshold')}, min cluster "
-            f"{prune.get('min_cluster')}, seed {prune.get('seed')}){_kept(stats)}."
-        )
-    return text
+    if "min_cluster" not in prune:
+        return ""
+    return (
+        " The table was then pruned by DRCDown (SynDR-IQA Algorithm 3): samples with feature cosine "
+        f"similarity above {prune.get('sim_threshold')} and labels (0..10 scale) closer than "
+        f"{prune.get('label_threshold')} are linked, and a linked cluster larger than {prune.get('min_cluster')} "
+        f"keeps a random half (at least {prune.get('min_cluster')}; seed {prune.get('seed')})"
+        f"{_kept(prune.get('stats', {}))}."
+    )
 
 
 def _capped(sel: dict[str, Any]) -> str:
@@ -383,6 +398,8 @@ def _manipulation(card: dict[str, Any], train: pd.DataFrame) -> str:
     import distortions
 
     manifest = _stage(card, "manifest")
+    if not card["counts"]["files"].get("new_images"):
+        return "No new images: reshape distorted nothing for this folder; its images are the source set's."
     types, levels = _types_levels(card, train)
     names = ", ".join(f"{t} {distortions.TABLE[t].name}" for t in types if t in distortions.TABLE)
     fidelity = "; ".join(f"type {t}: {_FIDELITY[t]}" for t in types if t in _FIDELITY)
@@ -400,6 +417,8 @@ def _manipulation(card: dict[str, Any], train: pd.DataFrame) -> str:
 
 def _annotation(card: dict[str, Any]) -> str:
     labels, (encoder, weights, _) = _stage(card, "labels"), _encoder(card)
+    if not card["counts"]["origin"].get("pseudo"):
+        return f"No pseudo labels: every row keeps its label from {card['source']['name']}."
     return (
         f"Source rows keep the labels of {card['source']['name']}. Each new image is pseudo-labelled by "
         f"machine (SynDR-IQA Algorithm 2), with no human rating: the k = {labels.get('k', '?')} nearest "
@@ -414,11 +433,12 @@ def _annotation(card: dict[str, Any]) -> str:
 
 
 def _limitations(card: dict[str, Any]) -> list[str]:
-    limits = [
-        "Pseudo labels are transferred from similar source contents, not measured: they inherit the source "
-        "labels' noise and can be wrong where the feature space misjudges similarity.",
-        "Only synthetic distortions: models trained on it may still not generalise to authentic distortions.",
-    ]
+    limits = ["Only synthetic distortions: models trained on it may still not generalise to authentic ones."]
+    if card["counts"]["origin"].get("pseudo"):
+        limits.append(
+            "Pseudo labels are transferred from similar source contents, not measured: they inherit the "
+            "source labels' noise and can be wrong where the feature space misjudges similarity."
+        )
     if _random_init(card):
         limits.append(
             "The features came from a randomly initialised encoder (no pretrained weights): the selection "
