@@ -14,11 +14,11 @@ import os
 from pathlib import Path
 
 from reshape.errors import BadInputError, StageError
+from reshape.layout import SUMS, parse_sha256sums
 
 
 def _files_to_push(folder: Path) -> list[str]:
-    from reshape.publish import SUMS
-    from reshape.verify import parse_sha256sums, verify_dataset
+    from reshape.verify import verify_dataset
 
     report = verify_dataset(folder)
     # Files the user added are not pushed, so they do not block the push; every other problem does.

@@ -34,8 +34,9 @@ from reshape import __version__
 from reshape.artifacts import now_iso, read_artifact_metadata, write_json
 from reshape.errors import BadInputError, ReshapeError
 from reshape.fileio import sha256_file
+from reshape.layout import DATASET_JSON
 from reshape.outputs import check_file_output, check_inputs_not_outputs, created_folders, locked_outputs
-from reshape.publish import DATASET_JSON, RUN_LAYOUT
+from reshape.publish import RUN_LAYOUT
 from reshape.records import check_record, record_outputs
 
 if sys.version_info >= (3, 11):
@@ -580,8 +581,8 @@ def _written_by(plan: StagePlan) -> list[Path]:
     there are theirs, not the stage's), every other stage's are all files of its outputs."""
     if plan.name != "publish":
         return plan.outputs
-    from reshape.publish import SUMS
-    from reshape.verify import VerifyReport, parse_sha256sums
+    from reshape.layout import SUMS, parse_sha256sums
+    from reshape.verify import VerifyReport
 
     folder = plan.outputs[0]
     sums = folder / SUMS

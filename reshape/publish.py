@@ -4,6 +4,7 @@ Layout of a published dataset (every path inside a CSV is relative to the datase
 
     README.md            dataset card (what was done, parameters, counts, plots, licence, how to load)
     dataset.json         machine-readable card (schema data_manifests/dataset_card.schema.json)
+    croissant.json       MLCommons Croissant 1.1 + RAI metadata (reshape.croissant), for mlcroissant & co.
     SHA256SUMS           sha256sum format, every file in the folder except itself
     SOURCE_SHA256SUMS    only when source images are referenced: checksums of source/<path>
     train.csv            KADID layout + origin: source rows and pseudo-labelled rows
@@ -63,6 +64,26 @@ from reshape.fileio import (
     resolve_under_root,
     sha256_file,
 )
+from reshape.layout import (
+    CARD,
+    COPIED_SOURCE_DIR,
+    CROISSANT_JSON,
+    DATASET_JSON,
+    HF_METADATA,
+    HISTOGRAM_PNG,
+    IMAGES_DIR,
+    LABELS_CSV,
+    META_CSV,
+    NEW_DIR,
+    PENDING,
+    REFERENCED_SOURCE_DIR,
+    REFS_DIR,
+    SELECTION_PNG,
+    SOURCE_SUMS,
+    SUMS,
+    TRAIN_CSV,
+    sha256sums_text,
+)
 from reshape.outputs import (
     check_inputs_not_outputs,
     check_writable,
@@ -82,25 +103,6 @@ from reshape.pyiqa_options import (
 from reshape.steps import announce
 
 log = logging.getLogger("reshape.publish")
-
-CARD = "README.md"
-DATASET_JSON = "dataset.json"
-SUMS = "SHA256SUMS"
-SOURCE_SUMS = "SOURCE_SHA256SUMS"
-TRAIN_CSV = "train.csv"
-META_CSV = "meta_info.csv"
-LABELS_CSV = "labels.csv"
-IMAGES_DIR = "images"
-HF_METADATA = f"{IMAGES_DIR}/metadata.csv"
-NEW_DIR = IMAGES_DIR
-REFS_DIR = f"{IMAGES_DIR}/refs"
-COPIED_SOURCE_DIR = f"{IMAGES_DIR}/source"
-REFERENCED_SOURCE_DIR = "source"
-PLOTS_DIR = "plots"
-SELECTION_PNG = f"{PLOTS_DIR}/selection_map.png"
-HISTOGRAM_PNG = f"{PLOTS_DIR}/label_histogram.png"
-#: names an unfinished publish is writing (removed when it completes)
-PENDING = ".reshape-publish-pending.json"
 
 #: Standard artifact names inside a `reshape run` output root (also what `--from-run` reads).
 RUN_LAYOUT = {
@@ -226,11 +228,6 @@ def plan_paths(train: pd.DataFrame, *, copy_source: bool) -> pd.DataFrame:
         f"{REFS_DIR if p else src_dir}/{r}" for p, r in zip(pseudo, out["orig_ref_img"], strict=True)
     ]
     return out
-
-
-def sha256sums_text(entries: dict[str, str]) -> str:
-    """`sha256sum` text-mode lines ('<hex>  <path>'), sorted by path."""
-    return "".join(f"{digest}  {path}\n" for path, digest in sorted(entries.items()))
 
 
 def _software_versions() -> dict[str, str]:
@@ -593,7 +590,7 @@ def _check_manifest(train: pd.DataFrame, inputs: PublishInputs) -> dict[str, str
 
 def planned_names(plan: PublishPlan, inputs: PublishInputs) -> list[str]:
     """Every path (relative to the dataset folder) this publish writes, SHA256SUMS included."""
-    names = [TRAIN_CSV, META_CSV, HF_METADATA, HISTOGRAM_PNG, DATASET_JSON, CARD, SUMS]
+    names = [TRAIN_CSV, META_CSV, HF_METADATA, HISTOGRAM_PNG, DATASET_JSON, CROISSANT_JSON, CARD, SUMS]
     names += [OPTIONS_FILE, LAUNCHER_FILE]
     if inputs.labels is not None:
         names.append(LABELS_CSV)
@@ -807,6 +804,7 @@ def _card(
             "pyiqa_meta": META_CSV,
             "metadata": HF_METADATA,
             "sha256sums": SUMS,
+            "croissant": CROISSANT_JSON,
             "pyiqa_options": OPTIONS_FILE,
             "pyiqa_launcher": LAUNCHER_FILE,
             **({"labels": LABELS_CSV} if inputs.labels is not None else {}),
@@ -851,6 +849,25 @@ def _write_descriptions(out_dir: Path, plan: PublishPlan, card: dict, undo: _Und
     options = render_options(card["name"], card["counts"]["rows"], note, plan.val_roots)
     _write_text(undo.will_write(out_dir / OPTIONS_FILE), options)
     _write_text(undo.will_write(out_dir / LAUNCHER_FILE), LAUNCHER_TEXT)
+
+
+def _write_croissant(
+    out_dir: Path, card: dict, published: pd.DataFrame, config: PublishConfig, undo: _Undo
+) -> None:
+    """croissant.json (reshape.croissant): the folder in Croissant 1.1 with the RAI fields."""
+    from reshape import croissant
+
+    tables = [TRAIN_CSV, META_CSV, LABELS_CSV, HF_METADATA]
+    table_sums = {rel: sha256_file(out_dir / rel) for rel in tables if rel in _files_of(card)}
+    url = None
+    if config.push_to_hub:
+        url = f"{os.environ.get('HF_ENDPOINT') or 'https://huggingface.co'}/datasets/{config.push_to_hub}"
+    doc = croissant.build(card, published, table_sums, url=url)
+    _write_text(undo.will_write(out_dir / CROISSANT_JSON), croissant.render(doc))
+
+
+def _files_of(card: dict) -> set[str]:
+    return {v for v in card["files"].values() if isinstance(v, str)}
 
 
 def _remove_stale(out_dir: Path, stale: set[str]) -> list[str]:
@@ -902,6 +919,7 @@ def write_dataset(
         extra = {"published": published, "source_sums": source_sums, "plots": plots}
         card = _card(out_dir, plan, inputs, config, extra)
         _write_descriptions(out_dir, plan, card, undo)
+        _write_croissant(out_dir, card, published, config, undo)
         if source_sums:
             _write_text(undo.will_write(out_dir / SOURCE_SUMS), sha256sums_text(source_sums))
         for rel in names:

@@ -1,15 +1,18 @@
 """The human dataset card (README.md) of a published dataset, from its machine-readable card (dataset.json).
 
-The card starts with a Hugging Face dataset-card YAML block (licence, task category, size category and a
+The card starts with a Hugging Face dataset-card YAML block (licence, task category, size category, who
+made the labels (``annotations_creators``), the datasets it derives from (``source_datasets``) and a
 ``configs`` entry whose ``data_files`` point at ``images/``), so ``datasets.load_dataset("<folder>")`` on the
 folder itself (or on its Hub repository) gives a ``train`` split: the image, its ``dmos`` and the provenance
 columns ``origin``, ``ref_img``, ``dist_type`` and ``dist_level`` of ``images/metadata.csv``. Only images
 inside the folder can be rows there: referenced (not shipped) source rows are in ``train.csv`` only.
+The card links croissant.json, the same folder in MLCommons Croissant (reshape.croissant).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +34,30 @@ def size_category(rows: int) -> str:
     return "n>10M"
 
 
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "source"
+
+
+def annotations_creators(card: dict[str, Any]) -> list[str]:
+    """Who made the labels (the Hub's values): pseudo rows are machine-generated; KADID-10k's own labels
+    are means of crowdsourced ratings. Another source set's labels are not described, since reshape cannot
+    know who made them ("other" when nothing else is known)."""
+    origin = card["counts"]["origin"]
+    creators = ["machine-generated"] if origin.get("pseudo") else []
+    if origin.get("source") and "KADID-10k" in card["source"]["name"]:
+        creators.append("crowdsourced")
+    return creators or ["other"]
+
+
 def hub_metadata(card: dict[str, Any]) -> dict[str, Any]:
     """The dataset-card YAML fields (as huggingface_hub's ``DatasetCardData`` names them)."""
     files = card["files"]
     in_folder = card["counts"]["files"].get("hub_rows", card["counts"]["rows"])
+    sources = ["original"] if card["counts"]["origin"].get("pseudo") else []
     return {
         "pretty_name": card["name"],
+        "annotations_creators": annotations_creators(card),
+        "source_datasets": [*sources, f"extended|{_slug(card['source']['name'])}"],
         # The images inherit the source datasets' research-only terms (see "Source dataset and licence").
         "license": "other",
         "license_name": "source-dataset-terms",
@@ -153,6 +174,13 @@ def _contents_table(files: dict[str, Any]) -> str:
         rows.append([f"`{files['pyiqa_launcher']}`", "runs pyiqa's training on it from any folder"])
     rows.append([f"`{files['sha256sums']}`", "checksums of every file here (`sha256sum -c SHA256SUMS`)"])
     rows.append(["`dataset.json`", "this card, machine-readable"])
+    if "croissant" in files:
+        rows.append(
+            [
+                f"[`{files['croissant']}`]({files['croissant']})",
+                "MLCommons Croissant 1.1 metadata with the Responsible-AI fields (`mlcroissant` loads it)",
+            ]
+        )
     return _md_table(["file", "what"], rows)
 
 
@@ -195,6 +223,13 @@ def _loading_section(card: dict[str, Any]) -> list[str]:
             "```bash",
             f"python path/to/this/folder/{files['pyiqa_launcher']} -opt path/to/this/folder/{files['pyiqa_options']}",
             "```",
+            "",
+        ]
+    if "croissant" in files:
+        lines += [
+            f"Croissant ([`{files['croissant']}`]({files['croissant']})): "
+            f"`mlcroissant.Dataset(jsonld='path/to/this/folder/{files['croissant']}').records('train')` "
+            "yields the records (image, dmos, ...).",
             "",
         ]
     return lines + ["Check integrity with `sha256sum -c SHA256SUMS` or `reshape verify .`.", ""]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,23 +13,25 @@ import pandas as pd
 from reshape.artifacts import load_schema, read_csv
 from reshape.errors import BadInputError
 from reshape.fileio import TMP_PREFIX, check_relative, resolve_under_root, sha256_file
-from reshape.publish import (
+from reshape.layout import (
+    CROISSANT_JSON,
     DATASET_JSON,
     HF_METADATA,
     IMAGES_DIR,
+    LABELS_CSV,
     META_CSV,
     REFERENCED_SOURCE_DIR,
     SOURCE_SUMS,
     SUMS,
     TRAIN_CSV,
+    parse_sha256sums,
 )
 
-_SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 #: CSV path columns whose values must be files listed in the checksums.
 _CSV_CHECKS = {
     TRAIN_CSV: ("train", ["dist_img", "ref_img"], "dmos", ""),
     META_CSV: ("pyiqa_meta", ["path"], "score", ""),
-    "labels.csv": ("labels", ["dist_img", "ref_img"], "dmos", ""),
+    LABELS_CSV: ("labels", ["dist_img", "ref_img"], "dmos", ""),
     HF_METADATA: (None, ["file_name"], "dmos", IMAGES_DIR + "/"),
 }
 
@@ -48,28 +49,6 @@ class VerifyReport:
 
     def add(self, where: str, problem: str) -> None:
         self.problems.append(f"{where}: {problem}")
-
-
-def parse_sha256sums(text: str, name: str, report: VerifyReport) -> dict[str, str]:
-    """Parse sha256sum lines; malformed lines and unsafe paths are reported, not fatal."""
-    entries: dict[str, str] = {}
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        m = _SUM_LINE.match(line)
-        if not m:
-            report.add(f"{name}, line {n}", "not a sha256sum line ('<64 hex>  <path>')")
-            continue
-        digest, rel = m.groups()
-        try:
-            clean = check_relative(rel)
-        except BadInputError as exc:
-            report.add(f"{name}, line {n}", str(exc))
-            continue
-        if clean in entries:
-            report.add(f"{name}, line {n}", f"{clean!r} listed twice")
-        entries[clean] = digest
-    return entries
 
 
 def _check_sums(
@@ -210,10 +189,36 @@ def verify_dataset(root: str | os.PathLike[str]) -> VerifyReport:
         label_range = (float(rng[0]), float(rng[1]))
     listed = set(sums) | set(source_sums)
     for rel, (schema, cols, label_col, prefix) in _CSV_CHECKS.items():
-        if rel == "labels.csv" and not (root / rel).exists() and "labels" not in card.get("files", {}):
+        if rel == LABELS_CSV and not (root / rel).exists() and "labels" not in card.get("files", {}):
             continue
         _check_csv(root, rel, schema, cols, label_col, prefix, listed, label_range, report)
+    _check_croissant(root, card, sums, report)
     return report
+
+
+def _check_croissant(root: Path, card: dict, sums: dict[str, str], report: VerifyReport) -> None:
+    """croissant.json against the folder (reshape.croissant.check); folders published before it existed
+    (dataset.json does not list it) are not asked for one."""
+    from reshape import croissant
+
+    path = root / CROISSANT_JSON
+    if not path.is_file():
+        if "croissant" in card.get("files", {}) and CROISSANT_JSON not in sums:  # else reported as listed
+            report.add(CROISSANT_JSON, "missing")
+        return
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        report.add(CROISSANT_JSON, f"invalid JSON ({exc})")
+        return
+    try:
+        train = pd.read_csv(root / TRAIN_CSV, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        train = None  # reported by the CSV checks
+    if train is not None and "dist_img" not in train.columns:
+        train = None
+    for where, problem in croissant.check(doc, root, sums, train):
+        report.add(where, problem)
 
 
 # ----------------------------------------------------------------------------------------------- stage API

@@ -439,3 +439,25 @@ def test_publish_label_outside_given_range(pipeline_output: dict[str, Path]) -> 
     res = CliRunner().invoke(cli, [*args, "--label-range", "5,1"])
     assert res.exit_code == 2
     assert "--label-range '5,1'" in res.output
+
+
+def _reshape_imports(module: str) -> set[str]:
+    """The reshape modules a library module imports (at the top or inside functions)."""
+    import ast
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "reshape" / f"{module}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("reshape."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("reshape.")}
+    return found
+
+
+def test_published_folder_modules_import_only_downward() -> None:
+    """publish -> hub -> verify -> layout: the folder layout lives in one module none of them re-imports."""
+    assert "publish" not in _reshape_imports("verify")
+    assert "publish" not in _reshape_imports("hub")
+    assert not {"publish", "verify", "hub", "croissant"} & _reshape_imports("layout")
+    assert "layout" in _reshape_imports("verify") and "layout" in _reshape_imports("hub")

@@ -1,0 +1,76 @@
+"""The layout of a published dataset folder: its file names and its checksum list (SHA256SUMS).
+
+One small module that every reader and writer of a published folder imports (publish writes it, verify
+checks it, hub uploads it, the Croissant writer describes it), so none of them imports another for a name.
+Paths are relative to the dataset folder, POSIX style.
+
+Parsing SHA256SUMS: each line is ``<64 lowercase hex>  <path>`` (``sha256sum`` text mode; a ``*`` in place of
+the second space, binary mode, is accepted too); malformed lines and unsafe paths are reported through the
+caller's ``report.add(where, problem)``, never fatal, so a checker can list every problem at once.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+from reshape.errors import BadInputError
+from reshape.fileio import check_relative
+
+CARD = "README.md"
+DATASET_JSON = "dataset.json"
+CROISSANT_JSON = "croissant.json"
+SUMS = "SHA256SUMS"
+SOURCE_SUMS = "SOURCE_SHA256SUMS"
+TRAIN_CSV = "train.csv"
+META_CSV = "meta_info.csv"
+LABELS_CSV = "labels.csv"
+IMAGES_DIR = "images"
+HF_METADATA = f"{IMAGES_DIR}/metadata.csv"
+NEW_DIR = IMAGES_DIR
+REFS_DIR = f"{IMAGES_DIR}/refs"
+COPIED_SOURCE_DIR = f"{IMAGES_DIR}/source"
+REFERENCED_SOURCE_DIR = "source"
+PLOTS_DIR = "plots"
+SELECTION_PNG = f"{PLOTS_DIR}/selection_map.png"
+HISTOGRAM_PNG = f"{PLOTS_DIR}/label_histogram.png"
+#: names an unfinished publish is writing (removed when it completes)
+PENDING = ".reshape-publish-pending.json"
+
+#: the columns of train.csv, in order (schema data_manifests/train.schema.json)
+TRAIN_COLUMNS = ("dist_img", "ref_img", "dmos", "var", "dist_type", "dist_level", "origin")
+
+_SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+
+
+class ProblemSink(Protocol):
+    """Where parse problems go (reshape.verify.VerifyReport is one)."""
+
+    def add(self, where: str, problem: str) -> None: ...
+
+
+def sha256sums_text(entries: dict[str, str]) -> str:
+    """`sha256sum` text-mode lines ('<hex>  <path>'), sorted by path."""
+    return "".join(f"{digest}  {path}\n" for path, digest in sorted(entries.items()))
+
+
+def parse_sha256sums(text: str, name: str, report: ProblemSink) -> dict[str, str]:
+    """Parse sha256sum lines into {path: digest}; malformed lines and unsafe paths are reported, not fatal."""
+    entries: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        m = _SUM_LINE.match(line)
+        if not m:
+            report.add(f"{name}, line {n}", "not a sha256sum line ('<64 hex>  <path>')")
+            continue
+        digest, rel = m.groups()
+        try:
+            clean = check_relative(rel)
+        except BadInputError as exc:
+            report.add(f"{name}, line {n}", str(exc))
+            continue
+        if clean in entries:
+            report.add(f"{name}, line {n}", f"{clean!r} listed twice")
+        entries[clean] = digest
+    return entries
