@@ -72,10 +72,10 @@ def validation_references(
     references: Iterable[str], fraction: float = VALIDATION_FRACTION, seed: int = 0
 ) -> set[str]:
     """The references held out of training for model choice: ``round(fraction * n)`` of the sorted distinct
-    references, drawn by a generator seeded with ``(seed, 7)``; every image of a reference goes with it, so
+    references (at least one), drawn by a generator seeded with ``(seed, 7)``; every image of a reference goes with it, so
     validation and training never share a reference. Test sets never enter this choice."""
     refs = sorted(set(references))
-    n_val = int(round(len(refs) * fraction))
+    n_val = max(1, int(round(len(refs) * fraction))) if fraction > 0 else 0
     if fraction > 0 and not 1 <= n_val < len(refs):
         raise BadInputError(
             f"validation fraction {fraction} of {len(refs)} reference(s) leaves no training or no validation reference"

@@ -41,7 +41,7 @@ class KitProtocol:
 
     def describe(self, overrides: dict[str, str] | None = None) -> list[str]:
         t = self.training
-        marks = {k: f" (overridden: {v})" for k, v in (overrides or {}).items()}
+        marks = {k: f" ({k.replace('_', '-')} overridden: {v})" for k, v in (overrides or {}).items()}
         pool = {
             "whole-sorted": "every image of --pool in sorted file-name order (kadid_add81/ref_imgs: 81)",
             "sample": "a seeded sample of --pool as large as the training reference set",
