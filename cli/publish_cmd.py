@@ -84,8 +84,8 @@ _DIR = click.Path(file_okay=False, path_type=Path)
     "--val-root",
     multiple=True,
     metavar="NAME=DIR",
-    help="Image folder of an authentic test set for pyiqa/train.yml's validation (livec, koniq10k, bid; "
-    "repeatable; else $RESHAPE_VAL_ROOT_<NAME>). Sets not given are left out.",
+    help="Image folder of an authentic test set for pyiqa/test.yml, scored after training; it never "
+    "validates or chooses a model (livec, koniq10k, bid; repeatable; else $RESHAPE_VAL_ROOT_<NAME>).",
 )
 @click.option(
     "--val-meta",

@@ -1,15 +1,28 @@
-"""The paper's training and testing protocol, as facts taken from the official SynDR-IQA training script.
+"""The cross-dataset training and testing protocols of SynDR-IQA, as named sets of facts.
 
 One place for the numbers that the published pyiqa options file and the ``examples/syn2real`` reference
-trainer both use, so the two hand-offs cannot drift apart. Values are those of the official repository's
-cross-dataset script (``train_test_IQA_cross.py`` with ``BaseIQASolver`` and ``data_loader``); where it
-differs from the paper's prose, the script wins, and where pyiqa cannot express a detail the options file
-says so in a comment.
+trainer both use, so the two hand-offs cannot drift apart. The numbers the paper's text and the official
+cross-dataset script (``train_test_IQA_cross.py`` with ``BaseIQASolver`` and ``data_loader``) share
+(network, loss, optimiser, learning rates, batch, epochs, crops) are one :class:`TrainingProtocol`. They
+differ in one training detail, the horizontal flip, so there are two named protocols:
+
+* :data:`PAPER_PROTOCOL` follows the paper's text: one random crop per image *with* a random horizontal flip.
+* :data:`OFFICIAL_PROTOCOL` follows the released script: ``data_loader.py`` trains on ``RandomCrop`` alone,
+  no flip.
+
+Neither one silently wins: every consumer names the protocol it follows (``PROTOCOLS``). The pyiqa options
+file follows the paper's text; ``examples/syn2real --protocol official|paper`` lets the user choose. Where
+pyiqa cannot express a detail the options file says so in a comment.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from reshape.errors import BadInputError
 
 #: ImageNet statistics used by the official transforms (torchvision's).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -20,6 +33,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class TrainingProtocol:
     """Hyper-parameters of the official cross-dataset training run."""
 
+    name: str = "paper"
     backbone: str = "resnet50"  # torchvision ResNet-50, ImageNet-pretrained, avgpool -> Linear(2048, 1)
     loss: str = "l1"
     optimizer: str = "adam"
@@ -32,7 +46,7 @@ class TrainingProtocol:
     patch_size: int = 224
     #: one random crop per training image per epoch
     train_patches: int = 1
-    #: the paper adds a random horizontal flip; the official script's transform is RandomCrop only
+    #: the paper's text adds a random horizontal flip; the official script's transform is RandomCrop only
     hflip: bool = True
     #: random crops per test image, their predictions averaged
     test_patches: int = 5
@@ -44,7 +58,31 @@ class TrainingProtocol:
         return asdict(self)
 
 
+#: The paper's text (Section 4, Implementation Details): random crop + horizontal flip.
 PAPER_PROTOCOL = TrainingProtocol()
+#: The released script (``data_loader.py``: ``RandomCrop`` -> ``ToTensor`` -> ``Normalize``): no flip.
+OFFICIAL_PROTOCOL = replace(PAPER_PROTOCOL, name="official", hflip=False)
+PROTOCOLS = {p.name: p for p in (OFFICIAL_PROTOCOL, PAPER_PROTOCOL)}
+
+#: Share of the training references held out for model choice (pyiqa's train.yml, ``--select-epoch val``).
+VALIDATION_FRACTION = 0.1
+
+
+def validation_references(
+    references: Iterable[str], fraction: float = VALIDATION_FRACTION, seed: int = 0
+) -> set[str]:
+    """The references held out of training for model choice: ``round(fraction * n)`` of the sorted distinct
+    references (at least one), drawn by a generator seeded with ``(seed, 7)``; every image of a reference goes with it, so
+    validation and training never share a reference. Test sets never enter this choice."""
+    refs = sorted(set(references))
+    n_val = max(1, int(round(len(refs) * fraction))) if fraction > 0 else 0
+    if fraction > 0 and not 1 <= n_val < len(refs):
+        raise BadInputError(
+            f"validation fraction {fraction} of {len(refs)} reference(s) leaves no training or no validation reference"
+        )
+    order = np.random.default_rng([seed, 7]).permutation(len(refs))
+    return {refs[i] for i in order[:n_val]}
+
 
 #: Table 4 of the paper (KADID-10k with the DGQA type subsets -> authentic sets), SRCC on
 #: (LIVE Challenge, KonIQ-10k, BID). CD = the whole candidate pool added, SEL = DDCUp's selection of it,

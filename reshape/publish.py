@@ -16,6 +16,8 @@ Layout of a published dataset (every path inside a CSV is relative to the datase
     images/source/       source images, with --copy-source
     pyiqa/train.yml      pyiqa training options, paper protocol (reshape.pyiqa_options)
     pyiqa/train.py       launcher: pyiqa's own training on this folder from any working directory
+    pyiqa/meta_info_split.csv  train/val split by training reference (pyiqa's model choice)
+    pyiqa/test.yml, test.py    only with --val-root: the authentic test sets, pyiqa's test pipeline
     source/              mount point of the source dataset when referenced (not shipped)
 
 README.md starts with a Hugging Face dataset-card YAML block, so ``datasets.load_dataset(<folder>)`` loads it
@@ -94,11 +96,11 @@ from reshape.outputs import (
 from reshape.publish_card import render_card
 from reshape.pyiqa_options import (
     LAUNCHER_FILE,
-    LAUNCHER_TEXT,
     OPTIONS_FILE,
     ValRoot,
     parse_val_roots,
-    render_options,
+    pyiqa_file_names,
+    pyiqa_files,
 )
 from reshape.steps import announce
 
@@ -591,7 +593,7 @@ def _check_manifest(train: pd.DataFrame, inputs: PublishInputs) -> dict[str, str
 def planned_names(plan: PublishPlan, inputs: PublishInputs) -> list[str]:
     """Every path (relative to the dataset folder) this publish writes, SHA256SUMS included."""
     names = [TRAIN_CSV, META_CSV, HF_METADATA, HISTOGRAM_PNG, DATASET_JSON, CROISSANT_JSON, CARD, SUMS]
-    names += [OPTIONS_FILE, LAUNCHER_FILE]
+    names += pyiqa_file_names(plan.val_roots)
     if inputs.labels is not None:
         names.append(LABELS_CSV)
     if inputs.train_features and inputs.candidate_features and inputs.selection:
@@ -846,9 +848,8 @@ def _write_descriptions(out_dir: Path, plan: PublishPlan, card: dict, undo: _Und
     write_json(undo.will_write(out_dir / DATASET_JSON), card)
     _write_text(undo.will_write(out_dir / CARD), render_card(card))
     note = f"range [{lo:g}, {hi:g}], scale {plan.scale or 'source'}"
-    options = render_options(card["name"], card["counts"]["rows"], note, plan.val_roots)
-    _write_text(undo.will_write(out_dir / OPTIONS_FILE), options)
-    _write_text(undo.will_write(out_dir / LAUNCHER_FILE), LAUNCHER_TEXT)
+    for rel, text in pyiqa_files(card["name"], plan.train, note, plan.val_roots).items():
+        _write_text(undo.will_write(out_dir / rel), text)
 
 
 def _write_croissant(

@@ -1,4 +1,4 @@
-"""The pyiqa training hand-off of a published dataset: ``pyiqa/train.yml`` and its launcher ``pyiqa/train.py``.
+"""The pyiqa hand-off of a published dataset: ``pyiqa/train.yml``, ``pyiqa/test.yml`` and their launchers.
 
 Every published folder holds a complete pyiqa (0.1.16) training options file whose train set is the folder
 itself, as pyiqa's ``GeneralNRDataset`` over ``meta_info.csv``, and whose network, loss and optimiser follow
@@ -30,26 +30,40 @@ installed (they are the same OpenCV build), or after installing pyiqa run
 ``pip install --force-reinstall --no-deps opencv-python-headless`` so the headless files are the ones on
 disk; never ``pip uninstall`` one of them alone.
 
-**Validation.** The paper's authentic test sets as pyiqa names them (``livec``, ``koniq10k``, ``bid``) are
-added as ``val_<name>`` sections only when their image folder is given (``--val-root NAME=DIR`` or the
-environment variable ``RESHAPE_VAL_ROOT_<NAME>``); the meta-info CSV comes from ``--val-meta NAME=CSV``
-(``RESHAPE_VAL_META_<NAME>``) or is found where pyiqa's own dataset download puts it
-(``<ancestor of DIR>/meta_info/meta_info_<Class>.csv``). Without any, the file has no validation datasets.
+**Model choice never sees a test set.** pyiqa keeps ``net_best`` by the validation ``key_metric``, so the
+validation set chooses the model. ``train.yml`` validates on a split of the *training references*:
+``pyiqa/meta_info_split.csv`` lists every training row with a ``reshape_split`` column, ``val`` for every
+image of the references :func:`reshape.protocol.validation_references` holds out (10 %, at least one) and
+``train`` for the rest, so the two share no reference; pyiqa's own ``split_index`` option selects the rows
+of each phase. A dataset of a single reference has no validation split (the file says so).
+
+**Testing.** The paper's authentic test sets as pyiqa names them (``livec``, ``koniq10k``, ``bid``) go into
+a separate ``pyiqa/test.yml`` (``test_<name>`` sections), scored after training with pyiqa's own test
+pipeline through ``pyiqa/test.py`` on ``net_best`` of the training run. They are written only when their
+image folder is given (``--val-root NAME=DIR`` or the environment variable ``RESHAPE_VAL_ROOT_<NAME>``);
+the meta-info CSV comes from ``--val-meta NAME=CSV`` (``RESHAPE_VAL_META_<NAME>``) or is found where
+pyiqa's own dataset download puts it (``<ancestor of DIR>/meta_info/meta_info_<Class>.csv``). The option
+keeps its historical name; the sets it names never validate anything.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from reshape.errors import BadInputError
-from reshape.protocol import IMAGENET_MEAN, PAPER_PROTOCOL, TrainingProtocol
+from reshape.protocol import IMAGENET_MEAN, PAPER_PROTOCOL, TrainingProtocol, validation_references
 
 OPTIONS_FILE = "pyiqa/train.yml"
 LAUNCHER_FILE = "pyiqa/train.py"
+SPLIT_FILE = "pyiqa/meta_info_split.csv"
+TEST_OPTIONS_FILE = "pyiqa/test.yml"
+TEST_LAUNCHER_FILE = "pyiqa/test.py"
+SPLIT_COLUMN = "reshape_split"
 
 
 @dataclass(frozen=True)
@@ -149,7 +163,15 @@ def _f(value: float) -> str:
     return f"!!float {value!r}"
 
 
-def _train_section(name: str, protocol: TrainingProtocol) -> list[str]:
+def _train_section(name: str, protocol: TrainingProtocol, split: bool) -> list[str]:
+    meta = (
+        [
+            f'    meta_info_file: "{Path(SPLIT_FILE).name}"',
+            f"    split_index: {SPLIT_COLUMN}  # the 'train' rows",
+        ]
+        if split
+        else ['    meta_info_file: "../meta_info.csv"']
+    )
     return [
         "datasets:",
         "  train:",
@@ -158,7 +180,7 @@ def _train_section(name: str, protocol: TrainingProtocol) -> list[str]:
         "    # Relative to this file; pyiqa itself opens them relative to the working directory, which",
         "    # pyiqa/train.py (or starting pyiqa from inside this folder) takes care of.",
         '    dataroot_target: ".."',
-        '    meta_info_file: "../meta_info.csv"',
+        *meta,
         "    augment:",
         f"      random_crop: {protocol.patch_size}  # one random patch per image and epoch",
         f"      hflip: {'true' if protocol.hflip else 'false'}",
@@ -171,16 +193,30 @@ def _train_section(name: str, protocol: TrainingProtocol) -> list[str]:
     ]
 
 
-def _val_sections(val_roots: Mapping[str, ValRoot]) -> list[str]:
-    if not val_roots:
-        return [
-            "  # No authentic test set was given at publish time (--val-root NAME=DIR): no validation.",
-        ]
+def _val_section(name: str, split: bool) -> list[str]:
+    """Validation (model choice) on the held-out training references, never on a test set."""
+    if not split:
+        return ["  # One training reference only: no validation split; net_latest is the model."]
+    return [
+        "  # Model choice (net_best, key_metric srcc) on references held out of the TRAINING data; the",
+        "  # authentic test sets are in test.yml and never choose anything.",
+        "  val:",
+        f"    name: {_q(name + ' validation references')}",
+        "    type: GeneralNRDataset",
+        '    dataroot_target: ".."',
+        f'    meta_info_file: "{Path(SPLIT_FILE).name}"',
+        f"    split_index: {SPLIT_COLUMN}  # the 'val' rows",
+        "    batch_size_per_gpu: 1",
+        "    num_worker_per_gpu: 2",
+    ]
+
+
+def _test_sections(val_roots: Mapping[str, ValRoot]) -> list[str]:
     lines = []
     for key, root in val_roots.items():
         spec = VAL_SETS[key]
         lines += [
-            f"  val_{key}:",
+            f"  test_{key}:",
             f"    name: {spec.name}",
             f"    type: {spec.dataset_type}",
             f"    dataroot_target: {_q(root.images)}",
@@ -191,8 +227,7 @@ def _val_sections(val_roots: Mapping[str, ValRoot]) -> list[str]:
     return lines
 
 
-def _model_sections(protocol: TrainingProtocol, lr_label: str) -> list[str]:
-    head_lr = protocol.lr * protocol.head_lr_ratio
+def _network_section(protocol: TrainingProtocol) -> list[str]:
     return [
         "# The paper's network: ImageNet ResNet-50 (torchvision IMAGENET1K_V1 weights, here timm's copy of",
         "# them), global average pooling and one Linear(2048, 1) head: pyiqa's NIMA with a single output.",
@@ -206,6 +241,13 @@ def _model_sections(protocol: TrainingProtocol, lr_label: str) -> list[str]:
         "image; pyiqa's NIMA",
         f"# resizes the image to {protocol.patch_size} on its short side and scores one centre crop "
         "(not expressible here).",
+    ]
+
+
+def _model_sections(protocol: TrainingProtocol, lr_label: str) -> list[str]:
+    head_lr = protocol.lr * protocol.head_lr_ratio
+    return [
+        *_network_section(protocol),
         "",
         "path:",
         "  pretrain_network: ~",
@@ -233,14 +275,107 @@ def _model_sections(protocol: TrainingProtocol, lr_label: str) -> list[str]:
     ]
 
 
+def split_table(
+    paths: Sequence[str], scores: Sequence[float], references: Sequence[str], seed: int = 0
+) -> str:
+    """``pyiqa/meta_info_split.csv``: path, score and ``reshape_split`` (train|val, by reference)."""
+    import csv
+    import io
+
+    held_out = validation_references(references, seed=seed) if len(set(references)) > 1 else set()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "score", SPLIT_COLUMN])
+    for path, score, ref in zip(paths, scores, references):
+        writer.writerow([path, repr(float(score)), "val" if ref in held_out else "train"])
+    return buffer.getvalue()
+
+
+def pyiqa_file_names(val_roots: Mapping[str, ValRoot] | None = None) -> list[str]:
+    """The files of the pyiqa hand-off a publish writes (test options only with test sets)."""
+    test = [TEST_OPTIONS_FILE, TEST_LAUNCHER_FILE] if val_roots else []
+    return [OPTIONS_FILE, LAUNCHER_FILE, SPLIT_FILE, *test]
+
+
+def pyiqa_files(
+    name: str,
+    published: Any,
+    label_note: str,
+    val_roots: Mapping[str, ValRoot] | None = None,
+    protocol: TrainingProtocol = PAPER_PROTOCOL,
+) -> dict[str, str]:
+    """Relative path -> text of every pyiqa file for the training table ``published`` (``dist_img``,
+    ``dmos``, ``ref_img``)."""
+    refs = [str(r) for r in published["ref_img"]]
+    split = split_table(list(published["dist_img"]), list(published["dmos"]), refs, seed=protocol.seed)
+    n_train = sum(line.endswith(",train") for line in split.splitlines())
+    files = {
+        OPTIONS_FILE: render_options(name, n_train, label_note, protocol, split=len(set(refs)) > 1),
+        LAUNCHER_FILE: LAUNCHER_TEXT,
+        SPLIT_FILE: split,
+    }
+    if val_roots:
+        files[TEST_OPTIONS_FILE] = render_test_options(name, val_roots, protocol)
+        files[TEST_LAUNCHER_FILE] = TEST_LAUNCHER_TEXT
+    return files
+
+
+def render_test_options(
+    name: str, val_roots: Mapping[str, ValRoot], protocol: TrainingProtocol = PAPER_PROTOCOL
+) -> str:
+    """``pyiqa/test.yml``: the authentic test sets, scored by pyiqa's test pipeline on ``net_best`` of the
+    run that ``train.yml`` starts (pyiqa writes experiments/ in the working directory)."""
+    lines = [
+        f"# pyiqa (0.1.16) test options for {name}, written by reshape publish. After training with train.yml,",
+        "# run from the same working directory:",
+        "#   python <this folder>/test.py -opt <this folder>/test.yml",
+        f"name: {_q(name + '_resnet50_test')}",
+        "model_type: GeneralIQAModel",
+        "num_gpu: auto",
+        f"manual_seed: {protocol.seed}",
+        "",
+        "datasets:",
+        *_test_sections(val_roots),
+        "",
+        *_network_section(protocol),
+        "",
+        "path:",
+        "  # net_best of train.yml's run, relative to the working directory (where pyiqa made experiments/);",
+        "  # it was chosen on the held-out training references, never on these test sets.",
+        f"  pretrain_network: {_q(f'experiments/{name}_resnet50/models/net_best.pth')}",
+        "  strict_load: true",
+        "",
+        "train: {}  # nothing is trained; pyiqa 0.1.16's feed_data reads this section even when testing",
+        "",
+        "val:",
+        "  save_img: false",
+        "  pbar: false",
+        *_metric_lines(),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _metric_lines() -> list[str]:
+    return [
+        "  metrics:",
+        "    srcc:",
+        "      type: calculate_srcc",
+        "    plcc:",
+        "      type: calculate_plcc",
+    ]
+
+
 def render_options(
     name: str,
     rows: int,
     label_note: str,
-    val_roots: Mapping[str, ValRoot] | None = None,
     protocol: TrainingProtocol = PAPER_PROTOCOL,
+    *,
+    split: bool = True,
 ) -> str:
-    """The text of ``pyiqa/train.yml`` for a published dataset of ``rows`` training rows."""
+    """The text of ``pyiqa/train.yml`` for a published dataset of ``rows`` training rows (after the
+    validation references are held out when ``split``)."""
     per_epoch = max(1, math.floor(rows / protocol.batch_size))  # pyiqa's train loader drops the last batch
     lines = [
         f"# pyiqa (0.1.16) training options for {name}, written by reshape publish. Run it from anywhere with",
@@ -251,8 +386,8 @@ def render_options(
         "num_gpu: auto",
         f"manual_seed: {protocol.seed}",
         "",
-        *_train_section(name, protocol),
-        *_val_sections(val_roots or {}),
+        *_train_section(name, protocol, split),
+        *_val_section(name, split),
         "",
         *_model_sections(protocol, label_note),
         "",
@@ -260,12 +395,8 @@ def render_options(
         f"  val_freq: {per_epoch}  # once per epoch",
         "  save_img: false",
         "  pbar: false",
-        "  key_metric: srcc",
-        "  metrics:",
-        "    srcc:",
-        "      type: calculate_srcc",
-        "    plcc:",
-        "      type: calculate_plcc",
+        *(["  key_metric: srcc  # on the held-out training references"] if split else []),
+        *_metric_lines(),
         "",
         "logger:",
         "  print_freq: 10",
@@ -319,4 +450,48 @@ if __name__ == "__main__":
         # was scored; without val_* datasets training and saving are complete when this is raised.
         if "best_metric_results" not in str(exc):
             raise
+'''
+
+
+TEST_LAUNCHER_TEXT = '''"""Score the authentic test sets with pyiqa's own test pipeline (written by reshape publish).
+
+    python <dataset>/pyiqa/test.py -opt <dataset>/pyiqa/test.yml
+
+Run it from the working directory of the training run: pretrain_network (experiments/...) is relative to it.
+Relative dataset paths are made absolute against the options file's folder, as pyiqa/train.py does.
+"""
+
+import os
+
+from pyiqa.test import test_pipeline
+from pyiqa.utils import options
+
+if __name__ == "__main__":
+    parse = options.parse_options
+
+    def parse_relative_to_options(root, is_train=True):
+        opt, args = parse(root, is_train=is_train)
+        base = os.path.dirname(os.path.abspath(args.opt))
+        for dataset in opt["datasets"].values():
+            for key in ("dataroot_target", "meta_info_file"):
+                value = dataset.get(key)
+                if value and not os.path.isabs(os.path.expanduser(value)):
+                    dataset[key] = os.path.normpath(os.path.join(base, value))
+        return opt, args
+
+    import pyiqa.test
+
+    build = pyiqa.test.build_model
+
+    def build_for_testing(opt):
+        # pyiqa 0.1.16 scores a test set with the training-time validation, which copies the scored net into
+        # net_best and saves it; net_best exists only when training. Score the loaded net, save nothing.
+        model = build(opt)
+        model.net_best = model.net
+        model.save_network = lambda *args, **kwargs: None
+        return model
+
+    pyiqa.test.parse_options = parse_relative_to_options
+    pyiqa.test.build_model = build_for_testing
+    test_pipeline(os.getcwd())
 '''

@@ -1,16 +1,20 @@
-"""pyiqa/train.yml of a published dataset, through pyiqa 0.1.16's own dataset builder and training pipeline.
+"""pyiqa/train.yml and pyiqa/test.yml of a published dataset, through pyiqa 0.1.16's own dataset builder,
+training pipeline and test pipeline.
 
-The dataset is demo-like but big enough for the paper's batch of 32 and 224 patches: 64 rows of 256x256
-images. Training runs pyiqa's train_pipeline through the shipped launcher from another working directory,
-with two changes only: the schedule is one epoch (= 2 iterations of 32), and timm finds the ResNet-50
-backbone in a local, offline Hugging Face cache holding randomly initialised weights instead of downloading
-the ImageNet ones.
+The dataset is demo-like but big enough for the paper's batch of 32 and 224 patches: 72 rows of 256x256
+images of 9 references, one of which train.yml holds out for validation (model choice), leaving 64. It is published
+with a small LIVE Challenge stand-in as --val-root, which must land in test.yml only. Training runs pyiqa's
+train_pipeline through the shipped launcher from another working directory, with two changes only: the
+schedule is one epoch (= 2 iterations of 32), and timm finds the ResNet-50 backbone in a local, offline
+Hugging Face cache holding randomly initialised weights instead of downloading the ImageNet ones; then
+pyiqa's test_pipeline scores net_best on the test set through the shipped test launcher.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +30,7 @@ from reshape.cli.main import cli
 from reshape.fileio import sha256_file
 from reshape.imageio import save_image
 from reshape.protocol import PAPER_PROTOCOL
-from reshape.pyiqa_options import parse_val_roots, render_options
+from reshape.pyiqa_options import parse_val_roots, render_test_options
 
 pytest.importorskip("pyiqa")
 COLS = ["dist_img", "ref_img", "dmos", "var", "dist_type", "dist_level", "origin"]
@@ -39,12 +43,12 @@ def _smooth(rng: np.random.Generator, size: int = 256) -> np.ndarray:
 
 
 def _write_run(tmp: Path) -> Path:
-    """A run with 32 source rows (4 refs x 8) and 32 pseudo rows (4 new refs x 8), labels 1..5."""
+    """A run with 32 source rows (4 refs x 8) and 40 pseudo rows (5 new refs x 8), labels 1..5."""
     rng = np.random.default_rng(1)
     src, pool, run = tmp / "kadid", tmp / "pool", tmp / "run"
     dist = run / "distorted"
     rows, manifest = [], []
-    for origin, root, refs in (("source", src, ["I01", "I02", "I03", "I04"]), ("pseudo", pool, ["c1", "c2", "c3", "c4"])):  # fmt: skip
+    for origin, root, refs in (("source", src, ["I01", "I02", "I03", "I04"]), ("pseudo", pool, ["c1", "c2", "c3", "c4", "c5"])):  # fmt: skip
         for ref in refs:
             save_image(root / f"{ref}.png", _smooth(rng))
             for t in (1, 2, 3, 4):
@@ -78,15 +82,33 @@ def _write_run(tmp: Path) -> Path:
     return run
 
 
+def _livec_standin(root: Path) -> Path:
+    """pyiqa's download layout for LIVE Challenge: datasets/LIVEC + datasets/meta_info/...csv (10 images)."""
+    livec = root / "datasets" / "LIVEC"
+    rng = np.random.default_rng(2)
+    names = [f"{i}.png" for i in range(10)]
+    for name in names:
+        save_image(livec / name, _smooth(rng, 64))
+    (root / "datasets" / "meta_info").mkdir()
+    pd.DataFrame({"img_name": names, "mos": np.linspace(10, 90, 10)}).to_csv(
+        root / "datasets" / "meta_info" / "meta_info_LIVEChallengeDataset.csv", index=False
+    )
+    return livec
+
+
 @pytest.fixture(scope="module")
 def moved_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Published with --copy-source, then moved elsewhere (as after a download)."""
+    """Published with --copy-source and a LIVE Challenge test set, then moved elsewhere (as after a
+    download)."""
     tmp = tmp_path_factory.mktemp("pyiqa")
     run = _write_run(tmp)
+    livec = _livec_standin(tmp / "tests")
     res = CliRunner().invoke(
         cli,
-        ["publish", str(tmp / "built"), "--from-run", str(run), "--copy-source", "--name", "kadid-reshaped"],
-    )
+        ["publish", str(tmp / "built"), "--from-run", str(run), "--copy-source", "--name", "kadid-reshaped",
+         "--val-root", f"livec={livec}"],
+        env={"RESHAPE_VAL_ROOT_KONIQ10K": ""},
+    )  # fmt: skip
     assert res.exit_code == 0, res.output
     moved = tmp / "downloads" / "kadid-reshaped"
     moved.parent.mkdir()
@@ -103,22 +125,29 @@ def _load_options(path: Path) -> dict:
 def test_build_dataset_loads_every_sample_as_written(
     moved_dataset: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """pyiqa's train and val phases read disjoint references; together they are every published row."""
     from pyiqa.data import build_dataset
 
     opt = _load_options(moved_dataset / "pyiqa" / "train.yml")
     train_opt = dict(opt["datasets"]["train"], phase="train")
-    assert train_opt["dataroot_target"] == ".." and train_opt["meta_info_file"] == "../meta_info.csv"
+    val_opt = dict(opt["datasets"]["val"], phase="val")
+    assert train_opt["dataroot_target"] == ".." and train_opt["meta_info_file"] == "meta_info_split.csv"
     monkeypatch.chdir(moved_dataset / "pyiqa")  # plain pyiqa: paths as written, relative to this folder
-    dataset = build_dataset(train_opt)
     table = pd.read_csv(moved_dataset / "train.csv")
-    assert len(dataset) == len(table) == 64
-    seen = {}
-    for i in range(len(dataset)):
-        item = dataset[i]
-        assert tuple(item["img"].shape) == (3, PAPER_PROTOCOL.patch_size, PAPER_PROTOCOL.patch_size)
-        rel = Path(item["img_path"]).resolve().relative_to(moved_dataset.resolve()).as_posix()
-        seen[rel] = float(item["mos_label"])
-    assert seen == pytest.approx(dict(zip(table["dist_img"], table["dmos"])))
+    seen: dict[str, dict[str, float]] = {}
+    for phase, dataset_opt in (("train", train_opt), ("val", val_opt)):
+        dataset = build_dataset(dataset_opt)
+        seen[phase] = {}
+        for i in range(len(dataset)):
+            item = dataset[i]
+            if phase == "train":
+                assert tuple(item["img"].shape) == (3, PAPER_PROTOCOL.patch_size, PAPER_PROTOCOL.patch_size)
+            rel = Path(item["img_path"]).resolve().relative_to(moved_dataset.resolve()).as_posix()
+            seen[phase][rel] = float(item["mos_label"])
+    assert len(seen["train"]) == 64 and len(seen["val"]) == 8  # 9 references: one held out
+    assert {**seen["train"], **seen["val"]} == pytest.approx(dict(zip(table["dist_img"], table["dmos"])))
+    ref_of = dict(zip(table["dist_img"], table["ref_img"]))
+    assert not {ref_of[p] for p in seen["train"]} & {ref_of[p] for p in seen["val"]}
 
 
 def test_options_follow_the_paper_protocol(moved_dataset: Path) -> None:
@@ -141,8 +170,16 @@ def test_options_follow_the_paper_protocol(moved_dataset: Path) -> None:
     assert opt["datasets"]["train"]["batch_size_per_gpu"] == p.batch_size
     assert opt["datasets"]["train"]["augment"] == {"random_crop": p.patch_size, "hflip": p.hflip}
     assert opt["manual_seed"] == p.seed
-    assert [k for k in opt["datasets"] if k != "train"] == []  # no test set given: no validation sections
-    assert "averages 5 random 224 patches" in (moved_dataset / "pyiqa" / "train.yml").read_text()
+    # Model choice on the held-out training references only; the test set given at publish time is not
+    # in train.yml at all, but in test.yml.
+    assert list(opt["datasets"]) == ["train", "val"] and opt["val"]["key_metric"] == "srcc"
+    text = (moved_dataset / "pyiqa" / "train.yml").read_text()
+    assert "LIVEC" not in text and "LIVEChallengeDataset" not in text
+    test = _load_options(moved_dataset / "pyiqa" / "test.yml")
+    assert list(test["datasets"]) == ["test_livec"]
+    assert test["datasets"]["test_livec"]["type"] == "LIVEChallengeDataset"
+    assert test["network"] == opt["network"]
+    assert "averages 5 random 224 patches" in text
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +200,7 @@ def offline_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
-def test_pyiqa_trains_two_iterations_from_another_directory(
+def test_pyiqa_trains_then_tests_from_another_directory(
     moved_dataset: Path, offline_backbone: Path, tmp_path: Path
 ) -> None:
     import torch
@@ -191,6 +228,9 @@ def test_pyiqa_trains_two_iterations_from_another_directory(
     log = next(experiment.glob("train_*.log")).read_text()
     assert "Total epochs: 1; iters: 2." in log
     assert log.count("Saving latest models") == 1  # once per epoch: after iteration 2
+    # validation ran on the held-out training references and chose net_best; the test set never ran
+    assert "kadid-reshaped validation references" in log and "LIVEC" not in log
+    assert (experiment / "models" / "net_best.pth").is_file()
     # The backbone moved away from the cached start by a couple of Adam steps of lr (2e-5) each.
     import safetensors.torch
 
@@ -199,28 +239,36 @@ def test_pyiqa_trains_two_iterations_from_another_directory(
     assert 0 < moved < 10 * PAPER_PROTOCOL.lr
     assert not (moved_dataset / "experiments").exists()
 
+    # pyiqa's test pipeline scores net_best on the test set of test.yml, from the same working directory
+    cmd = [
+        sys.executable,
+        str(moved_dataset / "pyiqa" / "test.py"),
+        "-opt",
+        str(moved_dataset / "pyiqa" / "test.yml"),
+    ]
+    cmd += ["--force_yml", "datasets:test_livec:num_worker_per_gpu=0"]
+    tested = subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=900)
+    assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-3000:]
+    test_log = next((elsewhere / "results" / "kadid-reshaped_resnet50_test").glob("test_*.log")).read_text()
+    assert "Number of test images in LIVEC: 3" in test_log  # pyiqa's LIVEC class drops its 7 training images
+    assert "net_best.pth" in test_log
+    srcc = re.search(r"Validation LIVEC\s+# srcc: (-?[0-9.]+|nan)", test_log)
+    assert srcc is not None, test_log[-2000:]
 
-def test_validation_sections_come_from_options_or_environment(tmp_path: Path) -> None:
+
+def test_test_sections_come_from_options_or_environment(tmp_path: Path) -> None:
     from pyiqa.data import build_dataset
 
-    livec = tmp_path / "datasets" / "LIVEC"
-    rng = np.random.default_rng(2)
-    names = [f"{i}.png" for i in range(10)]
-    for name in names:
-        save_image(livec / name, _smooth(rng, 64))
-    (tmp_path / "datasets" / "meta_info").mkdir()
-    pd.DataFrame({"img_name": names, "mos": np.linspace(10, 90, 10)}).to_csv(
-        tmp_path / "datasets" / "meta_info" / "meta_info_LIVEChallengeDataset.csv", index=False
-    )
+    livec = _livec_standin(tmp_path)
     from_option = parse_val_roots([f"livec={livec}"], environ={})
     from_env = parse_val_roots(environ={"RESHAPE_VAL_ROOT_LIVEC": str(livec)})
     assert from_option == from_env and list(from_option) == ["livec"]
     assert parse_val_roots(environ={}) == {}
     import yaml
 
-    opt = yaml.safe_load(render_options("x", 64, "range [1, 5]", from_option))
-    assert list(opt["datasets"]) == ["train", "val_livec"]
-    val = dict(opt["datasets"]["val_livec"], phase="val")
+    opt = yaml.safe_load(render_test_options("x", from_option))
+    assert list(opt["datasets"]) == ["test_livec"]
+    val = dict(opt["datasets"]["test_livec"], phase="test")
     dataset = build_dataset(val)
     assert len(dataset) == 3  # pyiqa's LIVEChallengeDataset drops the 7 training images
     assert float(dataset[0]["mos_label"]) == pytest.approx(np.linspace(10, 90, 10)[7])

@@ -43,7 +43,7 @@ class ReshapeInputs:
     weights: str = "default"
     device: str = "auto"
     workers: int = 2
-    pool_size: int = 81  # 0 = every image in the pool
+    pool_size: int | None = None  # 0 = every image in the pool (sorted); None = as many as KADID references
     pool_seed: int = 0
     resize: str | None = None  # e.g. 512x384 when the pool's images are not KADID-sized
 
@@ -80,8 +80,10 @@ def _list_images(folder: Path) -> list[str]:
 def write_reference_lists(inputs: ReshapeInputs) -> tuple[Path, Path]:
     """CSV lists (column ``image``) of KADID's references (from dmos.csv) and of the candidate pool.
 
-    The pool is a seeded random sample of ``pool_size`` images when it holds more: the paper limits the
-    candidate set to the size of the training reference set (81).
+    The pool is a seeded random sample of ``pool_size`` images when it holds more (``None``: as many as
+    KADID's references, as the paper limits the candidate set to the size of the training reference set),
+    else every image. Either way the list is in sorted file-name order: DDCUp's greedy removal deletes the
+    earlier candidate of each closest pair, so the order decides which of two near-duplicates survives.
     """
     import pandas as pd
 
@@ -97,8 +99,9 @@ def write_reference_lists(inputs: ReshapeInputs) -> tuple[Path, Path]:
     pool = _list_images(inputs.pool)
     if len(pool) < 2:
         raise BadInputError(f"{inputs.pool}: the candidate pool needs at least 2 images, found {len(pool)}")
-    if 0 < inputs.pool_size < len(pool):
-        chosen = np.random.default_rng(inputs.pool_seed).choice(len(pool), inputs.pool_size, replace=False)
+    size = len(refs) if inputs.pool_size is None else inputs.pool_size
+    if 0 < size < len(pool):
+        chosen = np.random.default_rng(inputs.pool_seed).choice(len(pool), size, replace=False)
         pool = [pool[i] for i in sorted(chosen)]
     folder = inputs.out / "reshape"
     folder.mkdir(parents=True, exist_ok=True)

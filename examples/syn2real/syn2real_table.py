@@ -1,4 +1,9 @@
-"""The ablation's rows and the Table 4 layout (SRCC and PLCC, mean ± std over seeds, paper beside)."""
+"""The ablation's rows and the Table 4 layout (SRCC and PLCC, mean ± std over seeds, paper beside).
+
+Each cell shows the reported model's figure (the final epoch) and, beside it, the best test-set epoch's
+figure labelled optimistic: that is how the official script selects (it keeps the best test SRCC over the
+epochs), so it is the number comparable to how Table 4 was produced, and it is biased upwards.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,11 @@ from reshape.protocol import PAPER_TABLE4
 
 TARGET_NAMES = {"livec": "LIVEC", "koniq": "KonIQ-10k", "bid": "BID"}
 PAPER_COLUMN = {"livec": 0, "koniq": 1, "bid": 2}
+OPTIMISTIC_LABEL = "optimistic (as the official script selects)"
+
+
+def published_srcc(row: str, target: str) -> float:
+    return float(PAPER_TABLE4[row]["srcc"][PAPER_COLUMN[target]])
 
 
 @dataclass(frozen=True)
@@ -58,8 +68,9 @@ def format_table(
 ) -> str:
     """``results[(row, target, seed)] = {"srcc": .., "plcc": ..}`` -> a Markdown table in Table 4's layout.
 
-    Each cell is mean ± sample std over the seeds; the Average column averages the targets within each
-    seed first. For SRCC the published value follows in brackets (the paper reports SRCC only).
+    ``metric`` is a key of the results (``srcc``, ``plcc``, ``optimistic_srcc``, ...). Each cell is mean ±
+    sample std over the seeds; the Average column averages the targets within each seed first. For SRCC
+    metrics the published value follows in brackets (the paper reports SRCC only).
     """
     names = [TARGET_NAMES[t] for t in targets]
     header = ["Index", "CD", "SEL", "DOWN", *names, "Average"]
@@ -75,7 +86,7 @@ def format_table(
             if all((key, t, s) in results for t in targets):
                 per_seed.append(float(np.mean([results[(key, t, s)][metric] for t in targets])))
         texts = [_cell(v) for v in cells] + [_cell(per_seed)]
-        if metric == "srcc":
+        if metric.endswith("srcc"):
             paper = _paper(key, targets)
             paper.append(float(np.mean(paper)))
             texts = [f"{t} ({p:.4f})" for t, p in zip(texts, paper)]
@@ -83,18 +94,29 @@ def format_table(
     return "\n".join(lines)
 
 
-def report(results, rows: list[str], targets: list[str], seeds: list[int]) -> str:
+def report(results, rows: list[str], targets: list[str], seeds: list[int], protocol: list[str] = ()) -> str:
     n = len(seeds)
     return "\n".join(
         [
+            *protocol,
+            "",
             f"Table 4 ablation: KADID-10k (DGQA type subsets) -> authentic sets; SRCC, mean ± std over {n} "
-            "seed(s), published value in brackets",
+            "seed(s), final epoch, published value in brackets",
             "",
             format_table(results, rows, targets, seeds, "srcc"),
             "",
-            f"PLCC, mean ± std over {n} seed(s) (the paper's Table 4 reports SRCC only)",
+            f"SRCC of the best test epoch, {OPTIMISTIC_LABEL}, mean ± std over {n} seed(s), published "
+            "value in brackets",
+            "",
+            format_table(results, rows, targets, seeds, "optimistic_srcc"),
+            "",
+            f"PLCC, mean ± std over {n} seed(s), final epoch (the paper's Table 4 reports SRCC only)",
             "",
             format_table(results, rows, targets, seeds, "plcc"),
+            "",
+            f"PLCC of the best-SRCC test epoch, {OPTIMISTIC_LABEL}, mean ± std over {n} seed(s)",
+            "",
+            format_table(results, rows, targets, seeds, "optimistic_plcc"),
             "",
             "CD = every candidate added, SEL = DDCUp's selection of them, DOWN = DRCDown re-applied every "
             "epoch. Results vary with the seed; compare the spread, not single digits.",
