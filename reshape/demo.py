@@ -62,7 +62,9 @@ class DemoResult:
     def summary_lines(self) -> list[str]:
         """What `reshape demo` prints on stdout."""
         if self.encoder == "resnet50":
-            weights = "ResNet-50, ImageNet (local cache)" if self.weights == "default" else "random init (none)"
+            weights = (
+                "ResNet-50, ImageNet (local cache)" if self.weights == "default" else "random init (none)"
+            )
         else:
             weights = f"{self.encoder} (offline fallback: colour and texture statistics, not the paper's)"
         lo, hi = self.label_range
@@ -332,9 +334,7 @@ def _run_demo(out: Path, smoke: bool, echo) -> DemoResult:
             STATS_ENCODER,
         )
     config = out / "pipeline.toml"
-    write_config(
-        config, data, weights=weights, types=types, max_select=3 if smoke else 8, encoder=encoder
-    )
+    write_config(config, data, weights=weights, types=types, max_select=3 if smoke else 8, encoder=encoder)
     result = run_pipeline(config, echo=echo)
     dataset = result.config.dataset
     report = verify_dataset(dataset)
