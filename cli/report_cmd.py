@@ -18,7 +18,10 @@ from reshape.cli.common import is_quiet, output_options
     help="Folder for the report  [default: DATASET/report, whose lines in DATASET/SHA256SUMS are updated].",
 )
 @click.option(
-    "--workers", type=click.IntRange(min=1), default=None, help="Threads making thumbnails [default: up to 4]."
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Threads making thumbnails [default: up to 4].",
 )
 @output_options
 def command(dataset: Path, out: Path | None, workers: int | None, overwrite: bool, wait: bool) -> None:

@@ -74,8 +74,6 @@ from reshape.outputs import (
     refuse_foreign,
 )
 from reshape.publish_card import render_card
-from reshape.report_data import Provenance
-from reshape.report_data import pca_2d as _pca_2d
 from reshape.pyiqa_options import (
     LAUNCHER_FILE,
     LAUNCHER_TEXT,
@@ -84,6 +82,8 @@ from reshape.pyiqa_options import (
     parse_val_roots,
     render_options,
 )
+from reshape.report_data import Provenance
+from reshape.report_data import pca_2d as _pca_2d
 from reshape.steps import announce
 
 log = logging.getLogger("reshape.publish")

@@ -205,7 +205,9 @@ def _provenance_rows(pub: Published, thumbs: _Thumbs) -> list[list]:
         return []
     known = _neighbour_rows(pub, thumbs)
     rows = []
-    for r in pub.labels.sort_values(["ref_img", "dist_type", "dist_level", "dist_img"]).itertuples(index=False):
+    for r in pub.labels.sort_values(["ref_img", "dist_type", "dist_level", "dist_img"]).itertuples(
+        index=False
+    ):
         t, lvl = int(r.dist_type), int(r.dist_level)
         names = [n for n in str(r.neighbours).split(";") if n]
         weights = [float(w) for w in str(r.weights).split(";") if w]
@@ -275,7 +277,7 @@ def report_model(pub: Published) -> tuple[dict[str, Any], list[list], dict[str, 
     thumbs = _Thumbs(pub.root)
     card, train = pub.card, pub.train
     rows = _provenance_rows(pub, thumbs)
-    lo, hi = (card.get("labels", {}).get("range") or [float(train["dmos"].min()), float(train["dmos"].max())])
+    lo, hi = card.get("labels", {}).get("range") or [float(train["dmos"].min()), float(train["dmos"].max())]
     curves, flagged = label_sanity(pub.labels) if pub.labels is not None else ({}, [])
     clusters = _clusters(pub, thumbs)
     counts = {
@@ -467,7 +469,7 @@ def plan_files(pub: Published) -> ReportPlan:
     plan.files["data/summary.js"] = b"window.RESHAPE_SUMMARY = " + _json(summary) + b";\n"
     for i in range(summary["chunks"]):
         chunk = rows[i * CHUNK_ROWS : (i + 1) * CHUNK_ROWS]
-        plan.files[f"data/rows-{i:04d}.js"] = b"window.reshapeRows(" + _json([i, chunk]) + b");\n"
+        plan.files[f"data/rows-{i:04d}.js"] = b"window.reshapeRows(%d, " % i + _json(chunk) + b");\n"
     assets = resources.files("reshape").joinpath("report_assets")
     for name in ASSETS:
         plan.files[name] = assets.joinpath(name).read_bytes()
@@ -626,9 +628,7 @@ def write_report(
     record = read_record(out)
     check_output(out, names, record, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    reuse = {
-        t: d for t, (_, d) in plan.thumbs.items() if record.thumbs.get(t) == d and (out / t).is_file()
-    }
+    reuse = {t: d for t, (_, d) in plan.thumbs.items() if record.thumbs.get(t) == d and (out / t).is_file()}
     _write_record(out, sorted(set(names) | (record.own - {RECORD})), reuse)
     for folder in {(out / n).parent for n in names if (out / n).parent.is_dir()}:
         remove_stale_temps(folder, names=[PurePosixPath(n).name for n in names])

@@ -65,9 +65,7 @@ def _published_lookup(train: pd.DataFrame, shipped: set[str], column: str, origi
     """Original (run-relative) path -> published path, for the rows of ``origin`` whose file is shipped."""
     rows = train[train["origin"] == origin]
     return {
-        orig: pub
-        for orig, pub in zip(rows[f"orig_{column}"], rows[column], strict=True)
-        if pub in shipped
+        orig: pub for orig, pub in zip(rows[f"orig_{column}"], rows[column], strict=True) if pub in shipped
     }
 
 
@@ -143,9 +141,13 @@ def neighbour_labels(labels_csv: Path, train: pd.DataFrame, shipped: set[str]) -
     meta = read_artifact_metadata(labels_csv)
     source_path = meta.get("source_labels")
     if not source_path or not Path(source_path).is_file():
-        log.info("labels' source table %s is not here: the report shows neighbours without labels", source_path)
+        log.info(
+            "labels' source table %s is not here: the report shows neighbours without labels", source_path
+        )
         return None
-    source = read_source_labels(source_path, source_format=meta.get("source_format", "auto"), skip_missing=True)
+    source = read_source_labels(
+        source_path, source_format=meta.get("source_format", "auto"), skip_missing=True
+    )
     frame = source.frame
     dmos = frame["dmos"].to_numpy(dtype=np.float64)
     if meta.get("scale") == "0-10":
