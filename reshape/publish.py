@@ -698,7 +698,7 @@ def _check_report_output(target: Path, record: Record, *, overwrite: bool) -> No
     own = report.read_record(target)
     listed = {n.split("/", 1)[1] for n in record.own if n.startswith(report.REPORT_DIR + "/")}
     if listed and not own.present:
-        own = report._Record(listed, {}, True)
+        own = report.ReportRecord(listed, {}, True)
     report.check_output(target, [], own, overwrite=overwrite)
 
 

@@ -481,21 +481,21 @@ def plan_files(pub: Published) -> ReportPlan:
 
 # ----------------------------------------------------------------------------------------------- output
 @dataclass
-class _Record:
+class ReportRecord:
     own: set[str]
     thumbs: dict[str, str]  # thumbnail -> sha256 of its image, for thumbnails made with these settings
     present: bool
 
 
-def read_record(out: Path) -> _Record:
+def read_record(out: Path) -> ReportRecord:
     """What an earlier report wrote in ``out`` (its report.json); an unreadable record owns nothing."""
     path = out / RECORD
     try:
         data = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError):
-        return _Record(set(), {}, False)
+        return ReportRecord(set(), {}, False)
     if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
-        return _Record(set(), {}, False)
+        return ReportRecord(set(), {}, False)
     from reshape.fileio import check_relative
 
     own = set()
@@ -504,10 +504,10 @@ def read_record(out: Path) -> _Record:
             own.add(check_relative(str(name)))
     same = data.get("thumb_side") == THUMB_SIDE and data.get("thumb_quality") == THUMB_QUALITY
     thumbs = {str(k): str(v) for k, v in data.get("thumbs", {}).items()} if same else {}
-    return _Record(own | {RECORD}, thumbs, True)
+    return ReportRecord(own | {RECORD}, thumbs, True)
 
 
-def check_output(out: Path, names: list[str], record: _Record, *, overwrite: bool) -> None:
+def check_output(out: Path, names: list[str], record: ReportRecord, *, overwrite: bool) -> None:
     """Refuse, before any work, a folder or foreign file where the report writes, a non-empty folder that
     is not a report (unless ``overwrite``: then the report writes beside its files), or a path that leads
     out of ``out`` through a symlink."""
