@@ -237,3 +237,32 @@ def test_report_shows_drcdown_clusters(demo_dataset: Path, tmp_path: Path) -> No
     assert all(report.thumb_name(p) in thumbs for p in members["dist_img"])
     html = report.render_index(summary)
     assert 'data-tab="clusters"' in html
+
+
+def test_pruned_run_publishes_its_clusters(demo_dataset: Path, tmp_path: Path) -> None:
+    """With DRCDown on, publish writes provenance/clusters.csv (dropped members as small JPEGs, since they
+    are not published) and the report gets its DRCDown section."""
+    from reshape import report
+
+    demo = tmp_path / "demo"
+    shutil.copytree(demo_dataset.parent, demo, symlinks=True)
+    config = demo / "pipeline.toml"
+    config.write_text(config.read_text() + '\n[prune]\nenabled = true\nlabel-scale = "1-5"\nseed = 0\n')
+    res = CliRunner().invoke(cli, ["run", str(config)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    dataset = demo / "dataset"
+    assert verify_dataset(dataset).ok, verify_dataset(dataset).problems
+    decisions = pd.read_csv(demo / "run" / "prune_indices.csv")
+    multi = decisions[decisions["cluster_size"] > 1]
+    clusters = pd.read_csv(dataset / "provenance" / "clusters.csv", keep_default_na=False)
+    assert sorted(clusters["name"]) == sorted(multi["image"])
+    train = set(pd.read_csv(dataset / "train.csv")["dist_img"])
+    for row in clusters.itertuples():
+        if row.kept:
+            assert row.image in train
+        else:
+            assert row.image.startswith("provenance/dropped/") and (dataset / row.image).is_file()
+    summary, _, _ = report.report_model(report.read_published(dataset))
+    assert summary["counts"]["pruned"] == int((~multi["kept"].astype(bool)).sum())
+    index = (dataset / "report" / "index.html").read_text()
+    assert ('data-tab="clusters"' in index) == (summary["clusters"] is not None)
