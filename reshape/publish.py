@@ -695,11 +695,8 @@ def _check_report_output(target: Path, record: Record, *, overwrite: bool) -> No
     """Before any work: report/ must be new, publish's own or an earlier report's (reshape.report)."""
     from reshape import report
 
-    own = report.read_record(target)
     listed = {n.split("/", 1)[1] for n in record.own if n.startswith(report.REPORT_DIR + "/")}
-    if listed and not own.present:
-        own = report.ReportRecord(listed, {}, True)
-    report.check_output(target, [], own, overwrite=overwrite)
+    report.check_output(target, [], report.owned_record(target, listed), overwrite=overwrite)
 
 
 # ----------------------------------------------------------------------------------------------- writing
@@ -892,7 +889,9 @@ def _write_report(out_dir: Path, digests: dict[str, str], config: PublishConfig)
 
     pub = report.read_published(out_dir, digests)
     target = out_dir / report.REPORT_DIR
-    built = report.write_report(out_dir, target, report.plan_files(pub), overwrite=config.overwrite)
+    listed = report.listed_in_dataset(out_dir, target)  # SHA256SUMS is still the previous publish's here
+    plan = report.plan_files(pub)
+    built = report.write_report(out_dir, target, plan, overwrite=config.overwrite, listed=listed)
     return {f"{report.REPORT_DIR}/{n}": sha256_file(target / n) for n in built.files}
 
 

@@ -507,6 +507,24 @@ def read_record(out: Path) -> ReportRecord:
     return ReportRecord(own | {RECORD}, thumbs, True)
 
 
+def owned_record(out: Path, listed: set[str] | frozenset[str] = frozenset()) -> ReportRecord:
+    """The report's record in ``out``; without one, the files a publish listed there (``listed``, relative
+    to ``out``: a published dataset's SHA256SUMS lines under report/) count as the report's own."""
+    record = read_record(out)
+    if not record.present and listed:
+        return ReportRecord(set(listed) | {RECORD}, {}, True)
+    return record
+
+
+def listed_in_dataset(dataset: Path, out: Path) -> set[str]:
+    """Files under ``out`` that the dataset's SHA256SUMS lists (publish wrote them), relative to ``out``."""
+    try:
+        prefix = out.resolve().relative_to(dataset.resolve()).as_posix() + "/"
+    except ValueError:
+        return set()
+    return {k[len(prefix) :] for k in _sums(dataset / SUMS) if k.startswith(prefix)}
+
+
 def check_output(out: Path, names: list[str], record: ReportRecord, *, overwrite: bool) -> None:
     """Refuse, before any work, a folder or foreign file where the report writes, a non-empty folder that
     is not a report (unless ``overwrite``: then the report writes beside its files), or a path that leads
@@ -616,7 +634,13 @@ class ReportResult:
 
 
 def write_report(
-    dataset: Path, out: Path, plan: ReportPlan, *, overwrite: bool = False, workers: int | None = None
+    dataset: Path,
+    out: Path,
+    plan: ReportPlan,
+    *,
+    overwrite: bool = False,
+    workers: int | None = None,
+    listed: set[str] | frozenset[str] = frozenset(),
 ) -> ReportResult:
     """Write ``plan`` into ``out`` (the caller holds the lock): the record first (naming every file it will
     write), then the files, the thumbnails not already made, the final record, and last the removal of
@@ -625,7 +649,7 @@ def write_report(
 
     start = time.perf_counter()
     names = plan.names()
-    record = read_record(out)
+    record = owned_record(out, listed)
     check_output(out, names, record, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     reuse = {t: d for t, (_, d) in plan.thumbs.items() if record.thumbs.get(t) == d and (out / t).is_file()}
@@ -668,10 +692,11 @@ def run(
         check_inputs_not_outputs([dataset], folder_outputs=[target])
     pub = read_published(dataset)
     plan = plan_files(pub)
-    check_output(target, plan.names(), read_record(target), overwrite=overwrite)
+    listed = listed_in_dataset(dataset, target) if inside else set()
+    check_output(target, plan.names(), owned_record(target, listed), overwrite=overwrite)
     check_writable(target)
     with created_folders(target), locked_outputs(dataset if inside else target, wait=wait):
-        result = write_report(dataset, target, plan, overwrite=overwrite, workers=workers)
+        result = write_report(dataset, target, plan, overwrite=overwrite, workers=workers, listed=listed)
         if inside and (dataset / SUMS).is_file():
             _update_dataset_sums(dataset, target, result.files)
     return result

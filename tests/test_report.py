@@ -176,6 +176,11 @@ def test_report_rebuilds_from_a_moved_copy(demo_dataset: Path, tmp_path: Path) -
     # a rebuild reuses every thumbnail
     res = CliRunner().invoke(cli, ["report", str(moved)], catch_exceptions=False)
     assert res.exit_code == 0 and " 0 thumbnail(s) made" in res.output, res.output
+    # without its record, the report files SHA256SUMS lists are still the report's own
+    (moved / "report" / "report.json").unlink()
+    res = CliRunner().invoke(cli, ["report", str(moved)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert verify_dataset(moved).ok
 
 
 def test_report_out_elsewhere_leaves_the_dataset_alone(demo_dataset: Path, tmp_path: Path) -> None:
