@@ -420,7 +420,7 @@ def render_index(s: dict[str, Any]) -> str:
     nav = "".join(f'<a href="#{k}" data-tab="{k}">{_esc(v)}</a>' for k, v in tabs)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'">
+<meta http-equiv="Content-Security-Policy" content="default-src 'self' file:">
 <title>{_esc(s["name"])} — reshape report</title>
 <link rel="stylesheet" href="report.css"></head>
 <body>
