@@ -21,7 +21,7 @@ from reshape.cli.common import is_quiet, output_options
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Threads making thumbnails [default: up to 4].",
+    help="Threads making thumbnails [default: two per core, at most 8].",
 )
 @output_options
 def command(dataset: Path, out: Path | None, workers: int | None, overwrite: bool, wait: bool) -> None:

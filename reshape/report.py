@@ -33,6 +33,7 @@ import contextlib
 import html
 import json
 import os
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -136,23 +137,40 @@ def thumb_name(image: str) -> str:
 
 
 class _Thumbs:
-    """Published images the page shows; each gets one thumbnail."""
+    """Published images the page shows; each gets one thumbnail. A path that leaves the folder (``..``,
+    absolute, or through a symlink) is an error; a missing file gets no thumbnail."""
 
     def __init__(self, root: Path):
         self.root = root
         self.wanted: dict[str, str] = {}  # thumbnail name -> published path
+        self._seen: dict[str, str] = {}
+        self._folders: set[str] = set()
 
     def __call__(self, image: Any) -> str:
-        from reshape.fileio import check_relative
-
         if not isinstance(image, str) or not image:
             return ""
-        rel = check_relative(image, source=self.root)
-        if not (self.root / rel).is_file():
-            return ""
-        name = thumb_name(rel)
-        self.wanted[name] = rel
+        if image not in self._seen:
+            self._seen[image] = self._check(image)
+        name = self._seen[image]
+        if name:
+            self.wanted[name] = self.wanted.get(name) or image
         return name
+
+    def _check(self, image: str) -> str:
+        from reshape.fileio import check_relative, resolve_under_root
+
+        rel = check_relative(image, source=self.root)
+        folder = str(PurePosixPath(rel).parent)
+        if folder not in self._folders:  # a symlinked folder must not lead outside (once per folder)
+            resolve_under_root(self.root, folder, source=self.root)
+            self._folders.add(folder)
+        path = self.root / rel
+        if path.is_symlink():
+            resolve_under_root(self.root, rel, source=self.root)
+        if not path.is_file():
+            return ""
+        self.wanted[thumb_name(rel)] = rel
+        return thumb_name(rel)
 
 
 def _r(value: Any, digits: int = 4) -> float | None:
@@ -541,14 +559,31 @@ def check_output(out: Path, names: list[str], record: ReportRecord, *, overwrite
             f"{out}: folder is not empty and holds no reshape report; refusing to write into it "
             "(pass --overwrite to write beside its files)"
         )
-    foreign = []
+    files, folders, links = _listing(out)
+    for folder in sorted({str(PurePosixPath(n).parent) for n in names} - {"."}):
+        resolve_under_root(out, folder, source=out)  # a symlinked folder must not lead outside
+    for rel in sorted(links & set(names)):
+        resolve_under_root(out, rel, source=out)
     for rel in names:
-        target = resolve_under_root(out, rel, source=out)
-        if target.is_dir() and not target.is_symlink():
-            raise BadInputError(f"{target}: is a folder where the report writes a file; refusing")
-        if (target.exists() or target.is_symlink()) and rel not in record.own:
-            foreign.append(rel)
-    refuse_foreign(foreign, out, overwrite=overwrite)
+        if rel in folders:
+            raise BadInputError(f"{out / rel}: is a folder where the report writes a file; refusing")
+    refuse_foreign([n for n in names if n in files and n not in record.own], out, overwrite=overwrite)
+
+
+def _listing(out: Path) -> tuple[set[str], set[str], set[str]]:
+    """(files and other non-folders, folders, symlinks) under ``out``, relative, in one walk."""
+    files, folders, links = set(), set(), set()
+    for top, dirs, names in os.walk(out):
+        rel_top = Path(top).relative_to(out)
+        for d in dirs:
+            rel = (rel_top / d).as_posix()
+            (links if (Path(top) / d).is_symlink() else folders).add(rel)
+        for n in names:
+            rel = (rel_top / n).as_posix()
+            files.add(rel)
+            if (Path(top) / n).is_symlink():
+                links.add(rel)
+    return files | links, folders, links
 
 
 def _write_record(out: Path, names: list[str], thumbs: dict[str, str]) -> None:
@@ -566,25 +601,51 @@ def _write_record(out: Path, names: list[str], thumbs: dict[str, str]) -> None:
     atomic_write_text(out / RECORD, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
+def _put(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary name beside ``path`` and rename it into place (no fsync per file: the
+    caller syncs once before the record that vouches for these files is written)."""
+    from reshape.fileio import TMP_PREFIX
+    from reshape.outputs import file_mode
+
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, file_mode())
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def _make_thumbs(out: Path, root: Path, todo: list[tuple[str, str]], workers: int) -> None:
-    """Thumbnails (JPEG, <= THUMB_SIDE px) of ``todo`` (thumbnail, published image), in threads (OpenCV
-    releases the GIL while decoding and encoding); each is independent, so the bytes do not depend on
-    the worker count."""
-    from reshape.fileio import atomic_write_bytes
+    """Thumbnails (JPEG, <= THUMB_SIDE px) of ``todo`` (thumbnail, published image), in threads: OpenCV
+    releases the GIL while decoding, resizing and encoding (its own thread pool is set to one thread
+    meanwhile, so the two do not oversubscribe the cores). Each thumbnail is independent, so the bytes do
+    not depend on the worker count. One sync at the end makes them durable before the record is written."""
+    import cv2
 
     def one(item: tuple[str, str]) -> None:
         thumb, image = item
-        atomic_write_bytes(out / thumb, thumbnail_jpeg(root / image, THUMB_SIDE, THUMB_QUALITY))
+        _put(out / thumb, thumbnail_jpeg(root / image, THUMB_SIDE, THUMB_QUALITY))
 
     for folder in sorted({(out / t).parent for t, _ in todo}):
         folder.mkdir(parents=True, exist_ok=True)
-    if workers <= 1 or len(todo) < 64:
-        for item in todo:
-            one(item)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for _ in pool.map(one, todo, chunksize=64):
-            pass
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        if workers <= 1 or len(todo) < 64:
+            for item in todo:
+                one(item)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for _ in pool.map(one, todo, chunksize=32):
+                    pass
+    finally:
+        cv2.setNumThreads(threads)
+    if todo and hasattr(os, "sync"):
+        os.sync()
 
 
 def _remove_stale(out: Path, stale: set[str]) -> int:
@@ -659,10 +720,16 @@ def write_report(
     for rel, data in sorted(plan.files.items()):
         atomic_write_bytes(out / rel, data)
     todo = [(t, image) for t, (image, _) in sorted(plan.thumbs.items()) if t not in reuse]
-    _make_thumbs(out, dataset, todo, workers or min(4, os.cpu_count() or 1))
+    _make_thumbs(out, dataset, todo, workers or default_workers())
     _write_record(out, names, {t: d for t, (_, d) in plan.thumbs.items()})
     removed = _remove_stale(out, record.own - set(names))
     return ReportResult(out, names, len(todo), len(reuse), removed, time.perf_counter() - start)
+
+
+def default_workers() -> int:
+    """Thumbnail threads: two per usable core (decoding waits on the disk too), at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, 2 * cores))
 
 
 def default_out(dataset: Path) -> Path:
