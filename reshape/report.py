@@ -635,7 +635,7 @@ def _make_thumbs(out: Path, root: Path, todo: list[tuple[str, str]], workers: in
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        if workers <= 1 or len(todo) < 64:
+        if workers <= 1 or len(todo) < 8:
             for item in todo:
                 one(item)
         else:
