@@ -62,6 +62,7 @@ CHUNK_ROWS = 500
 ASSETS = ("report.css", "report.js")
 SUMS = "SHA256SUMS"
 SOURCE_SUMS = "SOURCE_SHA256SUMS"
+REFERENCED_SOURCE_DIR = "source"
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -160,6 +161,8 @@ class _Thumbs:
         from reshape.fileio import check_relative, resolve_under_root
 
         rel = check_relative(image, source=self.root)
+        if rel.startswith(REFERENCED_SOURCE_DIR + "/"):
+            return ""  # referenced source images are not shipped (source/ is where a user mounts them)
         folder = str(PurePosixPath(rel).parent)
         if folder not in self._folders:  # a symlinked folder must not lead outside (once per folder)
             resolve_under_root(self.root, folder, source=self.root)

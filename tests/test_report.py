@@ -277,3 +277,30 @@ def test_pruned_run_publishes_its_clusters(demo_dataset: Path, tmp_path: Path) -
     assert summary["counts"]["pruned"] == int((~multi["kept"].astype(bool)).sum())
     index = (dataset / "report" / "index.html").read_text()
     assert ('data-tab="clusters"' in index) == (summary["clusters"] is not None)
+
+
+def test_report_of_a_folder_with_referenced_sources(demo_dataset: Path, tmp_path: Path) -> None:
+    """Source rows pointing into source/ (referenced, not shipped; a user may mount the source dataset
+    there with a symlink) get no thumbnail and do not stop the report."""
+    from reshape import report
+
+    copy = tmp_path / "ref"
+    shutil.copytree(demo_dataset, copy)
+    (copy / "source").symlink_to(demo_dataset / "images" / "source")
+    clusters = pd.DataFrame(
+        {
+            "image": ["source/astronaut_01_01.png"],
+            "name": ["astronaut_01_01.png"],
+            "cluster": [0],
+            "cluster_size": [2],
+            "kept": [True],
+        }  # fmt: skip
+    )
+    clusters.to_csv(copy / "provenance" / "clusters.csv", index=False)
+    summary, _, thumbs = report.report_model(report.read_published(copy))
+    assert summary["clusters"][0][2] == [["", "astronaut_01_01.png", True]]
+    assert not any(p.startswith("source/") for p in thumbs.values())
+    # a path that leaves the folder is one line, exit 2
+    clusters.assign(image="../../etc/passwd").to_csv(copy / "provenance" / "clusters.csv", index=False)
+    res = CliRunner().invoke(cli, ["report", str(copy), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "escapes" in res.output and res.output.count("\n") == 1, res.output
