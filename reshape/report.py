@@ -487,7 +487,8 @@ def plan_files(pub: Published) -> ReportPlan:
     summary, rows, wanted = report_model(pub)
     plan = ReportPlan()
     plan.files["index.html"] = render_index(summary).encode()
-    plan.files["data/summary.js"] = b"window.RESHAPE_SUMMARY = " + _json(summary) + b";\n"
+    page_data = {k: v for k, v in summary.items() if k != "sanity"}  # sanity is drawn into index.html
+    plan.files["data/summary.js"] = b"window.RESHAPE_SUMMARY = " + _json(page_data) + b";\n"
     for i in range(summary["chunks"]):
         chunk = rows[i * CHUNK_ROWS : (i + 1) * CHUNK_ROWS]
         plan.files[f"data/rows-{i:04d}.js"] = b"window.reshapeRows(%d, " % i + _json(chunk) + b");\n"
