@@ -21,7 +21,8 @@ from reshape.cli.common import fingerprint_option, is_quiet, output_options, sho
     default="resnet50",
     show_default=True,
     help="resnet50 (2048-d avgpool, 224 centre crop, no resize) or clip:<model>[:<pretrained>] "
-    "(needs the `clip` extra).",
+    "(needs the `clip` extra), or colour-texture (offline fallback without pretrained weights: colour and "
+    "texture statistics, not the paper's encoder).",
 )
 @click.option(
     "--weights",

@@ -10,7 +10,7 @@ import click
 from reshape import __version__
 from reshape.cli.common import ReshapeGroup, setup_logging
 
-STAGES = ["features", "select", "distort", "label", "prune", "publish", "verify", "run", "demo"]
+STAGES = ["features", "select", "distort", "label", "prune", "publish", "verify", "run", "demo", "report"]
 
 
 @click.group(

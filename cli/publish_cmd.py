@@ -45,6 +45,12 @@ _DIR = click.Path(file_okay=False, path_type=Path)
     "--candidate-features", type=_FILE, help="Features Parquet of the candidate pool (selection map)."
 )
 @click.option(
+    "--prune-indices",
+    type=_FILE,
+    help="prune_indices.csv from `reshape prune` (the report's DRCDown clusters; default with --from-run: "
+    "the run's, when it pruned).",
+)
+@click.option(
     "--source-root", type=_DIR, help="Folder the source rows' paths are relative to (e.g. KADID-10k images/)."
 )
 @click.option(
@@ -108,7 +114,8 @@ _DIR = click.Path(file_okay=False, path_type=Path)
 def command(**options) -> None:
     """Publish the reshaped dataset into --out DIR: images, train.csv (KADID layout), meta_info.csv (pyiqa),
     images/metadata.csv (Hugging Face), pyiqa/train.yml (pyiqa training, paper protocol), SHA256SUMS,
-    dataset.json and a README.md card (Hugging Face dataset card) with plots.
+    dataset.json, a README.md card (Hugging Face dataset card) with plots, and report/index.html (a static
+    HTML report, see `reshape report`).
 
     Images are copied (--link to hard-link). Publishing again into OUT_DIR replaces or deletes only the files
     the previous publish recorded in SHA256SUMS; files you added there stay, and a file of yours at a name

@@ -21,7 +21,18 @@ __version__ = "0.1.0"
 
 from reshape.errors import BadInputError, ReshapeError, ResourceError, StageError  # noqa: E402
 
-STAGE_MODULES = ("features", "select", "distort", "label", "prune", "publish", "verify", "pipeline", "demo")
+STAGE_MODULES = (
+    "features",
+    "select",
+    "distort",
+    "label",
+    "prune",
+    "publish",
+    "verify",
+    "pipeline",
+    "demo",
+    "report",
+)
 #: ``<Stage>Config`` / ``<Stage>Result`` -> the module defining it
 _LAZY = {
     f"{stage.capitalize()}{kind}": stage

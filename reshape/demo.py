@@ -7,7 +7,8 @@
   1..5 range), written as a KADID-layout ``dmos.csv``. The card says so.
 * Candidate pool: crops, rescales and flips of *other* bundled photos.
 * Encoder: ResNet-50 with ImageNet weights when torchvision's file is already in the local torch cache,
-  else random-init weights (``--weights none``) with a warning; the card says which.
+  else the offline ``colour-texture`` encoder (colour and texture statistics, a fallback that is not the
+  paper's encoder) with a warning; the card, dataset.json and the report say which.
 
 Then it writes ``pipeline.toml`` and runs it through `reshape run`, verifies the dataset and prints a summary.
 """
@@ -51,6 +52,7 @@ class DemoResult:
     out: Path
     dataset: Path
     weights: str
+    encoder: str = "resnet50"
     stage_seconds: dict[str, float] = field(default_factory=dict)
     n_selected: int = 0
     n_images: int = 0
@@ -59,12 +61,17 @@ class DemoResult:
 
     def summary_lines(self) -> list[str]:
         """What `reshape demo` prints on stdout."""
-        weights = "ImageNet (local cache)" if self.weights == "default" else "random init (none)"
+        if self.encoder == "resnet50":
+            weights = (
+                "ResNet-50, ImageNet (local cache)" if self.weights == "default" else "random init (none)"
+            )
+        else:
+            weights = f"{self.encoder} (offline fallback: colour and texture statistics, not the paper's)"
         lo, hi = self.label_range
         lines = [
             "",
             "reshape demo summary",
-            f"  encoder weights : {weights}",
+            f"  encoder         : {weights}",
             f"  selected refs   : {self.n_selected}",
             f"  images written  : {self.n_images} new distorted images",
             f"  pseudo labels   : {lo:.3f} .. {hi:.3f} (1..5, higher = better)",
@@ -76,6 +83,7 @@ class DemoResult:
             f"  dataset         : {self.dataset} (passes reshape verify)",
             f"  card            : {self.dataset / 'README.md'}",
             f"  plots           : {self.dataset / 'plots'}",
+            f"  report          : {self.dataset / 'report' / 'index.html'}",
         ]
 
 
@@ -236,12 +244,27 @@ def local_resnet_weights() -> Path | None:
     return found[0] if found else None
 
 
+STATS_NOTE = (
+    "Features were computed with reshape's offline colour-texture encoder (colour and texture statistics; no "
+    "pretrained ResNet-50 weights in the local torch cache). It is a fallback, not the paper's encoder: the "
+    "selection and neighbours follow colours and textures, not semantic content."
+)
+
+
 def write_config(
-    path: Path, data: dict[str, Path], *, weights: str, types: tuple[int, ...], max_select: int
+    path: Path,
+    data: dict[str, Path],
+    *,
+    weights: str,
+    types: tuple[int, ...],
+    max_select: int,
+    encoder: str = "resnet50",
 ) -> None:
     rel = {k: os.path.relpath(v, path.parent) for k, v in data.items()}
     notes = [LABEL_PROXY]
-    if weights == "none":
+    if encoder != "resnet50":
+        notes.append(STATS_NOTE)
+    elif weights == "none":
         notes.append(
             "Features were computed with a randomly initialised ResNet-50 (no pretrained weights in the "
             "local torch cache), so the selection and the pseudo-labels only demonstrate the pipeline."
@@ -257,6 +280,7 @@ dataset = "dataset"
 source_name = "reshape demo (scikit-image photos, SSIM proxy labels)"
 
 [features]
+encoder = "{encoder}"
 weights = "{weights}"
 batch-size = 8
 
@@ -298,15 +322,19 @@ def _run_demo(out: Path, smoke: bool, echo) -> DemoResult:
     announce("building the demo data (scikit-image photos, distorted and SSIM-labelled) in %s", out / "data")
     data = build_demo_data(out / "data", types=types, n_train=6, n_pool=12 if smoke else 21)
     build_seconds = time.perf_counter() - start
+    from reshape.features import STATS_ENCODER
+
     cached = local_resnet_weights()
-    weights = "default" if cached else "none"
+    encoder = "resnet50" if cached else STATS_ENCODER
+    weights = "default"
     if cached is None:
         log.warning(
-            "no pretrained ResNet-50 weights in the local torch cache: the demo uses random-init weights "
-            "(--weights none); its selection and pseudo-labels are not meaningful (the card says so)"
+            "no pretrained ResNet-50 weights in the local torch cache: the demo uses the offline %s encoder "
+            "(colour and texture statistics, not the paper's encoder; the card says so)",
+            STATS_ENCODER,
         )
     config = out / "pipeline.toml"
-    write_config(config, data, weights=weights, types=types, max_select=3 if smoke else 8)
+    write_config(config, data, weights=weights, types=types, max_select=3 if smoke else 8, encoder=encoder)
     result = run_pipeline(config, echo=echo)
     dataset = result.config.dataset
     report = verify_dataset(dataset)
@@ -320,6 +348,7 @@ def _run_demo(out: Path, smoke: bool, echo) -> DemoResult:
         out=out,
         dataset=dataset,
         weights=weights,
+        encoder=encoder,
         stage_seconds={r.name: r.seconds for r in result.records},
         n_selected=int(selection_meta.get("n_selected", 0)),
         n_images=int(len(pseudo)),

@@ -1,5 +1,8 @@
 """Image embeddings for DDCUp: ResNet-50 (the paper's encoder) or an open_clip model, written to Parquet.
 
+``colour-texture`` is an offline fallback for machines without pretrained weights (colour and texture
+statistics, no download, :func:`colour_texture_features`); it is not the paper's encoder.
+
 ResNet-50 input follows the paper: the centre 224x224 crop of the image as it is (no resize), normalised
 with the ImageNet mean/std; the output is the 2048-d global-average-pooled feature. Images smaller than
 224 on a side are an error (or skipped with ``skip_bad``): padding would embed a mostly-constant border that
@@ -332,11 +335,84 @@ def build_clip(spec: str, weights: str, device: str) -> Encoder:
     return Encoder(spec, desc, f"open_clip transforms of {model_name}", dim, prepare, wrapped, device, None)
 
 
+#: the offline fallback encoder's name (no weights, no download; NOT the paper's encoder)
+STATS_ENCODER = "colour-texture"
+STATS_SIDE = 128
+STATS_PREPROCESSING = (
+    f"resized (INTER_AREA) to {STATS_SIDE} px on the longer side; CIE Lab joint histogram 4x6x6, Lab moments, "
+    "uniform LBP (P=8,R=1 and P=16,R=2), gradient orientation and magnitude histograms"
+)
+STATS_WEIGHTS = "no learned weights (hand-crafted colour and texture statistics)"
+#: relative weight of each block (each block is L2-normalised first)
+_STATS_BLOCK_WEIGHTS = (0.5, 0.6, 1.0, 1.0, 0.8, 0.8)
+
+
+class StatsEncoder(Encoder):
+    """Colour + texture statistics: ``prepare`` computes the whole feature vector (in the loader workers),
+    ``embed`` only stacks them. Deterministic, CPU only, independent of torch."""
+
+    def embed(self, batch: np.ndarray, precision: str = "fp32") -> np.ndarray:
+        return np.asarray(batch, dtype=np.float32)
+
+
+def colour_texture_features(image: np.ndarray) -> np.ndarray:
+    """The offline fallback embedding of one float32 RGB image in [0, 1] (any size >= 8 px).
+
+    A fallback for machines without pretrained weights, NOT the paper's encoder: it finds images that share
+    colours and textures (crops and flips of one photo), not semantic content.
+
+    1. Resize so the longer side is 128 px (crops and rescales of one scene then look alike).
+    2. Colour: a 4x6x6 joint histogram of CIE Lab, and each Lab channel's mean, spread and skew.
+    3. Texture: uniform local binary pattern histograms at two radii, and magnitude-weighted gradient
+       orientation (12 unsigned bins) and log-magnitude (8 bins) histograms of the grey image.
+    4. Square-root (Hellinger) every histogram, L2-normalise every block, weight and concatenate.
+    """
+    import cv2
+    from skimage.feature import local_binary_pattern
+
+    h, w = image.shape[:2]
+    scale = STATS_SIDE / max(h, w)
+    size = (max(8, round(w * scale)), max(8, round(h * scale)))
+    small = cv2.resize(np.asarray(image, dtype=np.float32), size, interpolation=cv2.INTER_AREA)
+    lab = cv2.cvtColor(np.clip(small, 0.0, 1.0), cv2.COLOR_RGB2Lab).reshape(-1, 3).astype(np.float64)
+    joint, _ = np.histogramdd(lab, bins=(4, 6, 6), range=((0, 100), (-80, 80), (-80, 80)))
+    mean, spread = lab.mean(axis=0), lab.std(axis=0)
+    skew = np.cbrt(((lab - mean) ** 3).mean(axis=0))
+    moments = np.concatenate([mean / [100, 80, 80], spread / [50, 40, 40], skew / [50, 40, 40]])
+    grey = np.rint(small @ np.array([0.299, 0.587, 0.114], np.float32) * 255).astype(np.uint8)
+    lbp = []
+    for points, radius in ((8, 1), (16, 2)):
+        codes = local_binary_pattern(grey, points, radius, "uniform").astype(np.int64).ravel()
+        lbp.append(np.bincount(codes, minlength=points + 2).astype(np.float64))
+    g = grey.astype(np.float64) / 255.0
+    gx, gy = cv2.Sobel(g, cv2.CV_64F, 1, 0, ksize=3), cv2.Sobel(g, cv2.CV_64F, 0, 1, ksize=3)
+    magnitude, angle = np.hypot(gx, gy).ravel(), np.mod(np.arctan2(gy, gx), np.pi).ravel()
+    orientation = np.bincount(np.minimum((angle / np.pi * 12).astype(np.int64), 11), magnitude, 12)
+    strength, _ = np.histogram(np.log1p(10 * magnitude), bins=8, range=(0.0, float(np.log1p(40.0))))
+    hists = [joint.ravel(), *lbp, orientation, strength.astype(np.float64)]
+    blocks = [np.sqrt(hh / max(hh.sum(), 1e-12)) for hh in hists]
+    blocks.insert(1, moments)
+    return np.concatenate(
+        [wt * b / max(float(np.linalg.norm(b)), 1e-12) for wt, b in zip(_STATS_BLOCK_WEIGHTS, blocks)]
+    ).astype(np.float32)
+
+
+def build_colour_texture(weights: str, device: str) -> Encoder:
+    """The offline fallback encoder (:func:`colour_texture_features`); it has no weights to load."""
+    if weights not in ("default", "none"):
+        raise BadInputError(f"encoder {STATS_ENCODER!r} has no weights; drop --weights {weights}")
+    dim = len(colour_texture_features(np.zeros((8, 8, 3), np.float32)))
+    return StatsEncoder(
+        STATS_ENCODER, STATS_WEIGHTS, STATS_PREPROCESSING, dim, colour_texture_features, None, "cpu", 8
+    )
+
+
 _ENCODER_CACHE: dict[tuple[str, str, str], Encoder] = {}
 
 
 def build_encoder(spec: str, weights: str = "default", device: str = "cpu") -> Encoder:
-    """``resnet50`` or ``clip:<model>[:<pretrained>]``; ``weights`` is ``default``, ``none`` or a file.
+    """``resnet50``, ``clip:<model>[:<pretrained>]`` or ``colour-texture`` (the offline fallback, no
+    weights); ``weights`` is ``default``, ``none`` or a file.
 
     Encoders with library weights are kept for the life of the process (a pipeline embeds the training
     refs and the pool one after the other); a weights file is re-read every time since it may change.
@@ -355,7 +431,11 @@ def _build_encoder(spec: str, weights: str, device: str) -> Encoder:
         return build_resnet50(weights, device)
     if spec.startswith("clip:"):
         return build_clip(spec, weights, device)
-    raise BadInputError(f"unknown encoder {spec!r}: use resnet50 or clip:<model>[:<pretrained>]")
+    if spec == STATS_ENCODER:
+        return build_colour_texture(weights, device)
+    raise BadInputError(
+        f"unknown encoder {spec!r}: use resnet50, clip:<model>[:<pretrained>] or {STATS_ENCODER} (offline fallback)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -637,7 +717,7 @@ def run(config: FeaturesConfig) -> FeaturesResult:
         precision = resolve_precision(config.precision, device, backend)
         announce("loading the %s encoder (weights: %s) on %s", config.encoder, config.weights, device)
         enc = build_encoder(config.encoder, config.weights, device)
-        if config.weights == "none":
+        if config.weights == "none" and config.encoder != STATS_ENCODER:
             log.warning(RANDOM_WEIGHTS_WARNING, RANDOM_INIT_SEED)
         plan = _plan(config, collected, enc, precision)
         n_reused = len(plan.rows)

@@ -11,6 +11,9 @@ Layout of a published dataset (every path inside a CSV is relative to the datase
     meta_info.csv        pyiqa general NR meta-info (path, score)
     labels.csv           the pseudo-labelled rows with their provenance (neighbours, weights, ...)
     plots/               selection_map.png, label_histogram.png
+    provenance/          what the report needs beyond the tables (selection map, neighbour labels, DRCDown
+                         clusters; reshape.report_data)
+    report/              static HTML report (reshape.report), rebuilt by `reshape report`
     images/              new distorted images (+ their new references in images/refs/)
     images/metadata.csv  Hugging Face imagefolder metadata (file_name relative to images/)
     images/source/       source images, with --copy-source
@@ -102,6 +105,8 @@ from reshape.pyiqa_options import (
     pyiqa_file_names,
     pyiqa_files,
 )
+from reshape.report_data import Provenance
+from reshape.report_data import pca_2d as _pca_2d
 from reshape.steps import announce
 
 log = logging.getLogger("reshape.publish")
@@ -117,6 +122,7 @@ RUN_LAYOUT = {
     "labels": "labels.csv",
     "train_csv": "train.csv",
     "pruned_csv": "pruned.csv",
+    "prune_indices": "prune_indices.csv",
     "run_json": "run.json",
 }
 
@@ -142,6 +148,7 @@ class PublishInputs:
     candidate_root: Path | None = None
     train_features: Path | None = None
     candidate_features: Path | None = None
+    prune_indices: Path | None = None
     source_name: str = "KADID-10k"
     notes: list[str] = field(default_factory=list)
     extra_parameters: dict[str, Any] = field(default_factory=dict)
@@ -179,6 +186,7 @@ class PublishInputs:
             else None,
             train_features=opt("train_features"),
             candidate_features=opt("candidate_features"),
+            prune_indices=opt("prune_indices") if pruned else None,
             source_name=str(inputs.get("source_name", "KADID-10k")),
             extra_parameters={"run": info.get("stages", {})},
         )
@@ -331,21 +339,6 @@ def _plot_histogram(path: Path, train: pd.DataFrame, lo: float, hi: float) -> No
     plt.close(fig)
 
 
-def _pca_2d(*blocks: np.ndarray) -> list[np.ndarray]:
-    stacked = np.concatenate(blocks).astype(np.float64)
-    stacked /= np.linalg.norm(stacked, axis=1, keepdims=True).clip(1e-12)
-    centred = stacked - stacked.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    proj = centred @ vt[:2].T
-    if proj.shape[1] < 2:
-        proj = np.pad(proj, ((0, 0), (0, 2 - proj.shape[1])))
-    out, start = [], 0
-    for b in blocks:
-        out.append(proj[start : start + len(b)])
-        start += len(b)
-    return out
-
-
 def _plot_selection(path: Path, inputs: PublishInputs) -> bool:
     if not (inputs.train_features and inputs.candidate_features and inputs.selection):
         return False
@@ -410,6 +403,7 @@ class PublishConfig:
     selection: Path | None = None
     train_features: Path | None = None
     candidate_features: Path | None = None
+    prune_indices: Path | None = None
     source_root: Path | None = None
     candidate_root: Path | None = None
     source_name: str | None = None
@@ -440,6 +434,7 @@ class PublishConfig:
             "selection",
             "train_features",
             "candidate_features",
+            "prune_indices",
             "source_root",
             "candidate_root",
             "source_name",
@@ -499,6 +494,7 @@ class PublishPlan:
     has_source: bool
     copy_source: bool
     val_roots: dict[str, ValRoot]
+    provenance: Provenance = field(default_factory=Provenance)
 
     def shipped(self) -> list[str]:
         """Published paths of the images copied into the folder."""
@@ -565,7 +561,7 @@ def build_plan(inputs: PublishInputs, config: PublishConfig, val_roots: dict[str
         raise BadInputError(
             f"{inputs.train_csv}, line {i + 2}: label {dmos[i]} outside the range [{lo}, {hi}]"
         )
-    return PublishPlan(
+    plan = PublishPlan(
         train=train,
         placements=_placements(train, inputs, candidate_root),
         expected=expected,
@@ -575,6 +571,27 @@ def build_plan(inputs: PublishInputs, config: PublishConfig, val_roots: dict[str
         copy_source=config.copy_source,
         val_roots=val_roots,
     )
+    plan.provenance = _provenance(inputs, plan)
+    return plan
+
+
+def _provenance(inputs: PublishInputs, plan: PublishPlan) -> Provenance:
+    """The tables the report needs beyond train.csv and labels.csv (reshape.report_data)."""
+    from reshape import report_data
+
+    shipped = set(plan.shipped())
+    found = Provenance()
+    if inputs.train_features and inputs.candidate_features and inputs.selection:
+        found.selection_map = report_data.selection_map(
+            inputs.train_features, inputs.candidate_features, inputs.selection, plan.train, shipped
+        )
+    if inputs.labels is not None:
+        found.neighbour_labels = report_data.neighbour_labels(inputs.labels, plan.train, shipped)
+    if inputs.prune_indices is not None and Path(inputs.prune_indices).is_file():
+        found.clusters, found.dropped = report_data.clusters(
+            inputs.prune_indices, plan.train, (inputs.source_root, inputs.images_root)
+        )
+    return found
 
 
 def _check_manifest(train: pd.DataFrame, inputs: PublishInputs) -> dict[str, str]:
@@ -600,6 +617,7 @@ def planned_names(plan: PublishPlan, inputs: PublishInputs) -> list[str]:
         names.append(SELECTION_PNG)
     if plan.has_source and not plan.copy_source:
         names.append(SOURCE_SUMS)
+    names += plan.provenance.names()
     return sorted(set(names) | set(plan.shipped()))
 
 
@@ -670,6 +688,14 @@ def check_collisions(out_dir: Path, names: list[str], record: Record, *, overwri
         if (target.exists() or target.is_symlink()) and rel not in record.own:
             foreign.append(rel)
     refuse_foreign(foreign, out_dir, overwrite=overwrite)
+
+
+def _check_report_output(target: Path, record: Record, *, overwrite: bool) -> None:
+    """Before any work: report/ must be new, publish's own or an earlier report's (reshape.report)."""
+    from reshape import report
+
+    listed = {n.split("/", 1)[1] for n in record.own if n.startswith(report.REPORT_DIR + "/")}
+    report.check_output(target, [], report.owned_record(target, listed), overwrite=overwrite)
 
 
 # ----------------------------------------------------------------------------------------------- writing
@@ -812,6 +838,8 @@ def _card(
             **({"labels": LABELS_CSV} if inputs.labels is not None else {}),
             **({"source_sha256sums": SOURCE_SUMS} if extra["source_sums"] else {}),
             "plots": extra["plots"],
+            "provenance": [n for n in plan.provenance.names() if n.endswith(".csv")],
+            "report": "report/index.html",
         },
         "counts": counts,
         "labels": {
@@ -830,11 +858,55 @@ def _card(
         },
         "pyiqa": {"validation": {k: str(v.images) for k, v in plan.val_roots.items()}},
     }
+    features = _features_info(inputs)
+    if features is not None:
+        card["features"] = features
     if inputs.notes:
         card["notes"] = list(inputs.notes)
     if config.fingerprint is not None:
         card["fingerprint"] = config.fingerprint
     return card
+
+
+def _write_provenance(out_dir: Path, provenance: Provenance, undo: _Undo) -> None:
+    from reshape import report_data
+
+    tables = (
+        (report_data.SELECTION_MAP_CSV, provenance.selection_map),
+        (report_data.NEIGHBOUR_LABELS_CSV, provenance.neighbour_labels),
+        (report_data.CLUSTERS_CSV, provenance.clusters),
+    )
+    for name, table in tables:
+        if table is not None:
+            report_data.write_table(undo.will_write(out_dir / name), table)
+    for name, src in sorted(provenance.dropped.items()):
+        report_data.write_thumbnail(src, undo.will_write(out_dir / name))
+
+
+def _write_report(out_dir: Path, digests: dict[str, str], config: PublishConfig) -> dict[str, str]:
+    """Build report/ from the folder just written; returns its files' checksums (publish owns them too)."""
+    from reshape import report
+
+    pub = report.read_published(out_dir, digests)
+    target = out_dir / report.REPORT_DIR
+    listed = report.listed_in_dataset(out_dir, target)  # SHA256SUMS is still the previous publish's here
+    plan = report.plan_files(pub)
+    built = report.write_report(out_dir, target, plan, overwrite=config.overwrite, listed=listed)
+    return {f"{report.REPORT_DIR}/{n}": sha256_file(target / n) for n in built.files}
+
+
+def _features_info(inputs: PublishInputs) -> dict[str, str] | None:
+    """Which encoder made the features (dataset.json ``features``; the card and the report show it)."""
+    from reshape.features import STATS_ENCODER
+
+    for path in (inputs.train_features, inputs.candidate_features):
+        if path is not None and Path(path).exists():
+            meta = read_artifact_metadata(path)
+            info = {k: str(meta.get(k, "")) for k in ("encoder", "weights", "preprocessing")}
+            if info["encoder"] == STATS_ENCODER:
+                info["note"] = "offline fallback encoder (colour and texture statistics), not the paper's"
+            return info
+    return None
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -916,11 +988,14 @@ def write_dataset(
         atomic_write_text(out_dir / PENDING, json.dumps(sorted(set(names) | record.own - {PENDING})))
         sums, source_sums, placed, unchanged = _place_images(out_dir, plan, record, undo, config)
         published = _write_tables(out_dir, plan, inputs, undo)
+        _write_provenance(out_dir, plan.provenance, undo)
+        sums.update({n: sha256_file(out_dir / n) for n in plan.provenance.dropped})
         plots = _write_plots(out_dir, plan, inputs, undo)
         extra = {"published": published, "source_sums": source_sums, "plots": plots}
         card = _card(out_dir, plan, inputs, config, extra)
         _write_descriptions(out_dir, plan, card, undo)
         _write_croissant(out_dir, card, published, config, undo)
+        sums.update(_write_report(out_dir, {**source_sums, **sums}, config))
         if source_sums:
             _write_text(undo.will_write(out_dir / SOURCE_SUMS), sha256sums_text(source_sums))
         for rel in names:
@@ -950,6 +1025,7 @@ def _input_paths(inputs: PublishInputs, val_roots: dict[str, ValRoot]) -> list[P
         inputs.selection,
         inputs.train_features,
         inputs.candidate_features,
+        inputs.prune_indices,
         inputs.source_root,
         inputs.candidate_root,
     ]
@@ -974,6 +1050,7 @@ def run(config: PublishConfig) -> PublishResult:
     names = planned_names(plan, inputs)
     record = read_record(out_dir)
     check_collisions(out_dir, names, record, overwrite=config.overwrite)
+    _check_report_output(out_dir / "report", record, overwrite=config.overwrite)
     check_writable(out_dir, need_bytes=plan.bytes_to_copy(link=config.link))
     with created_folders(out_dir.parent, out_dir), locked_outputs(out_dir, wait=config.wait):
         announce("publishing %d file(s) into %s", len(names), out_dir)

@@ -172,6 +172,12 @@ def _contents_table(files: dict[str, Any]) -> str:
     if "pyiqa_options" in files:
         rows.append([f"`{files['pyiqa_options']}`", "pyiqa training options (paper protocol)"])
         rows.append([f"`{files['pyiqa_launcher']}`", "runs pyiqa's training on it from any folder"])
+    if "report" in files:
+        rows.append(
+            [f"`{files['report']}`", "HTML report: selection, new images, label provenance and sanity"]
+        )
+    if files.get("provenance"):
+        rows.append(["`provenance/`", "selection map, neighbour labels and DRCDown clusters for the report"])
     rows.append([f"`{files['sha256sums']}`", "checksums of every file here (`sha256sum -c SHA256SUMS`)"])
     rows.append(["`dataset.json`", "this card, machine-readable"])
     if "croissant" in files:

@@ -56,7 +56,7 @@ def test_demo_smoke_end_to_end_then_up_to_date(tmp_path: Path) -> None:
     assert card["counts"]["origin"]["pseudo"] > 0
     text = (dataset / "README.md").read_text()
     assert "SSIM" in text
-    assert "randomly initialised" in text or demo.local_resnet_weights() is not None
+    assert "colour-texture" in text or demo.local_resnet_weights() is not None
     # A second demo (same data, rebuilt) and a plain `reshape run` find every stage up to date.
     res = CliRunner().invoke(cli, ["demo", "--out", str(out), "--smoke"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
