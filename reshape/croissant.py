@@ -444,6 +444,12 @@ def _limitations(card: dict[str, Any]) -> list[str]:
             "The features came from a randomly initialised encoder (no pretrained weights): the selection "
             "and the pseudo labels are not meaningful beyond demonstrating the pipeline."
         )
+    if _encoder(card)[0] == "colour-texture":
+        limits.append(
+            "The features are colour and texture statistics (reshape's offline fallback encoder), not the "
+            "paper's ResNet-50 features: candidates were chosen and labelled by look-alike colours and "
+            "textures, not by the content similarity the method assumes."
+        )
     denoiser = str(_stage(card, "manifest").get("denoiser") or "")
     if "NOT DnCNN" in denoiser or "fallback" in denoiser:
         limits.append(
