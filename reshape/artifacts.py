@@ -28,9 +28,7 @@ import pyarrow.parquet as pq
 from reshape import __version__
 from reshape.errors import BadInputError
 from reshape.fileio import atomic_open, atomic_path, atomic_write_text
-
-SCHEMA_KEY = "reshape.schema"
-META_SUFFIX = ".meta.json"
+from reshape.fsbase import META_SUFFIX, SCHEMA_KEY
 
 
 # ----------------------------------------------------------------------------------------------- schemas

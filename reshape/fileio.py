@@ -15,9 +15,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import IO
 
 from reshape.errors import BadInputError, where
-from reshape.outputs import file_mode
-
-TMP_PREFIX = ".reshape-tmp-"
+from reshape.fsbase import TMP_PREFIX, file_mode
 
 
 @contextlib.contextmanager

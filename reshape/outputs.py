@@ -18,7 +18,6 @@ The rules (README, "Your files are safe"):
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import json
 import os
@@ -33,12 +32,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reshape.errors import BadInputError, ResourceError
+from reshape.fsbase import (  # noqa: F401 - file_mode, is_resource_errno: importable from here too
+    LOCK_SUFFIX,
+    META_SUFFIX,
+    SCHEMA_KEY,
+    current_umask,
+    file_mode,
+    is_resource_errno,
+)
+from reshape.fsbase import is_local as _is_local
 
 Location = str | os.PathLike[str]
 
 #: The magic bytes that identify the formats reshape writes.
 _MAGIC = {b"PAR1": "parquet", b"\x89PNG\r\n\x1a\n": "png", b"BM": "bmp", b"\xff\xd8\xff": "jpeg"}
-LOCK_SUFFIX = ".reshape-lock"
 
 
 # ----------------------------------------------------------------------------------------------- paths
@@ -77,11 +84,6 @@ def check_inputs_not_outputs(
                 raise BadInputError(f"{out}: output folder contains the input {src}; choose another folder")
 
 
-def _is_local(location: Location) -> bool:
-    text = os.fspath(location)
-    return "://" not in text or text.lower().startswith("file://")
-
-
 # ----------------------------------------------------------------------------------------------- formats
 def sniff_format(path: Location) -> str:
     """``'missing'``, ``'folder'``, ``'parquet'``, ``'png'``, ``'bmp'``, ``'jpeg'``, ``'json'``, ``'csv'``
@@ -107,8 +109,6 @@ def sniff_format(path: Location) -> str:
 
 def _owned_artifact(path: Path, fmt: str) -> bool:
     """True when ``path`` carries the mark reshape puts on what it writes."""
-    from reshape.artifacts import META_SUFFIX, SCHEMA_KEY
-
     try:
         if fmt == "parquet":
             import pyarrow.parquet as pq
@@ -405,29 +405,3 @@ def locked_outputs(
             stack.callback(lock.release)
             locks.append(lock)
         yield locks
-
-
-# ----------------------------------------------------------------------------------------------- modes
-_UMASK: int | None = None
-
-
-def current_umask() -> int:
-    """The process umask (read once; os.umask has no read-only form)."""
-    global _UMASK
-    if _UMASK is None:
-        old = os.umask(0o022)
-        os.umask(old)
-        _UMASK = old
-    return _UMASK
-
-
-def file_mode() -> int:
-    """The mode a plain ``open(path, 'w')`` would give a new file: 0o666 less the umask."""
-    return 0o666 & ~current_umask()
-
-
-def is_resource_errno(code: int | None) -> bool:
-    return code in {
-        errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG,
-        errno.EMFILE, errno.ENFILE, errno.EFBIG, errno.ENOMEM, errno.EIO,
-    }  # fmt: skip
