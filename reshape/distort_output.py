@@ -269,8 +269,11 @@ def check_manifest(manifest: str, *, overwrite: bool) -> None:
     """Refuse to replace a manifest (or sidecar) reshape did not write, unless ``overwrite``."""
     if storage.is_local(manifest):
         path = storage.local_path(manifest)
-        check_file_output(path, "csv", overwrite=overwrite, option="--manifest")
-        check_file_output(sidecar_path(path), "json", overwrite=overwrite, option="--manifest sidecar")
+        kinds = ("distortion_manifest",)
+        check_file_output(path, "csv", overwrite=overwrite, option="--manifest", kinds=kinds)
+        check_file_output(
+            sidecar_path(path), "json", overwrite=overwrite, option="--manifest sidecar", kinds=kinds
+        )
         return
     if storage.is_file(manifest) and _read_sidecar(manifest) is None and not overwrite:
         raise BadInputError(

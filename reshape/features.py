@@ -495,7 +495,7 @@ def _check_outputs(config: FeaturesConfig, out: Path, paths: list[Path], backend
                 f"{out}: --out lies inside the input folder {folder}; write it elsewhere so outputs never "
                 "mix with the images"
             )
-    check_file_output(out, "parquet", overwrite=config.overwrite)
+    check_file_output(out, "parquet", overwrite=config.overwrite, kinds=("features",))
     check_writable(out, need_bytes=len(paths) * ROW_BYTES)
     if shards is not None:
         check_writable(shards, need_bytes=len(paths) * ROW_BYTES)

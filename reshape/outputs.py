@@ -27,11 +27,12 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from reshape.errors import BadInputError, ResourceError
+from reshape.fileio import check_inside, file_kind, write_no_follow
 from reshape.fsbase import (  # noqa: F401 - file_mode, is_resource_errno: importable from here too
     LOCK_SUFFIX,
     META_SUFFIX,
@@ -87,12 +88,19 @@ def check_inputs_not_outputs(
 # ----------------------------------------------------------------------------------------------- formats
 def sniff_format(path: Location) -> str:
     """``'missing'``, ``'folder'``, ``'parquet'``, ``'png'``, ``'bmp'``, ``'jpeg'``, ``'json'``, ``'csv'``
-    (text) or ``'binary'``: what is at ``path`` judged by its bytes, never by its name."""
+    (text) or ``'binary'``: what is at ``path`` judged by its bytes, never by its name. A symbolic link
+    or a special file (FIFO, device node, socket) is named as such (``'symbolic link'``, ...) and never
+    opened: reading a FIFO would hang, and a link is not reshape's to follow."""
     p = Path(path)
-    if not p.exists() and not p.is_symlink():
+    try:
+        mode = p.lstat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
         return "missing"
-    if p.is_dir():
+    kind = file_kind(mode)
+    if kind == "folder":
         return "folder"
+    if kind != "regular file":
+        return kind
     with open(p, "rb") as fh:
         head = fh.read(4096)
     for magic, name in _MAGIC.items():
@@ -107,23 +115,36 @@ def sniff_format(path: Location) -> str:
     return "json" if text.lstrip().startswith(("{", "[")) else "csv"
 
 
-def _owned_artifact(path: Path, fmt: str) -> bool:
-    """True when ``path`` carries the mark reshape puts on what it writes."""
+def artifact_kind(path: Location, fmt: str) -> str | None:
+    """The schema name in the mark reshape puts on what it writes (``'features'``, ``'selection'``, ...),
+    ``''`` for a reshape JSON without a schema tag, None when ``path`` carries no reshape mark."""
+    path = Path(path)
     try:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            meta = pq.read_schema(path).metadata or {}
-            return SCHEMA_KEY.encode() in meta
+            tag = (pq.read_schema(path).metadata or {}).get(SCHEMA_KEY.encode())
+            return None if tag is None else tag.decode("utf-8", "replace").partition("/")[0]
         if fmt == "csv":
             side = path.with_name(path.name + META_SUFFIX)
-            return side.is_file() and SCHEMA_KEY in json.loads(side.read_text("utf-8"))
+            data = json.loads(side.read_text("utf-8")) if side.is_file() else None
+            tag = data.get(SCHEMA_KEY) if isinstance(data, dict) else None
+            return None if not isinstance(tag, str) else tag.partition("/")[0]
         if fmt == "json":
             data = json.loads(path.read_text("utf-8"))
-            return isinstance(data, dict) and ("reshape_version" in data or SCHEMA_KEY in data)
+            if not isinstance(data, dict) or not ("reshape_version" in data or SCHEMA_KEY in data):
+                return None
+            return str(data.get(SCHEMA_KEY, "")).partition("/")[0]
     except (OSError, ValueError):
-        return False
-    return False
+        return None
+    return None
+
+
+def _owned_artifact(path: Path, fmt: str, kinds: Collection[str] | None = None) -> bool:
+    """True when ``path`` carries the mark reshape puts on what it writes, of one of ``kinds`` (schema
+    names) when given: only an artifact of the same kind counts as the stage's own."""
+    kind = artifact_kind(path, fmt)
+    return kind is not None and (kinds is None or kind in kinds)
 
 
 def check_file_output(
@@ -133,9 +154,12 @@ def check_file_output(
     overwrite: bool = False,
     owned: Callable[[Path], bool] | None = None,
     option: str = "--out",
+    kinds: Collection[str] | None = None,
 ) -> None:
-    """Refuse to write ``fmt`` at ``path`` over a folder, a file of another format, or (without
-    ``overwrite``) a file reshape did not write. ``owned`` overrides the ownership test."""
+    """Refuse to write ``fmt`` at ``path`` over a folder, a symbolic link, a special file, a file of
+    another format, or (without ``overwrite``) a file reshape did not write. With ``kinds`` (schema
+    names) only a reshape artifact of one of those kinds is the stage's own: another stage's artifact
+    (expensive embeddings, say) is not replaced without ``overwrite``. ``owned`` overrides the test."""
     if path is None or not _is_local(path):
         return
     p = Path(path)
@@ -144,14 +168,68 @@ def check_file_output(
         return
     if found == "folder":
         raise BadInputError(f"{p}: {option} is a folder, expected a {fmt} file path")
+    if found == "symbolic link":
+        raise BadInputError(
+            f"{p}: {option} is a symbolic link (to {os.readlink(p)}); reshape never writes through or "
+            "replaces a link: give the path of a regular file"
+        )
+    if found in SPECIAL_KINDS:
+        raise BadInputError(f"{p}: {option} is a {found}, not a regular file; refusing to write there")
     compatible = {fmt, "empty"} | ({"json", "csv"} if fmt in ("csv", "json") and found == "csv" else set())
     if found not in compatible:
         raise BadInputError(f"{p}: {option} holds a {found} file, not {fmt}; refusing to overwrite it")
-    is_ours = owned(p) if owned is not None else _owned_artifact(p, fmt)
+    is_ours = owned(p) if owned is not None else _owned_artifact(p, fmt, kinds)
     if not is_ours and not overwrite:
+        kind = artifact_kind(p, fmt) if kinds else None
+        if kind:
+            raise BadInputError(
+                f"{p}: is a reshape {kind} artifact, not a {'/'.join(sorted(kinds or ()))} one; refusing to "
+                "replace it (pass --overwrite to allow)"
+            )
         raise BadInputError(
             f"{p}: exists and was not written by reshape; refusing to replace it (pass --overwrite to allow)"
         )
+
+
+#: What :func:`sniff_format` calls a special file: never read, written or replaced.
+SPECIAL_KINDS = ("FIFO (named pipe)", "device node", "socket")
+
+
+def check_folder_output(path: Location | None, option: str = "--out") -> None:
+    """Refuse a folder output whose path holds something other than a folder (a FIFO, a device node, a
+    link to a file, a file); a missing path or a folder (a link to a folder included) passes."""
+    if path is None or not _is_local(path):
+        return
+    p = Path(path)
+    found = sniff_format(p)
+    if found in ("missing", "folder") or (found == "symbolic link" and p.is_dir()):
+        return
+    if found == "symbolic link" and not p.exists():
+        raise BadInputError(f"{p}: {option} is a dangling symbolic link (to {os.readlink(p)}); refusing")
+    shown = found if found in SPECIAL_KINDS or found == "symbolic link" else "file"
+    raise BadInputError(f"{p}: {option} is a {shown}, not a folder; refusing to write there")
+
+
+def check_entries(folder: Location, names: Iterable[str], *, what: str = "output") -> None:
+    """Refuse, before any work, a symbolic link or special file at a name a stage writes in ``folder``
+    (a folder output), or a name whose path leads out of ``folder`` through a link: such an entry is
+    never written through, replaced or deleted, even with --overwrite."""
+    if not _is_local(folder):
+        return
+    root = Path(folder)
+    if not root.is_dir():
+        return
+    for name in names:
+        p = root / name
+        check_inside(root, p.parent, what=what)
+        found = sniff_format(p)
+        if found == "symbolic link":
+            raise BadInputError(
+                f"{p}: is a symbolic link (to {os.readlink(p)}) where reshape writes a file; it never writes "
+                "through or replaces a link (remove it, or choose another --out)"
+            )
+        if found in SPECIAL_KINDS:
+            raise BadInputError(f"{p}: is a {found} where reshape writes a file; refusing")
 
 
 def refuse_foreign(conflicts: list[str], where: Location, *, overwrite: bool) -> None:
@@ -279,6 +357,14 @@ class OutputLock:
         from filelock import FileLock, Timeout
 
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        for path in (self.path, self.path + ".holder"):
+            if os.path.islink(path) or os.path.lexists(path) and not os.path.isfile(path):
+                found = sniff_format(path)
+                target = f" (to {os.readlink(path)})" if found == "symbolic link" else ""
+                raise BadInputError(
+                    f"{path}: the lock file of {self.output} is a {found}{target}; reshape never writes "
+                    "through a link or into a special file: remove it and run again"
+                )
         lock = FileLock(self.path, mode=0o666 & ~current_umask(), thread_local=False)
         try:
             lock.acquire(timeout=0)
@@ -294,8 +380,12 @@ class OutputLock:
                 on_wait(f"{self.output}: waiting for the run that holds it ({who})")
             lock.acquire()
         self._file_lock = lock
-        with open(self.path + ".holder", "w", encoding="utf-8") as fh:
-            json.dump(_holder_now().__dict__, fh)
+        try:  # no-follow: a link planted here after the check above is refused, never written through
+            write_no_follow(self.path + ".holder", json.dumps(_holder_now().__dict__))
+        except BaseException:
+            self._file_lock.release()
+            self._file_lock = None
+            raise
 
     def holder(self) -> LockHolder | None:
         """Who holds (or last held) the lock, as recorded by them."""

@@ -59,9 +59,12 @@ from reshape.fileio import (
     atomic_path,
     atomic_write_text,
     check_relative,
+    parse_sums_line,
+    remove_recorded,
     remove_stale_temps,
     resolve_under_root,
     sha256_file,
+    sums_line,
 )
 from reshape.outputs import (
     check_inputs_not_outputs,
@@ -229,8 +232,9 @@ def plan_paths(train: pd.DataFrame, *, copy_source: bool) -> pd.DataFrame:
 
 
 def sha256sums_text(entries: dict[str, str]) -> str:
-    """`sha256sum` text-mode lines ('<hex>  <path>'), sorted by path."""
-    return "".join(f"{digest}  {path}\n" for path, digest in sorted(entries.items()))
+    """`sha256sum` text-mode lines ('<hex>  <path>', GNU-escaped where a name holds a newline or backslash),
+    sorted by path."""
+    return "".join(sums_line(digest, path) + "\n" for path, digest in sorted(entries.items()))
 
 
 def _software_versions() -> dict[str, str]:
@@ -612,15 +616,17 @@ class Record:
     own: set[str]
     published: bool
     foreign: int = 0  # files there that publish did not write
+    digests: dict[str, str] = field(default_factory=dict)  # own file -> sha256 its SHA256SUMS recorded
 
 
-def _listed(path: Path) -> set[str]:
-    names = set()
-    for line in path.read_text("utf-8", errors="replace").splitlines():
-        digest, sep, rel = line.partition("  ")
-        if sep and len(digest) == 64:
+def _listed(path: Path) -> dict[str, str]:
+    """``{name: sha256}`` of a SHA256SUMS file (GNU escaping undone; lines split on newline only)."""
+    names = {}
+    for line in path.read_text("utf-8", errors="replace").split("\n"):
+        parsed = parse_sums_line(line)
+        if parsed is not None:
             with contextlib.suppress(BadInputError):
-                names.add(check_relative(rel))
+                names[check_relative(parsed[1])] = parsed[0]
     return names
 
 
@@ -632,20 +638,22 @@ def read_record(out_dir: Path) -> Record:
     if not out_dir.is_dir():
         raise BadInputError(f"{out_dir}: exists and is not a folder")
     own: set[str] = set()
+    digests: dict[str, str] = {}
     published = False
     card = out_dir / DATASET_JSON
     if (out_dir / SUMS).is_file() and card.is_file():
         with contextlib.suppress(OSError, ValueError):
             published = "reshape_version" in json.loads(card.read_text("utf-8"))
     if published:
-        own |= _listed(out_dir / SUMS) | {SUMS}
+        digests = _listed(out_dir / SUMS)
+        own |= set(digests) | {SUMS}
     pending = out_dir / PENDING
     if pending.is_file():
         with contextlib.suppress(OSError, ValueError):
             own |= {check_relative(str(n)) for n in json.loads(pending.read_text("utf-8"))}
             published = True
     files = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file() or p.is_symlink()}
-    return Record(own, published, foreign=len(files - own - {PENDING}))
+    return Record(own, published, foreign=len(files - own - {PENDING}), digests=digests)
 
 
 def check_collisions(out_dir: Path, names: list[str], record: Record, *, overwrite: bool) -> None:
@@ -853,17 +861,19 @@ def _write_descriptions(out_dir: Path, plan: PublishPlan, card: dict, undo: _Und
     _write_text(undo.will_write(out_dir / LAUNCHER_FILE), LAUNCHER_TEXT)
 
 
-def _remove_stale(out_dir: Path, stale: set[str]) -> list[str]:
+def _remove_stale(out_dir: Path, stale: set[str], digests: dict[str, str]) -> list[str]:
     """Delete files an earlier publish recorded as its own that this one no longer writes, then the folders
-    that leaves empty (never the dataset folder itself)."""
+    that leaves empty (never the dataset folder itself). A file is deleted only while it still is what
+    SHA256SUMS recorded, reached without a symbolic link leading out of the folder (remove_recorded)."""
     removed = []
     for rel in sorted(stale):
         path = out_dir / rel
-        if path.is_file() or path.is_symlink():
-            path.unlink()
+        if remove_recorded(out_dir, rel, digests.get(rel)):
             removed.append(rel)
         for parent in path.relative_to(out_dir).parents:
             if str(parent) == ".":
+                break
+            if (out_dir / parent).is_symlink():
                 break
             with contextlib.suppress(OSError):
                 (out_dir / parent).rmdir()  # only succeeds when empty
@@ -914,7 +924,7 @@ def write_dataset(
             with contextlib.suppress(FileNotFoundError):
                 (out_dir / PENDING).unlink()
         raise
-    removed = _remove_stale(out_dir, record.own - set(sums) - {SUMS, PENDING})
+    removed = _remove_stale(out_dir, record.own - set(sums) - {SUMS, PENDING}, record.digests)
     (out_dir / PENDING).unlink()
     return _Written(sums, published, card, plots, placed, unchanged, removed)
 

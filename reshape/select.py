@@ -691,7 +691,7 @@ def _check_outputs(config: SelectConfig) -> tuple[Path, Path | None]:
     if plot is not None and plot.resolve() == out.resolve():
         raise BadInputError(f"{out}: --out and --plot are the same file")
     check_inputs_not_outputs(inputs=[config.train, config.candidates], file_outputs=[out, plot])
-    check_file_output(out, "parquet", overwrite=config.overwrite)
+    check_file_output(out, "parquet", overwrite=config.overwrite, kinds=("selection",))
     check_file_output(plot, "png", overwrite=config.overwrite, owned=_owned_png, option="--plot")
     for path in (out, plot):
         if path is not None:

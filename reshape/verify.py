@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pandas as pd
 
 from reshape.artifacts import load_schema, read_csv
 from reshape.errors import BadInputError
-from reshape.fileio import TMP_PREFIX, check_relative, resolve_under_root, sha256_file
+from reshape.fileio import TMP_PREFIX, check_relative, parse_sums_line, resolve_under_root, sha256_file
 from reshape.publish import (
     DATASET_JSON,
     HF_METADATA,
@@ -25,7 +24,6 @@ from reshape.publish import (
     TRAIN_CSV,
 )
 
-_SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 #: CSV path columns whose values must be files listed in the checksums.
 _CSV_CHECKS = {
     TRAIN_CSV: ("train", ["dist_img", "ref_img"], "dmos", ""),
@@ -53,14 +51,14 @@ class VerifyReport:
 def parse_sha256sums(text: str, name: str, report: VerifyReport) -> dict[str, str]:
     """Parse sha256sum lines; malformed lines and unsafe paths are reported, not fatal."""
     entries: dict[str, str] = {}
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        m = _SUM_LINE.match(line)
-        if not m:
+        parsed = parse_sums_line(line)  # GNU sha256sum escaping of newlines and backslashes undone
+        if parsed is None:
             report.add(f"{name}, line {n}", "not a sha256sum line ('<64 hex>  <path>')")
             continue
-        digest, rel = m.groups()
+        digest, rel = parsed
         try:
             clean = check_relative(rel)
         except BadInputError as exc:
