@@ -300,8 +300,11 @@ def _read_inputs(config: DistortConfig, where: _Where) -> References:
         check_inputs_not_outputs(inputs, file_outputs=[where.manifest], folder_outputs=[where.out])
         return read_references(source, ref_root=config.ref_root)
     refs = read_references(source, ref_root=config.ref_root)
-    # a list or an image: the reference files themselves are the inputs
-    check_inputs_not_outputs(inputs + refs.paths(), file_outputs=[where.manifest], folder_outputs=[where.out])
+    # a list, an artifact or an image: the reference files are inputs, and so is the folder they are read
+    # from (an output inside it would be taken for references by the next run)
+    check_inputs_not_outputs(
+        inputs + refs.paths() + [refs.root], file_outputs=[where.manifest], folder_outputs=[where.out]
+    )
     return refs
 
 
@@ -336,9 +339,28 @@ def _plan(config: DistortConfig, refs: References, settings: _Settings) -> _Plan
     plan = _Plan(refs, jobs, {})
     plan.weights, plan.denoiser = _load_denoiser(settings.types, config.dncnn_weights)
     plan.bad = _precheck(refs, paths, settings.min_size, settings.resize)
+    plan.bad.update(_changed_references(refs, paths, plan.bad))
     if plan.bad and not config.skip_bad:
         raise BadInputError(next(iter(plan.bad.values())) + SKIP_BAD_HINT)
     return plan
+
+
+def _changed_references(refs: References, paths: Sequence[Path], bad: dict[str, str]) -> dict[str, str]:
+    """References whose bytes differ from the sha256 the selection (or features) artifact recorded: the
+    images made from them would no longer match the embeddings the selection was made from."""
+    if not refs.sha256:
+        return {}
+    changed = {}
+    for row, (rel, path) in enumerate(zip(refs.images, paths, strict=True)):
+        recorded = refs.sha256.get(rel)
+        if rel in bad or not recorded or not path.is_file():
+            continue
+        if sha256_file(path) != recorded:
+            changed[rel] = (
+                f"{path}: sha256 differs from the one {refs.source} recorded (row {row}); the reference "
+                "changed since it was embedded: rerun features and select"
+            )
+    return changed
 
 
 def _load_denoiser(types: Sequence[int], dncnn_weights: Any) -> tuple[str | None, str | None]:

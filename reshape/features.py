@@ -8,7 +8,8 @@ no real reference has (KADID and KADIS images are 512x384, so the crop always fi
 Incremental: when the output already exists with the same encoder, weights and preprocessing, images whose
 (path, sha256) are unchanged keep their stored embedding and only new or changed files are embedded; files no
 longer in the input are dropped. A partial artifact is written every ``checkpoint_every`` images, so an
-interrupted run resumes where it stopped.
+interrupted run resumes where it stopped; it is marked ``partial`` in its metadata, and every other reader
+refuses it (reshape.artifacts.read_parquet).
 """
 
 from __future__ import annotations
@@ -395,7 +396,7 @@ def _previous(
     if not out.exists():
         return {}
     try:
-        old = read_features(out)
+        old = read_features(out, allow_partial=True)  # a checkpoint of ours is resumed
     except BadInputError as exc:
         log.warning("ignoring the existing output (%s); embedding everything", exc)
         return {}
@@ -534,8 +535,12 @@ def _plan(config: FeaturesConfig, collected: tuple[Path, list[str], list[Path]],
     return _Plan(root, names, paths, hashes, rows, todo, [])
 
 
-def _write(config: FeaturesConfig, plan: _Plan, enc: Encoder, device: str, precision: str) -> None:
-    from reshape.artifacts import Features, write_features
+def _write(
+    config: FeaturesConfig, plan: _Plan, enc: Encoder, device: str, precision: str, *, partial: bool = False
+) -> None:
+    """Write the rows so far; a checkpoint (``partial``) is marked so, and carries no fingerprint, so no
+    reader, ``reshape run`` included, takes it for the finished artifact."""
+    from reshape.artifacts import PARTIAL_KEY, Features, write_features
 
     ordered = sorted(plan.rows)
     frame = pd.DataFrame(
@@ -556,7 +561,9 @@ def _write(config: FeaturesConfig, plan: _Plan, enc: Encoder, device: str, preci
         "precision": precision,
         "skipped": plan.skipped,
     }
-    if config.fingerprint is not None:
+    if partial:
+        meta[PARTIAL_KEY] = {"embedded": len(ordered), "of": len(plan.names)}
+    elif config.fingerprint is not None:
         meta["fingerprint"] = config.fingerprint
     write_features(config.out, Features(frame=frame, embeddings=emb, metadata=meta))
 
@@ -593,7 +600,7 @@ def _embed_local(config: FeaturesConfig, plan: _Plan, enc: Encoder, device: str,
             bar.update(len(batch))
             since_checkpoint += len(batch)
             if config.checkpoint_every and since_checkpoint >= config.checkpoint_every and plan.rows:
-                _write(config, plan, enc, device, precision)
+                _write(config, plan, enc, device, precision, partial=True)
                 since_checkpoint = 0
     bar.close()
 

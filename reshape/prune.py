@@ -784,6 +784,18 @@ class PruneConfig:
     def indices_path(self) -> Path:
         return Path(self.indices) if self.indices is not None else indices_path_for(self.out)
 
+    def check_options(self) -> None:
+        """The option checks that need no file, before any work (``reshape run`` makes them before any
+        stage runs)."""
+        if not 0 <= int(self.seed) < 2**63:
+            raise BadInputError(f"--seed {self.seed}: must be in 0..2^63-1")
+        if not -1.0 <= self.sim_threshold < 1.0:
+            raise BadInputError(f"--sim-threshold {self.sim_threshold}: must be in [-1, 1)")
+        if self.block_size < 1:
+            raise BadInputError(f"--block-size {self.block_size}: must be at least 1")
+        if self.label_scale is not None:
+            parse_label_scale(self.label_scale)
+
 
 @dataclass
 class PruneResult:
@@ -896,6 +908,7 @@ def _write_outputs(
 def run(config: PruneConfig) -> PruneResult:
     """``reshape prune``: guard the outputs, join features and labels, DRCDown, write both tables."""
     started = time.perf_counter()
+    config.check_options()
     out, indices = _check_outputs(config)
     with (
         created_folders(out.parent, indices.parent),

@@ -67,6 +67,7 @@ from reshape.fileio import (
     sums_line,
 )
 from reshape.outputs import (
+    check_entries,
     check_inputs_not_outputs,
     check_writable,
     created_folders,
@@ -667,6 +668,7 @@ def check_collisions(out_dir: Path, names: list[str], record: Record, *, overwri
             f"{out_dir}: folder is not empty and is not a published dataset; refusing to publish into it "
             "(pass --overwrite to write beside its files)"
         )
+    check_entries(out_dir, names)  # no link or special file written through, replaced or deleted
     foreign = []
     for rel in names:
         target = out_dir / rel

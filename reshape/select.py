@@ -654,6 +654,10 @@ class SelectConfig:
     fingerprint: str | None = None
     progress: bool = False
 
+    def check_options(self) -> None:
+        """The option checks that need no file (``reshape run`` makes them before any stage runs)."""
+        _check_options(self.tau_quantile, self.k, self.max_select, self.block_size)
+
 
 @dataclass
 class SelectResult:
@@ -786,6 +790,7 @@ def run(config: SelectConfig) -> SelectResult:
     from reshape.outputs import created_folders, locked_outputs
 
     started = time.perf_counter()
+    config.check_options()
     out, plot = _check_outputs(config)
     folders = [out.parent] + ([plot.parent] if plot is not None else [])
     with created_folders(*folders), locked_outputs(out, plot, wait=config.wait):
