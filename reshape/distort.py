@@ -70,10 +70,16 @@ from reshape.distort_shards import (
     load_denoiser,
     prepare_reference,
 )
-from reshape.errors import BadInputError
+from reshape.errors import BadInputError, StageError
 from reshape.fileio import sha256_file
 from reshape.imageio import image_size
-from reshape.outputs import check_inputs_not_outputs, check_writable, created_folders, locked_outputs
+from reshape.outputs import (
+    check_entries,
+    check_inputs_not_outputs,
+    check_writable,
+    created_folders,
+    locked_outputs,
+)
 from reshape.steps import announce
 from reshape.writer import Journal, OutputFolder
 
@@ -214,6 +220,7 @@ def run(config: DistortConfig) -> DistortResult:
     refs = _read_inputs(config, where)
     _check_outputs(config, where)
     plan = _plan(config, refs, settings)
+    check_entries(where.out, [j.dist_img for j in plan.usable])  # no link or special file at an image name
     with (
         created_folders(*where.folders()),
         locked_outputs(*where.folders(), wait=config.wait),
@@ -370,11 +377,17 @@ def _load_denoiser(types: Sequence[int], dncnn_weights: Any) -> tuple[str | None
         if weights:
             log.info("--dncnn-weights ignored: type 15 (denoise) is not requested")
         return None, None
+    if weights and os.path.getsize(weights) == 0:
+        raise BadInputError(f"{weights}: empty file (0 bytes), not DnCNN weights (--dncnn-weights)")
     try:
         label = denoiser_name(load_denoiser(weights))
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BadInputError(f"{weights}: cannot load DnCNN weights ({first})") from None
+    except Exception as exc:  # noqa: BLE001 - any loader failure on a user's file (EOFError, unpickling, zip)
+        if isinstance(exc, StageError):
+            raise
+        first = str(exc).splitlines()[0] if str(exc).strip() else "unreadable"
+        raise BadInputError(
+            f"{weights}: not a DnCNN weights file ({type(exc).__name__}: {first}) (--dncnn-weights)"
+        ) from None
     return weights, label + (f" sha256:{sha256_file(weights)}" if weights else "")
 
 

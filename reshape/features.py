@@ -82,6 +82,8 @@ def _csv_list(csv_path: Path, image_root: Path | None) -> list[Path]:
             df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, header=None, names=df.columns)
             first_line = 1
     root = image_root if image_root is not None else csv_path.parent
+    if df.empty:
+        raise BadInputError(f"{csv_path}: lists no images (a header line only)")
     out = []
     for i, rel in enumerate(df[col].tolist()):
         full = resolve_under_root(root, rel, source=csv_path, row=i + first_line)
