@@ -37,6 +37,7 @@ from reshape.fsbase import (  # noqa: F401 - file_mode, is_resource_errno: impor
     LOCK_SUFFIX,
     META_SUFFIX,
     SCHEMA_KEY,
+    TMP_PREFIX,
     current_umask,
     file_mode,
     is_resource_errno,
@@ -256,6 +257,7 @@ def check_writable(target: Location, *, need_bytes: int = 0) -> None:
     if not _is_local(target):
         return
     folder = _existing_ancestor(_resolved(target))
+    _check_name_lengths(target, folder)
     try:
         fd, probe = tempfile.mkstemp(prefix=".reshape-probe-", dir=folder)
         os.close(fd)
@@ -268,6 +270,31 @@ def check_writable(target: Location, *, need_bytes: int = 0) -> None:
             f"{target}: not enough free space in {folder} "
             f"({free / 2**20:.1f} MiB free, about {need_bytes / 2**20:.1f} MiB needed)"
         )
+
+
+def _check_name_lengths(target: Location, folder: Path) -> None:
+    """A name too long for the filesystem fails now, not after the expensive work: every folder still to
+    create, and the output's own name with what reshape adds to it (its temporary name and lock files)."""
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    full = Path(os.path.abspath(os.path.expanduser(os.fspath(target))))
+    parts = [*full.relative_to(folder).parts] if _inside(full, folder) else [full.name]
+    name = full.name
+    longest = {
+        name: max(
+            len(f"{TMP_PREFIX}{name}.xxxxxxxx{full.suffix}".encode()),
+            len(f".{name}{LOCK_SUFFIX}.holder".encode()),
+        )
+    }
+    for part in parts:
+        size = longest.get(part, len(part.encode()))
+        if size > name_max:
+            raise ResourceError(
+                f"{target}: name too long for the file system ({part[:40]}...: {len(part.encode())} bytes, "
+                f"at most {name_max - (size - len(part.encode()))} here with reshape's temporary and lock names)"
+            )
 
 
 @contextlib.contextmanager

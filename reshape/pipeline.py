@@ -34,7 +34,13 @@ from reshape import __version__
 from reshape.artifacts import now_iso, read_artifact_metadata, write_json
 from reshape.errors import BadInputError, ReshapeError
 from reshape.fileio import sha256_file
-from reshape.outputs import check_file_output, check_inputs_not_outputs, created_folders, locked_outputs
+from reshape.outputs import (
+    check_file_output,
+    check_inputs_not_outputs,
+    check_writable,
+    created_folders,
+    locked_outputs,
+)
 from reshape.publish import DATASET_JSON, RUN_LAYOUT
 from reshape.records import check_record, record_outputs
 
@@ -720,6 +726,8 @@ def _check_layout(config: PipelineConfig) -> None:
     for rel in [*RUN_LAYOUT.values(), SAMPLES_DIR]:
         check_inside(config.out, config.out / rel, what="run folder")
     check_file_output(config.out / RUN_LAYOUT["run_json"], "json")
+    for folder in (config.out, config.dataset):
+        check_writable(folder)  # read-only, or a name too long: before the first stage
 
 
 #: The first path component of everything a run writes in its folder.
