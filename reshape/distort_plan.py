@@ -281,7 +281,9 @@ def _parquet_references(src: Path, ref_root: str | os.PathLike[str] | None) -> R
     else:
         raise BadInputError(f"{src}: not a selection or features artifact (schema {kind or 'missing'})")
     if meta.get("partial"):
-        raise BadInputError(f"{src}: is a partial {kind} artifact (an interrupted run's checkpoint); rerun it")
+        raise BadInputError(
+            f"{src}: is a partial {kind} artifact (an interrupted run's checkpoint); rerun it"
+        )
     root = Path(ref_root).resolve() if ref_root else _root_from_metadata(src, meta)
     images = [str(v) for v in table.column("image").to_pylist()]
     if not images:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -398,6 +399,8 @@ def parse_label_range(value: str | tuple[float, float] | list[float] | None) -> 
         lo, hi = (float(v) for v in (value.split(",") if isinstance(value, str) else value))
     except (TypeError, ValueError):
         raise BadInputError(f"--label-range {value!r}: expected LO,HI (e.g. 1,5)") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise BadInputError(f"--label-range {value!r}: LO and HI must be finite numbers")
     if not lo < hi:
         raise BadInputError(f"--label-range {value!r}: LO must be below HI")
     return lo, hi
