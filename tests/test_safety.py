@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import errno
 import hashlib
+import json
 import os
 import subprocess
 import tempfile
@@ -60,9 +61,11 @@ def demo(finished_demo: Path) -> Demo:
 def _config(d: Demo, where: Path, out: Path, dataset: Path) -> Path:
     where.mkdir(parents=True, exist_ok=True)
     path = where / "pipeline.toml"
+    q = json.dumps  # a JSON string is a TOML basic string (escapes included): any path survives
     path.write_text(
-        f'[inputs]\ntrain_refs = "{d.refs}"\nsource_labels = "{d.source / "dmos.csv"}"\n'
-        f'source_root = "{d.source}"\ncandidates = "{d.pool}"\nout = "{out}"\ndataset = "{dataset}"\n'
+        f"[inputs]\ntrain_refs = {q(str(d.refs))}\nsource_labels = {q(str(d.source / 'dmos.csv'))}\n"
+        f"source_root = {q(str(d.source))}\ncandidates = {q(str(d.pool))}\nout = {q(str(out))}\n"
+        f"dataset = {q(str(dataset))}\n"
         '[features]\nweights = "none"\n[distort]\ntypes = "1"\nlevels = "1"\n'
     )
     return path
@@ -502,7 +505,9 @@ def test_device_node_is_never_replaced(command: str, demo: Demo, dest: Path, tmp
 HOSTILE = "-new\nline \\back\tslash é"
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(
+    "command", [*COMMANDS[:-2], *(pytest.param(c, marks=pytest.mark.slow) for c in COMMANDS[-2:])]
+)  # run and demo run the whole pipeline (~30 s each): -m slow
 def test_hostile_output_names_work_or_are_refused_cleanly(
     command: str, demo: Demo, dest: Path, tmp_path: Path
 ) -> None:
@@ -518,10 +523,11 @@ def test_hostile_output_names_work_or_are_refused_cleanly(
         return
     written = hostile / OUTPUT_NAME[command]
     assert written.exists(), res.output
-    if command == "publish":
+    if command in ("publish", "run"):
         from reshape.verify import verify_dataset
 
-        assert verify_dataset(written).ok, verify_dataset(written).problems[:3]
+        dataset = written if command == "publish" else hostile / "ds"
+        assert verify_dataset(dataset).ok, verify_dataset(dataset).problems[:3]
     if command in ("features", "select"):
         from reshape.artifacts import read_parquet
 
