@@ -293,6 +293,18 @@ def _load_train(inputs: PublishInputs) -> tuple[pd.DataFrame, dict[str, Any]]:
     return train.reset_index(drop=True), meta
 
 
+def _image_roots(inputs: PublishInputs) -> list[Path]:
+    """The folders the features artifacts were computed from (the training references, the candidates):
+    inputs of the next run, so a published folder must not lie inside them."""
+    roots = []
+    for art in (inputs.train_features, inputs.candidate_features):
+        if art is not None and Path(art).is_file():
+            root = read_artifact_metadata(art).get("image_root")
+            if root:
+                roots.append(Path(root))
+    return roots
+
+
 def _candidate_root(inputs: PublishInputs) -> Path | None:
     if inputs.candidate_root is not None:
         return inputs.candidate_root
@@ -966,7 +978,9 @@ def run(config: PublishConfig) -> PublishResult:
         require_hub()
     check_inputs_not_outputs(_input_paths(inputs, val_roots), folder_outputs=[out_dir])
     plan = build_plan(inputs, config, val_roots)
-    check_inputs_not_outputs([inputs.images_root, _candidate_root(inputs)], folder_outputs=[out_dir])
+    check_inputs_not_outputs(
+        [inputs.images_root, _candidate_root(inputs), *_image_roots(inputs)], folder_outputs=[out_dir]
+    )
     names = planned_names(plan, inputs)
     record = read_record(out_dir)
     check_collisions(out_dir, names, record, overwrite=config.overwrite)
