@@ -352,7 +352,7 @@ def test_prune_negative_seed(demo: Demo, tmp_path: Path) -> None:
 
 
 def test_output_name_too_long_fails_before_any_work(demo: Demo, tmp_path: Path) -> None:
-    out = tmp_path / ("x" * 245 + ".parquet")  # fits alone, not with reshape's temporary name
+    out = tmp_path / ("x" * 222 + ".parquet")  # fits alone and as a lock file, not as a temporary name
     res = CliRunner().invoke(cli, ["features", str(demo.refs), "--out", str(out), "--weights", "none"])
     assert "name too long" in _one_line_exit_2(res)
     assert "encoder" not in res.stderr  # refused before the encoder was even loaded
