@@ -25,7 +25,7 @@ from PIL import Image
 import distortions
 from reshape.artifacts import SCHEMA_KEY, read_artifact_metadata, read_parquet
 from reshape.errors import BadInputError, StageError
-from reshape.fileio import resolve_under_root
+from reshape.fileio import check_file_name, resolve_under_root
 from reshape.imageio import image_size
 from reshape.presets import PRESETS
 
@@ -263,7 +263,7 @@ def _folder_references(
         if skip is not None and (p == skip or skip in p.parents):
             continue
         if p.is_file() and p.suffix.lower() in REFERENCE_SUFFIXES and not p.name.startswith("."):
-            images.append(p.relative_to(root).as_posix())
+            images.append(check_file_name(p.relative_to(root).as_posix(), p))
     if not images:
         raise BadInputError(
             f"{src}: folder contains no reference images ({', '.join(sorted(REFERENCE_SUFFIXES))})"

@@ -30,7 +30,13 @@ import pandas as pd
 from reshape import storage
 from reshape.backends import check_backend, import_ray, map_shards
 from reshape.errors import BadInputError, StageError
-from reshape.fileio import atomic_path, check_relative, remove_stale_temps, resolve_under_root, sha256_file
+from reshape.fileio import (
+    atomic_path,
+    check_file_name,
+    remove_stale_temps,
+    resolve_under_root,
+    sha256_file,
+)
 from reshape.outputs import (
     check_file_output,
     check_inputs_not_outputs,
@@ -147,7 +153,7 @@ def collect_images(inputs: Sequence[str | os.PathLike[str]], image_root: str | o
             rel = f.relative_to(root).as_posix()
         except ValueError:
             raise BadInputError(f"{f}: image is outside the image root {root} (set --image-root)") from None
-        rels[check_relative(rel, source=f)] = f
+        rels[check_file_name(rel, f)] = f
     names = sorted(rels)
     return root, names, [rels[n] for n in names]
 

@@ -117,6 +117,18 @@ def check_relative(rel: str, *, source: object = None, row: int | None = None) -
     return str(PurePosixPath(*[p for p in parts if p != "."])) if parts else text
 
 
+def check_file_name(rel: str, path: object) -> str:
+    """A file's path relative to a root, as reshape will record it, refused in one line when a table
+    could not name it back: a backslash is read as a folder separator in every CSV path
+    (:func:`check_relative`), so ``a\\b.png`` would come back as ``a/b.png``, another file."""
+    if "\\" in rel:
+        raise BadInputError(
+            f"{path}: the file name holds a backslash, which reshape's tables read as a folder separator; "
+            "rename the file"
+        )
+    return check_relative(rel, source=path)
+
+
 def resolve_under_root(
     root: str | os.PathLike[str], rel: str, *, source: object = None, row: int | None = None
 ) -> Path:

@@ -532,3 +532,34 @@ def test_hostile_output_names_work_or_are_refused_cleanly(
         from reshape.artifacts import read_parquet
 
         read_parquet(written, "features" if command == "features" else "selection")
+
+
+def test_hostile_image_names(demo: Demo, tmp_path: Path) -> None:
+    """Image names with a newline, a leading dash or non-ASCII letters go through features and distort
+    intact (the manifest names files that exist); a backslash, which every reshape table reads as a
+    folder separator, is refused in one line before any work."""
+    import pandas as pd
+
+    from reshape.artifacts import read_features
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    sources = sorted(demo.refs.glob("*.png"))
+    names = ["a\nb.png", "-lead é ü.png", "plain.png"]
+    for name, src in zip(names, sources, strict=False):
+        (refs / name).write_bytes(src.read_bytes())
+    res = invoke(["features", str(refs), "--out", str(tmp_path / "f.parquet"), "--weights", "none"])
+    assert res.exit_code == 0, res.output
+    assert sorted(read_features(tmp_path / "f.parquet").images) == sorted(names)
+    res = invoke(["distort", str(tmp_path / "f.parquet"), "--out", str(tmp_path / "img"), "--types", "1"])
+    assert res.exit_code == 0, res.output
+    listed = pd.read_csv(tmp_path / "img/manifest.csv", dtype=str)
+    assert sorted(listed["ref_img"].unique()) == sorted(names)
+    assert all((tmp_path / "img" / n).is_file() for n in listed["dist_img"])
+    (refs / "c\\d.png").write_bytes(sources[0].read_bytes())
+    for args in (["features", str(refs), "--out", str(tmp_path / "g.parquet"), "--weights", "none"],
+                 ["distort", str(refs), "--out", str(tmp_path / "img2"), "--types", "1"]):  # fmt: skip
+        before = snapshot(refs)
+        res = invoke(args)
+        assert_refused_cleanly(res, before, snapshot(refs))
+        assert "backslash" in res.stderr
