@@ -79,6 +79,10 @@ def _hoist_global_flags(args: list[str]) -> list[str]:
     return args[:first] + hoisted + [args[first]] + kept + rest
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so the run unwinds (pools, locks) as after Ctrl-C: exit 143."""
+
+
 class ReshapeGroup(click.Group):
     """A click group that turns user-actionable errors into one stderr line and their exit code
     (2 = bad input or a filesystem/resource fault); ``--debug`` / RESHAPE_DEBUG=1 keep the traceback."""
@@ -89,16 +93,21 @@ class ReshapeGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
-            click.echo("reshape: interrupted", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated)
+            click.echo(f"reshape: {'terminated' if terminated else 'interrupted'}", err=True)
+            ctx.exit(143 if terminated else 130)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except Exception as exc:
             found = fault_line(exc)
-            if found is None or debug_enabled():
+            if found is None:
                 raise
             line, code = found
+            if debug_enabled():  # the traceback is added; the exit code stays the fault's
+                import traceback
+
+                traceback.print_exc(file=sys.stderr)
             click.echo(f"reshape: error: {line}", err=True)
             ctx.exit(code)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
 
 from reshape import __version__
-from reshape.cli.common import ReshapeGroup, setup_logging
+from reshape.cli.common import ReshapeGroup, Terminated, setup_logging
 
 STAGES = ["features", "select", "distort", "label", "prune", "publish", "verify", "run", "demo", "report"]
 
@@ -45,7 +46,18 @@ def _register() -> None:
 _register()
 
 
+def _terminate_cleanly(signum: int, _frame: object) -> None:
+    """SIGTERM unwinds like an interrupt: worker pools shut down and locks are released, so no process,
+    semaphore or temporary file is left behind (the default action would kill the driver on the spot)."""
+    signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM kills at once
+    mp = sys.modules.get("multiprocessing")
+    for child in mp.active_children() if mp is not None else []:
+        child.terminate()  # pool workers stop now (their writes are atomic); the pool then shuts down
+    raise Terminated(f"signal {signum}")
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate_cleanly)
     try:
         cli(prog_name="reshape")
         code: object = 0

@@ -28,9 +28,7 @@ import pyarrow.parquet as pq
 from reshape import __version__
 from reshape.errors import BadInputError
 from reshape.fileio import atomic_open, atomic_path, atomic_write_text
-
-SCHEMA_KEY = "reshape.schema"
-META_SUFFIX = ".meta.json"
+from reshape.fsbase import META_SUFFIX, SCHEMA_KEY
 
 
 # ----------------------------------------------------------------------------------------------- schemas
@@ -181,8 +179,15 @@ def write_parquet(
         pq.write_table(table, tmp, compression="zstd")
 
 
-def read_parquet(path: str | os.PathLike[str], schema_name: str) -> tuple[pa.Table, dict[str, Any]]:
-    """Read and validate a Parquet artifact; returns (table, metadata)."""
+#: Metadata key of an artifact an interrupted run left as a checkpoint: refused by every reader.
+PARTIAL_KEY = "partial"
+
+
+def read_parquet(
+    path: str | os.PathLike[str], schema_name: str, *, allow_partial: bool = False
+) -> tuple[pa.Table, dict[str, Any]]:
+    """Read and validate a Parquet artifact; returns (table, metadata). A checkpoint an interrupted run
+    left (metadata ``partial``) is refused unless ``allow_partial`` (the stage resuming it)."""
     schema = load_schema(schema_name)
     p = Path(path)
     if not p.is_file():
@@ -203,6 +208,11 @@ def read_parquet(path: str | os.PathLike[str], schema_name: str) -> tuple[pa.Tab
             f"{p}: {name} schema version {version} is newer than supported ({schema.version})"
         )
     meta = _decode_meta(raw)
+    if meta.get(PARTIAL_KEY) and not allow_partial:
+        raise BadInputError(
+            f"{p}: is a partial {name} artifact (the checkpoint of an interrupted run); rerun the command "
+            "that writes it to finish it"
+        )
     _check_metadata(schema, meta, p)
     validate_table(table, schema, p)
     return table, meta
@@ -268,9 +278,10 @@ def write_features(path: str | os.PathLike[str], features: Features) -> None:
     write_parquet(path, features_table(features.frame, features.embeddings), "features", meta)
 
 
-def read_features(path: str | os.PathLike[str]) -> Features:
-    """Read a features artifact; checks dim, finite values and unique image ids."""
-    table, meta = read_parquet(path, "features")
+def read_features(path: str | os.PathLike[str], *, allow_partial: bool = False) -> Features:
+    """Read a features artifact; checks dim, finite values and unique image ids (a partial one only with
+    ``allow_partial``)."""
+    table, meta = read_parquet(path, "features", allow_partial=allow_partial)
     emb_col = table.column("embedding").combine_chunks()
     dim = emb_col.type.list_size
     if int(meta["dim"]) != dim:

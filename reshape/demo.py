@@ -192,18 +192,22 @@ def _build_pool(pool_dir: Path, *, n_pool: int, seed: int) -> list[Path]:
 
 def _forget_old_files(root: Path, written: list[Path]) -> None:
     """Delete files an earlier demo recorded (e.g. the full demo, then --smoke) and this one did not
-    write; nothing else in the folder is ever touched."""
-    from reshape.fileio import atomic_write_text
+    write, only while they still hold the bytes recorded and are reached without a link leading out of
+    the folder; nothing else in the folder is ever touched. The record maps each file to its sha256 (a
+    list, from before digests were recorded, is honoured by name)."""
+    from reshape.fileio import atomic_write_text, remove_recorded, sha256_file
 
     record = root / DEMO_RECORD
     try:
         previous = json.loads(record.read_text("utf-8"))
     except (OSError, ValueError):
-        previous = []
-    now = sorted(p.relative_to(root).as_posix() for p in written)
-    for rel in set(previous) - set(now):
-        (root / rel).unlink(missing_ok=True)
-    atomic_write_text(record, json.dumps(now, indent=0) + "\n")
+        previous = {}
+    if isinstance(previous, list):
+        previous = dict.fromkeys(map(str, previous))
+    now = {p.relative_to(root).as_posix(): sha256_file(p) for p in written}
+    for rel in sorted(set(previous) - set(now)):
+        remove_recorded(root, rel, previous[rel])
+    atomic_write_text(record, json.dumps(now, indent=0, sort_keys=True) + "\n")
 
 
 def build_demo_data(
@@ -219,12 +223,24 @@ def build_demo_data(
     return {"refs": refs_dir, "source": source_dir, "labels": source_dir / "dmos.csv", "pool": pool_dir}
 
 
+#: What the demo writes inside --out: folders and files no link may lead out of.
+DEMO_PATHS = ("pipeline.toml", "data", "data/refs", "data/source", "data/pool", "run", "dataset")
+
+
 def check_demo_folder(out: Path) -> None:
-    """The demo writes only into a new or empty folder, or one an earlier demo made (its pipeline.toml)."""
+    """The demo writes only into a new or empty folder, or one an earlier demo made (its pipeline.toml),
+    and never through a symbolic link that leads out of it (a linked data/pool, say)."""
+    from reshape.fileio import check_inside
+    from reshape.outputs import check_entries, check_folder_output
+
+    check_folder_output(out)
     if not out.exists():
         return
     if not out.is_dir():
         raise BadInputError(f"{out}: --out is a file, expected a folder")
+    for rel in DEMO_PATHS:
+        check_inside(out, out / rel, what="demo folder")
+    check_entries(out, ["pipeline.toml", f"data/{DEMO_RECORD}"], what="demo folder")
     config = out / "pipeline.toml"
     made_by_demo = config.is_file() and config.read_text("utf-8", errors="replace").startswith(DEMO_MARK)
     if any(out.iterdir()) and not made_by_demo:
@@ -300,7 +316,9 @@ copy-source = true
 name = "reshape-demo"
 note = {json.dumps(notes)}
 """
-    path.write_text(text, encoding="utf-8")
+    from reshape.fileio import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def run_demo(out: str | os.PathLike[str], *, smoke: bool = False, echo=print) -> DemoResult:

@@ -70,10 +70,16 @@ from reshape.distort_shards import (
     load_denoiser,
     prepare_reference,
 )
-from reshape.errors import BadInputError
+from reshape.errors import BadInputError, StageError
 from reshape.fileio import sha256_file
 from reshape.imageio import image_size
-from reshape.outputs import check_inputs_not_outputs, check_writable, created_folders, locked_outputs
+from reshape.outputs import (
+    check_entries,
+    check_inputs_not_outputs,
+    check_writable,
+    created_folders,
+    locked_outputs,
+)
 from reshape.steps import announce
 from reshape.writer import Journal, OutputFolder
 
@@ -214,6 +220,7 @@ def run(config: DistortConfig) -> DistortResult:
     refs = _read_inputs(config, where)
     _check_outputs(config, where)
     plan = _plan(config, refs, settings)
+    check_entries(where.out, [j.dist_img for j in plan.usable])  # no link or special file at an image name
     with (
         created_folders(*where.folders()),
         locked_outputs(*where.folders(), wait=config.wait),
@@ -300,8 +307,11 @@ def _read_inputs(config: DistortConfig, where: _Where) -> References:
         check_inputs_not_outputs(inputs, file_outputs=[where.manifest], folder_outputs=[where.out])
         return read_references(source, ref_root=config.ref_root)
     refs = read_references(source, ref_root=config.ref_root)
-    # a list or an image: the reference files themselves are the inputs
-    check_inputs_not_outputs(inputs + refs.paths(), file_outputs=[where.manifest], folder_outputs=[where.out])
+    # a list, an artifact or an image: the reference files are inputs, and so is the folder they are read
+    # from (an output inside it would be taken for references by the next run)
+    check_inputs_not_outputs(
+        inputs + refs.paths() + [refs.root], file_outputs=[where.manifest], folder_outputs=[where.out]
+    )
     return refs
 
 
@@ -336,9 +346,28 @@ def _plan(config: DistortConfig, refs: References, settings: _Settings) -> _Plan
     plan = _Plan(refs, jobs, {})
     plan.weights, plan.denoiser = _load_denoiser(settings.types, config.dncnn_weights)
     plan.bad = _precheck(refs, paths, settings.min_size, settings.resize)
+    plan.bad.update(_changed_references(refs, paths, plan.bad))
     if plan.bad and not config.skip_bad:
         raise BadInputError(next(iter(plan.bad.values())) + SKIP_BAD_HINT)
     return plan
+
+
+def _changed_references(refs: References, paths: Sequence[Path], bad: dict[str, str]) -> dict[str, str]:
+    """References whose bytes differ from the sha256 the selection (or features) artifact recorded: the
+    images made from them would no longer match the embeddings the selection was made from."""
+    if not refs.sha256:
+        return {}
+    changed = {}
+    for row, (rel, path) in enumerate(zip(refs.images, paths, strict=True)):
+        recorded = refs.sha256.get(rel)
+        if rel in bad or not recorded or not path.is_file():
+            continue
+        if sha256_file(path) != recorded:
+            changed[rel] = (
+                f"{path}: sha256 differs from the one {refs.source} recorded (row {row}); the reference "
+                "changed since it was embedded: rerun features and select"
+            )
+    return changed
 
 
 def _load_denoiser(types: Sequence[int], dncnn_weights: Any) -> tuple[str | None, str | None]:
@@ -348,11 +377,17 @@ def _load_denoiser(types: Sequence[int], dncnn_weights: Any) -> tuple[str | None
         if weights:
             log.info("--dncnn-weights ignored: type 15 (denoise) is not requested")
         return None, None
+    if weights and os.path.getsize(weights) == 0:
+        raise BadInputError(f"{weights}: empty file (0 bytes), not DnCNN weights (--dncnn-weights)")
     try:
         label = denoiser_name(load_denoiser(weights))
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BadInputError(f"{weights}: cannot load DnCNN weights ({first})") from None
+    except Exception as exc:  # noqa: BLE001 - any loader failure on a user's file (EOFError, unpickling, zip)
+        if isinstance(exc, StageError):
+            raise
+        first = str(exc).splitlines()[0] if str(exc).strip() else "unreadable"
+        raise BadInputError(
+            f"{weights}: not a DnCNN weights file ({type(exc).__name__}: {first}) (--dncnn-weights)"
+        ) from None
     return weights, label + (f" sha256:{sha256_file(weights)}" if weights else "")
 
 

@@ -93,8 +93,12 @@ def take_over(
     refuse_foreign(_foreign(planned, listing, previous.records), folder.location, overwrite=overwrite)
     n_temps = folder.remove_stale_temps(planned | set(previous.records), listing)
     journal.remove_stale_temps()
+    if any(name in listing for name in set(previous.records) - planned):
+        _withdraw_manifest(folder, manifest)  # before any image it lists is deleted
     records, changes, n_stale = _remove_stale_outputs(folder, previous.records, planned, listing)
     done, todo, refreshed = _verify(folder, jobs, records, listing, tag, denoiser)
+    if any(job.dist_img in previous.records for job in todo):
+        _withdraw_manifest(folder, manifest)  # before any image it lists is replaced
     # a killed run's shard segments, what older versions recorded, and this clean-up, as one new segment
     journal.append(
         journal.shard_records + previous.adopted + changes + refreshed, drop=journal.shard_segments_loaded()
@@ -265,12 +269,26 @@ def _read_sidecar(manifest: str) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) and SCHEMA_KEY in meta else None
 
 
+def _withdraw_manifest(folder: OutputFolder, manifest: str) -> None:
+    """Delete this folder's manifest (CSV first, then its sidecar) before a run deletes or replaces an
+    image it may list: a run interrupted after that leaves no manifest rather than one listing images
+    that are gone or changed; the finished run writes a new one."""
+    meta = _read_sidecar(manifest)
+    if meta is None or meta.get("out_dir") != folder.location:
+        return
+    storage.remove(manifest)
+    storage.remove(manifest + META_SUFFIX)
+
+
 def check_manifest(manifest: str, *, overwrite: bool) -> None:
     """Refuse to replace a manifest (or sidecar) reshape did not write, unless ``overwrite``."""
     if storage.is_local(manifest):
         path = storage.local_path(manifest)
-        check_file_output(path, "csv", overwrite=overwrite, option="--manifest")
-        check_file_output(sidecar_path(path), "json", overwrite=overwrite, option="--manifest sidecar")
+        kinds = ("distortion_manifest",)
+        check_file_output(path, "csv", overwrite=overwrite, option="--manifest", kinds=kinds)
+        check_file_output(
+            sidecar_path(path), "json", overwrite=overwrite, option="--manifest sidecar", kinds=kinds
+        )
         return
     if storage.is_file(manifest) and _read_sidecar(manifest) is None and not overwrite:
         raise BadInputError(

@@ -25,7 +25,7 @@ from PIL import Image
 import distortions
 from reshape.artifacts import SCHEMA_KEY, read_artifact_metadata, read_parquet
 from reshape.errors import BadInputError, StageError
-from reshape.fileio import resolve_under_root
+from reshape.fileio import check_file_name, resolve_under_root
 from reshape.imageio import image_size
 from reshape.presets import PRESETS
 
@@ -182,6 +182,8 @@ class References:
     root: Path
     images: list[str]
     source: Path
+    #: sha256 per image as a selection or features artifact recorded it (None for folders and lists)
+    sha256: dict[str, str] | None = None
 
     def paths(self) -> list[Path]:
         return [
@@ -261,7 +263,7 @@ def _folder_references(
         if skip is not None and (p == skip or skip in p.parents):
             continue
         if p.is_file() and p.suffix.lower() in REFERENCE_SUFFIXES and not p.name.startswith("."):
-            images.append(p.relative_to(root).as_posix())
+            images.append(check_file_name(p.relative_to(root).as_posix(), p))
     if not images:
         raise BadInputError(
             f"{src}: folder contains no reference images ({', '.join(sorted(REFERENCE_SUFFIXES))})"
@@ -274,15 +276,22 @@ def _parquet_references(src: Path, ref_root: str | os.PathLike[str] | None) -> R
     if kind == "selection":
         table, meta = read_parquet(src, "selection")
     elif kind == "features":
-        table = pq.read_table(src, columns=["image"])
+        table = pq.read_table(src, columns=["image", "sha256"])
         meta = read_artifact_metadata(src)
     else:
         raise BadInputError(f"{src}: not a selection or features artifact (schema {kind or 'missing'})")
+    if meta.get("partial"):
+        raise BadInputError(
+            f"{src}: is a partial {kind} artifact (an interrupted run's checkpoint); rerun it"
+        )
     root = Path(ref_root).resolve() if ref_root else _root_from_metadata(src, meta)
     images = [str(v) for v in table.column("image").to_pylist()]
     if not images:
         raise BadInputError(f"{src}: contains no images")
-    return References(root=root, images=images, source=src)
+    digests = None
+    if "sha256" in table.column_names:
+        digests = dict(zip(images, map(str, table.column("sha256").to_pylist()), strict=True))
+    return References(root=root, images=images, source=src, sha256=digests)
 
 
 def _csv_references(src: Path, ref_root: str | os.PathLike[str] | None) -> References:

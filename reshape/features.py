@@ -11,7 +11,8 @@ no real reference has (KADID and KADIS images are 512x384, so the crop always fi
 Incremental: when the output already exists with the same encoder, weights and preprocessing, images whose
 (path, sha256) are unchanged keep their stored embedding and only new or changed files are embedded; files no
 longer in the input are dropped. A partial artifact is written every ``checkpoint_every`` images, so an
-interrupted run resumes where it stopped.
+interrupted run resumes where it stopped; it is marked ``partial`` in its metadata, and every other reader
+refuses it (reshape.artifacts.read_parquet).
 """
 
 from __future__ import annotations
@@ -32,7 +33,13 @@ import pandas as pd
 from reshape import storage
 from reshape.backends import check_backend, import_ray, map_shards
 from reshape.errors import BadInputError, StageError
-from reshape.fileio import atomic_path, check_relative, remove_stale_temps, resolve_under_root, sha256_file
+from reshape.fileio import (
+    atomic_path,
+    check_file_name,
+    remove_stale_temps,
+    resolve_under_root,
+    sha256_file,
+)
 from reshape.outputs import (
     check_file_output,
     check_inputs_not_outputs,
@@ -84,6 +91,8 @@ def _csv_list(csv_path: Path, image_root: Path | None) -> list[Path]:
             df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, header=None, names=df.columns)
             first_line = 1
     root = image_root if image_root is not None else csv_path.parent
+    if df.empty:
+        raise BadInputError(f"{csv_path}: lists no images (a header line only)")
     out = []
     for i, rel in enumerate(df[col].tolist()):
         full = resolve_under_root(root, rel, source=csv_path, row=i + first_line)
@@ -147,7 +156,7 @@ def collect_images(inputs: Sequence[str | os.PathLike[str]], image_root: str | o
             rel = f.relative_to(root).as_posix()
         except ValueError:
             raise BadInputError(f"{f}: image is outside the image root {root} (set --image-root)") from None
-        rels[check_relative(rel, source=f)] = f
+        rels[check_file_name(rel, f)] = f
     names = sorted(rels)
     return root, names, [rels[n] for n in names]
 
@@ -475,7 +484,7 @@ def _previous(
     if not out.exists():
         return {}
     try:
-        old = read_features(out)
+        old = read_features(out, allow_partial=True)  # a checkpoint of ours is resumed
     except BadInputError as exc:
         log.warning("ignoring the existing output (%s); embedding everything", exc)
         return {}
@@ -575,7 +584,7 @@ def _check_outputs(config: FeaturesConfig, out: Path, paths: list[Path], backend
                 f"{out}: --out lies inside the input folder {folder}; write it elsewhere so outputs never "
                 "mix with the images"
             )
-    check_file_output(out, "parquet", overwrite=config.overwrite)
+    check_file_output(out, "parquet", overwrite=config.overwrite, kinds=("features",))
     check_writable(out, need_bytes=len(paths) * ROW_BYTES)
     if shards is not None:
         check_writable(shards, need_bytes=len(paths) * ROW_BYTES)
@@ -614,8 +623,12 @@ def _plan(config: FeaturesConfig, collected: tuple[Path, list[str], list[Path]],
     return _Plan(root, names, paths, hashes, rows, todo, [])
 
 
-def _write(config: FeaturesConfig, plan: _Plan, enc: Encoder, device: str, precision: str) -> None:
-    from reshape.artifacts import Features, write_features
+def _write(
+    config: FeaturesConfig, plan: _Plan, enc: Encoder, device: str, precision: str, *, partial: bool = False
+) -> None:
+    """Write the rows so far; a checkpoint (``partial``) is marked so, and carries no fingerprint, so no
+    reader, ``reshape run`` included, takes it for the finished artifact."""
+    from reshape.artifacts import PARTIAL_KEY, Features, write_features
 
     ordered = sorted(plan.rows)
     frame = pd.DataFrame(
@@ -636,7 +649,9 @@ def _write(config: FeaturesConfig, plan: _Plan, enc: Encoder, device: str, preci
         "precision": precision,
         "skipped": plan.skipped,
     }
-    if config.fingerprint is not None:
+    if partial:
+        meta[PARTIAL_KEY] = {"embedded": len(ordered), "of": len(plan.names)}
+    elif config.fingerprint is not None:
         meta["fingerprint"] = config.fingerprint
     write_features(config.out, Features(frame=frame, embeddings=emb, metadata=meta))
 
@@ -673,7 +688,7 @@ def _embed_local(config: FeaturesConfig, plan: _Plan, enc: Encoder, device: str,
             bar.update(len(batch))
             since_checkpoint += len(batch)
             if config.checkpoint_every and since_checkpoint >= config.checkpoint_every and plan.rows:
-                _write(config, plan, enc, device, precision)
+                _write(config, plan, enc, device, precision, partial=True)
                 since_checkpoint = 0
     bar.close()
 

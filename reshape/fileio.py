@@ -7,17 +7,17 @@ so an interrupted run (even kill -9) never leaves a half-written file under a fi
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import IO
 
 from reshape.errors import BadInputError, where
-from reshape.outputs import file_mode
-
-TMP_PREFIX = ".reshape-tmp-"
+from reshape.fsbase import TMP_PREFIX, file_mode
 
 
 @contextlib.contextmanager
@@ -117,6 +117,18 @@ def check_relative(rel: str, *, source: object = None, row: int | None = None) -
     return str(PurePosixPath(*[p for p in parts if p != "."])) if parts else text
 
 
+def check_file_name(rel: str, path: object) -> str:
+    """A file's path relative to a root, as reshape will record it, refused in one line when a table
+    could not name it back: a backslash is read as a folder separator in every CSV path
+    (:func:`check_relative`), so ``a\\b.png`` would come back as ``a/b.png``, another file."""
+    if "\\" in rel:
+        raise BadInputError(
+            f"{path}: the file name holds a backslash, which reshape's tables read as a folder separator; "
+            "rename the file"
+        )
+    return check_relative(rel, source=path)
+
+
 def resolve_under_root(
     root: str | os.PathLike[str], rel: str, *, source: object = None, row: int | None = None
 ) -> Path:
@@ -131,3 +143,118 @@ def resolve_under_root(
         loc = where(source, row) + ": " if source is not None else ""
         raise BadInputError(f"{loc}path {rel!r} resolves outside the dataset root {root_resolved}")
     return full
+
+
+# ----------------------------------------------------------------------------------------------- links
+def file_kind(mode: int) -> str:
+    """A file type in words, for messages: 'symbolic link', 'FIFO', 'device node', ..."""
+    for test, name in (
+        (stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISCHR, "device node"),
+        (stat.S_ISBLK, "device node"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"),
+    ):  # fmt: skip
+        if test(mode):
+            return name
+    return "regular file"
+
+
+def open_no_follow(path: str | os.PathLike[str], flags: int, mode: int | None = None) -> int:
+    """``os.open`` that never follows a symbolic link at ``path``, never blocks on a FIFO and opens only a
+    regular file; a link or special file there is a :class:`BadInputError` saying why it is refused."""
+    want = flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, want, file_mode() if mode is None else mode)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK) and os.path.islink(path):
+            raise BadInputError(
+                f"{path}: is a symbolic link (to {os.readlink(path)}); reshape never writes through a link"
+            ) from None
+        if exc.errno == errno.ENXIO:  # a FIFO with no reader, opened for writing without blocking
+            raise BadInputError(f"{path}: is a FIFO (named pipe), not a regular file; refusing") from None
+        raise
+    kind = file_kind(os.fstat(fd).st_mode)
+    if kind != "regular file":
+        os.close(fd)
+        raise BadInputError(f"{path}: is a {kind}, not a regular file; refusing")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def write_no_follow(path: str | os.PathLike[str], text: str) -> None:
+    """Write a small text file in place (e.g. a lock's holder note), refusing a link or special file."""
+    fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    with open(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def resolves_inside(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` (symlinks resolved, whether it exists or not) lies inside ``root`` (resolved)."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def check_inside(root: str | os.PathLike[str], path: str | os.PathLike[str], *, what: str = "output") -> None:
+    """Refuse to write at ``path`` when a symbolic link on the way leads outside the ``what`` folder
+    ``root``: what reshape writes or deletes stays inside its output."""
+    if not resolves_inside(root, path):
+        raise BadInputError(
+            f"{path}: leads outside the {what} {root} through a symbolic link (to {os.path.realpath(path)}); "
+            "reshape never writes or deletes through a link that leaves its output"
+        )
+
+
+def remove_recorded(root: str | os.PathLike[str], rel: str, sha256: str | None = None) -> bool:
+    """Delete ``root/rel``, a file a command recorded as its own, only if it still is: a regular file (not
+    a link, not a special file) reached without a symbolic link leading outside ``root``, whose bytes
+    still hash to the recorded ``sha256`` (when one was recorded). Returns True when it was deleted;
+    anything else (missing, moved out of reach, edited, replaced) is left alone."""
+    path = Path(root) / check_relative(rel)
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return False
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    if not resolves_inside(root, path.parent):
+        return False
+    if sha256 is not None and sha256_file(path) != sha256:
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+        return True
+    return False
+
+
+# ----------------------------------------------------------------------------------------------- SHA256SUMS
+def sums_line(digest: str, rel: str) -> str:
+    """One ``sha256sum`` line (no newline) for ``rel``, escaped the way GNU coreutils escapes a name that
+    holds a backslash, newline or carriage return: a leading backslash, then ``\\\\``, ``\\n``, ``\\r``."""
+    if not any(c in rel for c in "\\\n\r"):
+        return f"{digest}  {rel}"
+    escaped = rel.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    return f"\\{digest}  {escaped}"
+
+
+def parse_sums_line(line: str) -> tuple[str, str] | None:
+    """``(digest, name)`` of one ``sha256sum`` line (GNU escaping undone; binary-mode ``*`` accepted), or
+    None when the line is not one."""
+    escaped = line.startswith("\\")
+    body = line[1:] if escaped else line
+    digest, sep, rel = body.partition("  ")
+    if not sep:
+        digest, sep, rel = body.partition(" *")
+    if not sep or len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+        return None
+    if escaped:
+        out, i = [], 0
+        while i < len(rel):
+            c = rel[i]
+            if c == "\\" and i + 1 < len(rel) and rel[i + 1] in "\\nr":
+                out.append({"\\": "\\", "n": "\n", "r": "\r"}[rel[i + 1]])
+                i += 2
+                continue
+            if c == "\\":
+                return None  # a lone backslash is not something sha256sum writes
+            out.append(c)
+            i += 1
+        rel = "".join(out)
+    return digest.lower(), rel

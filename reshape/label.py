@@ -545,9 +545,13 @@ def _check_outputs(config: LabelConfig) -> list[Path]:
         inputs.append(config.exclude_refs[1:])
     files = [p for _, p in outputs] + [sidecar_path(p) for _, p in outputs]
     check_inputs_not_outputs(inputs, file_outputs=files)
+    kinds = {"--out": "labels", "--merge-source": "train", "--pyiqa-meta": "pyiqa_meta"}
     for option, path in outputs:
-        check_file_output(path, "csv", overwrite=config.overwrite, option=option)
-        check_file_output(sidecar_path(path), "json", overwrite=config.overwrite, option=f"{option} sidecar")
+        check_file_output(path, "csv", overwrite=config.overwrite, option=option, kinds=(kinds[option],))
+        check_file_output(
+            sidecar_path(path), "json", overwrite=config.overwrite, option=f"{option} sidecar",
+            kinds=(kinds[option],),
+        )  # fmt: skip
     # labels ~2x the manifest (neighbour lists), train.csv ~ source + manifest, the meta CSV less
     size = {key: Path(p).stat().st_size if Path(p).is_file() else 0 for key, p in
             (("manifest", config.distorted), ("source", config.source_labels))}  # fmt: skip

@@ -5,17 +5,17 @@ checks it, hub uploads it, the Croissant writer describes it), so none of them i
 Paths are relative to the dataset folder, POSIX style.
 
 Parsing SHA256SUMS: each line is ``<64 lowercase hex>  <path>`` (``sha256sum`` text mode; a ``*`` in place of
-the second space, binary mode, is accepted too); malformed lines and unsafe paths are reported through the
+the second space, binary mode, is accepted too; a name holding a newline or backslash is GNU-escaped);
+malformed lines and unsafe paths are reported through the
 caller's ``report.add(where, problem)``, never fatal, so a checker can list every problem at once.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Protocol
 
 from reshape.errors import BadInputError
-from reshape.fileio import check_relative
+from reshape.fileio import check_relative, parse_sums_line, sums_line
 
 CARD = "README.md"
 DATASET_JSON = "dataset.json"
@@ -40,8 +40,6 @@ PENDING = ".reshape-publish-pending.json"
 #: the columns of train.csv, in order (schema data_manifests/train.schema.json)
 TRAIN_COLUMNS = ("dist_img", "ref_img", "dmos", "var", "dist_type", "dist_level", "origin")
 
-_SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
-
 
 class ProblemSink(Protocol):
     """Where parse problems go (reshape.verify.VerifyReport is one)."""
@@ -50,21 +48,23 @@ class ProblemSink(Protocol):
 
 
 def sha256sums_text(entries: dict[str, str]) -> str:
-    """`sha256sum` text-mode lines ('<hex>  <path>'), sorted by path."""
-    return "".join(f"{digest}  {path}\n" for path, digest in sorted(entries.items()))
+    """`sha256sum` text-mode lines ('<hex>  <path>', GNU-escaped where a name holds a newline, carriage
+    return or backslash: reshape.fileio.sums_line), sorted by path."""
+    return "".join(sums_line(digest, path) + "\n" for path, digest in sorted(entries.items()))
 
 
 def parse_sha256sums(text: str, name: str, report: ProblemSink) -> dict[str, str]:
-    """Parse sha256sum lines into {path: digest}; malformed lines and unsafe paths are reported, not fatal."""
+    """Parse sha256sum lines into {path: digest}; malformed lines and unsafe paths are reported, not fatal.
+    Lines are split on newline only and GNU escaping is undone (reshape.fileio.parse_sums_line)."""
     entries: dict[str, str] = {}
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        m = _SUM_LINE.match(line)
-        if not m:
+        parsed = parse_sums_line(line)
+        if parsed is None:
             report.add(f"{name}, line {n}", "not a sha256sum line ('<64 hex>  <path>')")
             continue
-        digest, rel = m.groups()
+        digest, rel = parsed
         try:
             clean = check_relative(rel)
         except BadInputError as exc:

@@ -18,7 +18,6 @@ The rules (README, "Your files are safe"):
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import json
 import os
@@ -28,17 +27,27 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from reshape.errors import BadInputError, ResourceError
+from reshape.fileio import check_inside, file_kind, write_no_follow
+from reshape.fsbase import (  # noqa: F401 - file_mode, is_resource_errno: importable from here too
+    LOCK_SUFFIX,
+    META_SUFFIX,
+    SCHEMA_KEY,
+    TMP_PREFIX,
+    current_umask,
+    file_mode,
+    is_resource_errno,
+)
+from reshape.fsbase import is_local as _is_local
 
 Location = str | os.PathLike[str]
 
 #: The magic bytes that identify the formats reshape writes.
 _MAGIC = {b"PAR1": "parquet", b"\x89PNG\r\n\x1a\n": "png", b"BM": "bmp", b"\xff\xd8\xff": "jpeg"}
-LOCK_SUFFIX = ".reshape-lock"
 
 
 # ----------------------------------------------------------------------------------------------- paths
@@ -77,20 +86,22 @@ def check_inputs_not_outputs(
                 raise BadInputError(f"{out}: output folder contains the input {src}; choose another folder")
 
 
-def _is_local(location: Location) -> bool:
-    text = os.fspath(location)
-    return "://" not in text or text.lower().startswith("file://")
-
-
 # ----------------------------------------------------------------------------------------------- formats
 def sniff_format(path: Location) -> str:
     """``'missing'``, ``'folder'``, ``'parquet'``, ``'png'``, ``'bmp'``, ``'jpeg'``, ``'json'``, ``'csv'``
-    (text) or ``'binary'``: what is at ``path`` judged by its bytes, never by its name."""
+    (text) or ``'binary'``: what is at ``path`` judged by its bytes, never by its name. A symbolic link
+    or a special file (FIFO, device node, socket) is named as such (``'symbolic link'``, ...) and never
+    opened: reading a FIFO would hang, and a link is not reshape's to follow."""
     p = Path(path)
-    if not p.exists() and not p.is_symlink():
+    try:
+        mode = p.lstat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
         return "missing"
-    if p.is_dir():
+    kind = file_kind(mode)
+    if kind == "folder":
         return "folder"
+    if kind != "regular file":
+        return kind
     with open(p, "rb") as fh:
         head = fh.read(4096)
     for magic, name in _MAGIC.items():
@@ -105,25 +116,36 @@ def sniff_format(path: Location) -> str:
     return "json" if text.lstrip().startswith(("{", "[")) else "csv"
 
 
-def _owned_artifact(path: Path, fmt: str) -> bool:
-    """True when ``path`` carries the mark reshape puts on what it writes."""
-    from reshape.artifacts import META_SUFFIX, SCHEMA_KEY
-
+def artifact_kind(path: Location, fmt: str) -> str | None:
+    """The schema name in the mark reshape puts on what it writes (``'features'``, ``'selection'``, ...),
+    ``''`` for a reshape JSON without a schema tag, None when ``path`` carries no reshape mark."""
+    path = Path(path)
     try:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            meta = pq.read_schema(path).metadata or {}
-            return SCHEMA_KEY.encode() in meta
+            tag = (pq.read_schema(path).metadata or {}).get(SCHEMA_KEY.encode())
+            return None if tag is None else tag.decode("utf-8", "replace").partition("/")[0]
         if fmt == "csv":
             side = path.with_name(path.name + META_SUFFIX)
-            return side.is_file() and SCHEMA_KEY in json.loads(side.read_text("utf-8"))
+            data = json.loads(side.read_text("utf-8")) if side.is_file() else None
+            tag = data.get(SCHEMA_KEY) if isinstance(data, dict) else None
+            return None if not isinstance(tag, str) else tag.partition("/")[0]
         if fmt == "json":
             data = json.loads(path.read_text("utf-8"))
-            return isinstance(data, dict) and ("reshape_version" in data or SCHEMA_KEY in data)
+            if not isinstance(data, dict) or not ("reshape_version" in data or SCHEMA_KEY in data):
+                return None
+            return str(data.get(SCHEMA_KEY, "")).partition("/")[0]
     except (OSError, ValueError):
-        return False
-    return False
+        return None
+    return None
+
+
+def _owned_artifact(path: Path, fmt: str, kinds: Collection[str] | None = None) -> bool:
+    """True when ``path`` carries the mark reshape puts on what it writes, of one of ``kinds`` (schema
+    names) when given: only an artifact of the same kind counts as the stage's own."""
+    kind = artifact_kind(path, fmt)
+    return kind is not None and (kinds is None or kind in kinds)
 
 
 def check_file_output(
@@ -133,9 +155,12 @@ def check_file_output(
     overwrite: bool = False,
     owned: Callable[[Path], bool] | None = None,
     option: str = "--out",
+    kinds: Collection[str] | None = None,
 ) -> None:
-    """Refuse to write ``fmt`` at ``path`` over a folder, a file of another format, or (without
-    ``overwrite``) a file reshape did not write. ``owned`` overrides the ownership test."""
+    """Refuse to write ``fmt`` at ``path`` over a folder, a symbolic link, a special file, a file of
+    another format, or (without ``overwrite``) a file reshape did not write. With ``kinds`` (schema
+    names) only a reshape artifact of one of those kinds is the stage's own: another stage's artifact
+    (expensive embeddings, say) is not replaced without ``overwrite``. ``owned`` overrides the test."""
     if path is None or not _is_local(path):
         return
     p = Path(path)
@@ -144,14 +169,68 @@ def check_file_output(
         return
     if found == "folder":
         raise BadInputError(f"{p}: {option} is a folder, expected a {fmt} file path")
+    if found == "symbolic link":
+        raise BadInputError(
+            f"{p}: {option} is a symbolic link (to {os.readlink(p)}); reshape never writes through or "
+            "replaces a link: give the path of a regular file"
+        )
+    if found in SPECIAL_KINDS:
+        raise BadInputError(f"{p}: {option} is a {found}, not a regular file; refusing to write there")
     compatible = {fmt, "empty"} | ({"json", "csv"} if fmt in ("csv", "json") and found == "csv" else set())
     if found not in compatible:
         raise BadInputError(f"{p}: {option} holds a {found} file, not {fmt}; refusing to overwrite it")
-    is_ours = owned(p) if owned is not None else _owned_artifact(p, fmt)
+    is_ours = owned(p) if owned is not None else _owned_artifact(p, fmt, kinds)
     if not is_ours and not overwrite:
+        kind = artifact_kind(p, fmt) if kinds else None
+        if kind:
+            raise BadInputError(
+                f"{p}: is a reshape {kind} artifact, not a {'/'.join(sorted(kinds or ()))} one; refusing to "
+                "replace it (pass --overwrite to allow)"
+            )
         raise BadInputError(
             f"{p}: exists and was not written by reshape; refusing to replace it (pass --overwrite to allow)"
         )
+
+
+#: What :func:`sniff_format` calls a special file: never read, written or replaced.
+SPECIAL_KINDS = ("FIFO (named pipe)", "device node", "socket")
+
+
+def check_folder_output(path: Location | None, option: str = "--out") -> None:
+    """Refuse a folder output whose path holds something other than a folder (a FIFO, a device node, a
+    link to a file, a file); a missing path or a folder (a link to a folder included) passes."""
+    if path is None or not _is_local(path):
+        return
+    p = Path(path)
+    found = sniff_format(p)
+    if found in ("missing", "folder") or (found == "symbolic link" and p.is_dir()):
+        return
+    if found == "symbolic link" and not p.exists():
+        raise BadInputError(f"{p}: {option} is a dangling symbolic link (to {os.readlink(p)}); refusing")
+    shown = found if found in SPECIAL_KINDS or found == "symbolic link" else "file"
+    raise BadInputError(f"{p}: {option} is a {shown}, not a folder; refusing to write there")
+
+
+def check_entries(folder: Location, names: Iterable[str], *, what: str = "output") -> None:
+    """Refuse, before any work, a symbolic link or special file at a name a stage writes in ``folder``
+    (a folder output), or a name whose path leads out of ``folder`` through a link: such an entry is
+    never written through, replaced or deleted, even with --overwrite."""
+    if not _is_local(folder):
+        return
+    root = Path(folder)
+    if not root.is_dir():
+        return
+    for name in names:
+        p = root / name
+        check_inside(root, p.parent, what=what)
+        found = sniff_format(p)
+        if found == "symbolic link":
+            raise BadInputError(
+                f"{p}: is a symbolic link (to {os.readlink(p)}) where reshape writes a file; it never writes "
+                "through or replaces a link (remove it, or choose another --out)"
+            )
+        if found in SPECIAL_KINDS:
+            raise BadInputError(f"{p}: is a {found} where reshape writes a file; refusing")
 
 
 def refuse_foreign(conflicts: list[str], where: Location, *, overwrite: bool) -> None:
@@ -178,6 +257,7 @@ def check_writable(target: Location, *, need_bytes: int = 0) -> None:
     if not _is_local(target):
         return
     folder = _existing_ancestor(_resolved(target))
+    _check_name_lengths(target, folder)
     try:
         fd, probe = tempfile.mkstemp(prefix=".reshape-probe-", dir=folder)
         os.close(fd)
@@ -190,6 +270,31 @@ def check_writable(target: Location, *, need_bytes: int = 0) -> None:
             f"{target}: not enough free space in {folder} "
             f"({free / 2**20:.1f} MiB free, about {need_bytes / 2**20:.1f} MiB needed)"
         )
+
+
+def _check_name_lengths(target: Location, folder: Path) -> None:
+    """A name too long for the filesystem fails now, not after the expensive work: every folder still to
+    create, and the output's own name with what reshape adds to it (its temporary name and lock files)."""
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    full = Path(os.path.abspath(os.path.expanduser(os.fspath(target))))
+    parts = [*full.relative_to(folder).parts] if _inside(full, folder) else [full.name]
+    name = full.name
+    longest = {
+        name: max(
+            len(f"{TMP_PREFIX}{name}.xxxxxxxx{full.suffix}".encode()),
+            len(f".{name}{LOCK_SUFFIX}.holder".encode()),
+        )
+    }
+    for part in parts:
+        size = longest.get(part, len(part.encode()))
+        if size > name_max:
+            raise ResourceError(
+                f"{target}: name too long for the file system ({part[:40]}...: {len(part.encode())} bytes, "
+                f"at most {name_max - (size - len(part.encode()))} here with reshape's temporary and lock names)"
+            )
 
 
 @contextlib.contextmanager
@@ -279,6 +384,14 @@ class OutputLock:
         from filelock import FileLock, Timeout
 
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        for path in (self.path, self.path + ".holder"):
+            if os.path.islink(path) or os.path.lexists(path) and not os.path.isfile(path):
+                found = sniff_format(path)
+                target = f" (to {os.readlink(path)})" if found == "symbolic link" else ""
+                raise BadInputError(
+                    f"{path}: the lock file of {self.output} is a {found}{target}; reshape never writes "
+                    "through a link or into a special file: remove it and run again"
+                )
         lock = FileLock(self.path, mode=0o666 & ~current_umask(), thread_local=False)
         try:
             lock.acquire(timeout=0)
@@ -294,8 +407,12 @@ class OutputLock:
                 on_wait(f"{self.output}: waiting for the run that holds it ({who})")
             lock.acquire()
         self._file_lock = lock
-        with open(self.path + ".holder", "w", encoding="utf-8") as fh:
-            json.dump(_holder_now().__dict__, fh)
+        try:  # no-follow: a link planted here after the check above is refused, never written through
+            write_no_follow(self.path + ".holder", json.dumps(_holder_now().__dict__))
+        except BaseException:
+            self._file_lock.release()
+            self._file_lock = None
+            raise
 
     def holder(self) -> LockHolder | None:
         """Who holds (or last held) the lock, as recorded by them."""
@@ -405,29 +522,3 @@ def locked_outputs(
             stack.callback(lock.release)
             locks.append(lock)
         yield locks
-
-
-# ----------------------------------------------------------------------------------------------- modes
-_UMASK: int | None = None
-
-
-def current_umask() -> int:
-    """The process umask (read once; os.umask has no read-only form)."""
-    global _UMASK
-    if _UMASK is None:
-        old = os.umask(0o022)
-        os.umask(old)
-        _UMASK = old
-    return _UMASK
-
-
-def file_mode() -> int:
-    """The mode a plain ``open(path, 'w')`` would give a new file: 0o666 less the umask."""
-    return 0o666 & ~current_umask()
-
-
-def is_resource_errno(code: int | None) -> bool:
-    return code in {
-        errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG,
-        errno.EMFILE, errno.ENFILE, errno.EFBIG, errno.ENOMEM, errno.EIO,
-    }  # fmt: skip

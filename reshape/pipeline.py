@@ -27,7 +27,7 @@ import types
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from reshape import __version__
@@ -35,7 +35,13 @@ from reshape.artifacts import now_iso, read_artifact_metadata, write_json
 from reshape.errors import BadInputError, ReshapeError
 from reshape.fileio import sha256_file
 from reshape.layout import DATASET_JSON
-from reshape.outputs import check_file_output, check_inputs_not_outputs, created_folders, locked_outputs
+from reshape.outputs import (
+    check_file_output,
+    check_inputs_not_outputs,
+    check_writable,
+    created_folders,
+    locked_outputs,
+)
 from reshape.publish import RUN_LAYOUT
 from reshape.records import check_record, record_outputs
 
@@ -605,14 +611,19 @@ def _append_history(info: dict[str, Any], started: str, records: list[StageRecor
 # ----------------------------------------------------------------------------------------------- run
 def materialize_samples(config: PipelineConfig, info: dict[str, Any]) -> int:
     """Fill out/samples/ with hard links (copies across file systems) to every training image, named by
-    its train.csv dist_img. Only links an earlier run recorded are ever removed. Returns the count."""
+    its train.csv dist_img. Only links an earlier run recorded are ever removed, and only while they
+    still hold the bytes recorded (``sample_sha256``) and are reached without a link leading out of
+    ``out``; nothing is written through such a link either. Returns the count."""
     from reshape.artifacts import read_csv
-    from reshape.fileio import check_relative, resolve_under_root
+    from reshape.fileio import check_inside, check_relative, remove_recorded, resolve_under_root, sha256_file
 
     out = config.out
     train_csv = out / RUN_LAYOUT["train_csv"]
     train = read_csv(train_csv, "train")
     folder = out / SAMPLES_DIR
+    check_inside(out, folder, what="run folder")
+    recorded: dict[str, str | None] = dict.fromkeys(info.get("samples", []))
+    recorded.update(info.get("sample_sha256", {}))
     wanted: dict[Path, Path] = {}
     for i, row in enumerate(train.itertuples(index=False), start=2):
         root = (
@@ -625,22 +636,43 @@ def materialize_samples(config: PipelineConfig, info: dict[str, Any]) -> int:
                 f"{train_csv}, line {i}: image name {row.dist_img!r} is used by two different files"
             )
         wanted[dst] = src
-    for rel in info.get("samples", []):
-        if folder / rel not in wanted:
-            (folder / rel).unlink(missing_ok=True)
+    for dst in wanted:
+        check_inside(folder, dst.parent, what="run folder")
+        _check_sample_entry(folder, dst, recorded)
+    for rel in sorted(set(recorded) - {p.relative_to(folder).as_posix() for p in wanted}):
+        remove_recorded(folder, rel, recorded[rel])
+    digests = {}
     for dst, src in wanted.items():
-        if dst.exists() and os.path.samefile(dst, src):
+        rel = dst.relative_to(folder).as_posix()
+        if dst.is_file() and not dst.is_symlink() and os.path.samefile(dst, src):
+            digests[rel] = recorded.get(rel) or sha256_file(dst)
             continue
-        if dst.exists() and dst.relative_to(folder).as_posix() not in info.get("samples", []):
-            raise BadInputError(f"{dst}: exists and was not written by reshape; refusing to replace it")
         dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.unlink(missing_ok=True)
+        if os.path.lexists(dst) and not remove_recorded(folder, rel, recorded.get(rel)):
+            raise BadInputError(f"{dst}: changed since reshape linked it; refusing to replace it")
         try:
             os.link(src, dst)
         except OSError:
-            shutil.copyfile(src, dst)
-    info["samples"] = sorted(p.relative_to(folder).as_posix() for p in wanted)
+            from reshape.fileio import atomic_path
+
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+        digests[rel] = sha256_file(dst)
+    info["samples"] = sorted(digests)
+    info["sample_sha256"] = dict(sorted(digests.items()))
     return len(wanted)
+
+
+def _check_sample_entry(folder: Path, dst: Path, recorded: dict[str, str | None]) -> None:
+    """A sample name may hold only a regular file an earlier run recorded (or nothing): never a link, a
+    special file or a user's file."""
+    if not os.path.lexists(dst):
+        return
+    if dst.is_symlink() or not dst.is_file():
+        what = "symbolic link" if dst.is_symlink() else "special file or a folder"
+        raise BadInputError(f"{dst}: is a {what} where reshape links a sample; refusing to replace it")
+    if dst.relative_to(folder).as_posix() not in recorded:
+        raise BadInputError(f"{dst}: exists and was not written by reshape; refusing to replace it")
 
 
 def _run_stage(plan: StagePlan, runner: Runner, config: PipelineConfig, info: dict[str, Any]) -> None:
@@ -661,10 +693,46 @@ def _dry_run_lines(plans: list[StagePlan]) -> list[str]:
     return lines
 
 
+def _check_stage_options(plans: list[StagePlan]) -> None:
+    """Every stage's file-free option checks (``check_options``), before the first stage runs: a bad value
+    for the last stage must not cost the runs of the ones before it."""
+    for p in plans:
+        check = getattr(p.config, "check_options", None)
+        if check is None:
+            continue
+        try:
+            check()
+        except ReshapeError as exc:
+            raise type(exc)(f"stage {p.name}: {exc}") from None
+
+
 def _check_layout(config: PipelineConfig) -> None:
+    """Before any stage: outputs are neither inputs nor each other, and no link leads out of the run
+    folder where a stage writes (a linked samples/ or features/, say)."""
+    from reshape.fileio import check_inside
+    from reshape.outputs import check_folder_output
+
     inputs = [config.inputs[k] for k in ("train_refs", "source_labels", "source_root", "candidates")]
+    for key in ("out", "dataset"):
+        check_folder_output(config.inputs[key], option=f"[inputs] {key}")
     check_inputs_not_outputs(inputs, folder_outputs=[config.out, config.dataset])
+    out, dataset = config.out.resolve(), Path(config.dataset).resolve()
+    if out == dataset or out in dataset.parents and dataset.relative_to(out).parts[0] in _RUN_NAMES:
+        raise BadInputError(
+            f"{config.path}: [inputs] dataset = {config.dataset} is the run folder or one of its stage "
+            "outputs; choose another folder"
+        )
+    if dataset in out.parents:
+        raise BadInputError(f"{config.path}: [inputs] out = {config.out} lies inside dataset {dataset}")
+    for rel in [*RUN_LAYOUT.values(), SAMPLES_DIR]:
+        check_inside(config.out, config.out / rel, what="run folder")
     check_file_output(config.out / RUN_LAYOUT["run_json"], "json")
+    for folder in (config.out, config.dataset):
+        check_writable(folder)  # read-only, or a name too long: before the first stage
+
+
+#: The first path component of everything a run writes in its folder.
+_RUN_NAMES = frozenset(PurePosixPath(p).parts[0] for p in [*RUN_LAYOUT.values(), SAMPLES_DIR])
 
 
 def run_pipeline(
@@ -703,6 +771,7 @@ def _run_plans(
 ) -> None:
     info = read_run_json(config)
     plans = plan_pipeline(config, runners, force=force, run_info=info)
+    _check_stage_options(plans)
     run_json = config.out / RUN_LAYOUT["run_json"]
     first_run = not run_json.exists()
     started = now_iso()

@@ -784,6 +784,18 @@ class PruneConfig:
     def indices_path(self) -> Path:
         return Path(self.indices) if self.indices is not None else indices_path_for(self.out)
 
+    def check_options(self) -> None:
+        """The option checks that need no file, before any work (``reshape run`` makes them before any
+        stage runs)."""
+        if not 0 <= int(self.seed) < 2**63:
+            raise BadInputError(f"--seed {self.seed}: must be in 0..2^63-1")
+        if not -1.0 <= self.sim_threshold < 1.0:
+            raise BadInputError(f"--sim-threshold {self.sim_threshold}: must be in [-1, 1)")
+        if self.block_size < 1:
+            raise BadInputError(f"--block-size {self.block_size}: must be at least 1")
+        if self.label_scale is not None:
+            parse_label_scale(self.label_scale)
+
 
 @dataclass
 class PruneResult:
@@ -807,14 +819,19 @@ class _Inputs:
 
 
 def _owned_csv(path: Path) -> bool:
-    """A CSV this stage wrote: its sidecar is reshape JSON (the dmos layout's sidecar has no schema tag)."""
+    """A CSV this stage wrote: its sidecar names prune as the stage (or, written before that mark, is a
+    train table with prune's statistics, or the indices table). A labels CSV, or the train table label
+    merged, is another stage's artifact and not replaced without --overwrite."""
     import json
 
     try:
         meta = json.loads(artifacts.sidecar_path(path).read_text("utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(meta, dict) and ("reshape_version" in meta or artifacts.SCHEMA_KEY in meta)
+    if not isinstance(meta, dict) or "reshape_version" not in meta:
+        return False
+    kind = str(meta.get(artifacts.SCHEMA_KEY, "")).partition("/")[0]
+    return meta.get("stage") == "prune" or kind == "prune_indices" or (kind == "train" and "stats" in meta)
 
 
 def _check_outputs(config: PruneConfig) -> tuple[Path, Path]:
@@ -854,6 +871,7 @@ def _load_inputs(config: PruneConfig) -> _Inputs:
 
 def _metadata(config: PruneConfig, stats: PruneStats) -> dict[str, Any]:
     meta: dict[str, Any] = {
+        "stage": "prune",  # what makes an output prune's own (another stage's table is not replaced)
         "sim_threshold": config.sim_threshold, "label_threshold": config.label_threshold,
         "min_cluster": config.min_cluster, "seed": config.seed, "approximate": config.approximate,
         "label_scale": config.label_scale or "0-10",
@@ -890,6 +908,7 @@ def _write_outputs(
 def run(config: PruneConfig) -> PruneResult:
     """``reshape prune``: guard the outputs, join features and labels, DRCDown, write both tables."""
     started = time.perf_counter()
+    config.check_options()
     out, indices = _check_outputs(config)
     with (
         created_folders(out.parent, indices.parent),

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -65,6 +66,8 @@ from reshape.fileio import (
     atomic_path,
     atomic_write_text,
     check_relative,
+    parse_sums_line,
+    remove_recorded,
     remove_stale_temps,
     resolve_under_root,
     sha256_file,
@@ -90,6 +93,7 @@ from reshape.layout import (
     sha256sums_text,
 )
 from reshape.outputs import (
+    check_entries,
     check_inputs_not_outputs,
     check_writable,
     created_folders,
@@ -294,6 +298,18 @@ def _load_train(inputs: PublishInputs) -> tuple[pd.DataFrame, dict[str, Any]]:
     return train.reset_index(drop=True), meta
 
 
+def _image_roots(inputs: PublishInputs) -> list[Path]:
+    """The folders the features artifacts were computed from (the training references, the candidates):
+    inputs of the next run, so a published folder must not lie inside them."""
+    roots = []
+    for art in (inputs.train_features, inputs.candidate_features):
+        if art is not None and Path(art).is_file():
+            root = read_artifact_metadata(art).get("image_root")
+            if root:
+                roots.append(Path(root))
+    return roots
+
+
 def _candidate_root(inputs: PublishInputs) -> Path | None:
     if inputs.candidate_root is not None:
         return inputs.candidate_root
@@ -385,6 +401,8 @@ def parse_label_range(value: str | tuple[float, float] | list[float] | None) -> 
         lo, hi = (float(v) for v in (value.split(",") if isinstance(value, str) else value))
     except (TypeError, ValueError):
         raise BadInputError(f"--label-range {value!r}: expected LO,HI (e.g. 1,5)") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise BadInputError(f"--label-range {value!r}: LO and HI must be finite numbers")
     if not lo < hi:
         raise BadInputError(f"--label-range {value!r}: LO must be below HI")
     return lo, hi
@@ -629,15 +647,17 @@ class Record:
     own: set[str]
     published: bool
     foreign: int = 0  # files there that publish did not write
+    digests: dict[str, str] = field(default_factory=dict)  # own file -> sha256 its SHA256SUMS recorded
 
 
-def _listed(path: Path) -> set[str]:
-    names = set()
-    for line in path.read_text("utf-8", errors="replace").splitlines():
-        digest, sep, rel = line.partition("  ")
-        if sep and len(digest) == 64:
+def _listed(path: Path) -> dict[str, str]:
+    """``{name: sha256}`` of a SHA256SUMS file (GNU escaping undone; lines split on newline only)."""
+    names = {}
+    for line in path.read_text("utf-8", errors="replace").split("\n"):
+        parsed = parse_sums_line(line)
+        if parsed is not None:
             with contextlib.suppress(BadInputError):
-                names.add(check_relative(rel))
+                names[check_relative(parsed[1])] = parsed[0]
     return names
 
 
@@ -649,20 +669,22 @@ def read_record(out_dir: Path) -> Record:
     if not out_dir.is_dir():
         raise BadInputError(f"{out_dir}: exists and is not a folder")
     own: set[str] = set()
+    digests: dict[str, str] = {}
     published = False
     card = out_dir / DATASET_JSON
     if (out_dir / SUMS).is_file() and card.is_file():
         with contextlib.suppress(OSError, ValueError):
             published = "reshape_version" in json.loads(card.read_text("utf-8"))
     if published:
-        own |= _listed(out_dir / SUMS) | {SUMS}
+        digests = _listed(out_dir / SUMS)
+        own |= set(digests) | {SUMS}
     pending = out_dir / PENDING
     if pending.is_file():
         with contextlib.suppress(OSError, ValueError):
             own |= {check_relative(str(n)) for n in json.loads(pending.read_text("utf-8"))}
             published = True
     files = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file() or p.is_symlink()}
-    return Record(own, published, foreign=len(files - own - {PENDING}))
+    return Record(own, published, foreign=len(files - own - {PENDING}), digests=digests)
 
 
 def check_collisions(out_dir: Path, names: list[str], record: Record, *, overwrite: bool) -> None:
@@ -676,6 +698,7 @@ def check_collisions(out_dir: Path, names: list[str], record: Record, *, overwri
             f"{out_dir}: folder is not empty and is not a published dataset; refusing to publish into it "
             "(pass --overwrite to write beside its files)"
         )
+    check_entries(out_dir, names)  # no link or special file written through, replaced or deleted
     foreign = []
     for rel in names:
         target = out_dir / rel
@@ -943,17 +966,19 @@ def _files_of(card: dict) -> set[str]:
     return {v for v in card["files"].values() if isinstance(v, str)}
 
 
-def _remove_stale(out_dir: Path, stale: set[str]) -> list[str]:
+def _remove_stale(out_dir: Path, stale: set[str], digests: dict[str, str]) -> list[str]:
     """Delete files an earlier publish recorded as its own that this one no longer writes, then the folders
-    that leaves empty (never the dataset folder itself)."""
+    that leaves empty (never the dataset folder itself). A file is deleted only while it still is what
+    SHA256SUMS recorded, reached without a symbolic link leading out of the folder (remove_recorded)."""
     removed = []
     for rel in sorted(stale):
         path = out_dir / rel
-        if path.is_file() or path.is_symlink():
-            path.unlink()
+        if remove_recorded(out_dir, rel, digests.get(rel)):
             removed.append(rel)
         for parent in path.relative_to(out_dir).parents:
             if str(parent) == ".":
+                break
+            if (out_dir / parent).is_symlink():
                 break
             with contextlib.suppress(OSError):
                 (out_dir / parent).rmdir()  # only succeeds when empty
@@ -1008,7 +1033,7 @@ def write_dataset(
             with contextlib.suppress(FileNotFoundError):
                 (out_dir / PENDING).unlink()
         raise
-    removed = _remove_stale(out_dir, record.own - set(sums) - {SUMS, PENDING})
+    removed = _remove_stale(out_dir, record.own - set(sums) - {SUMS, PENDING}, record.digests)
     (out_dir / PENDING).unlink()
     return _Written(sums, published, card, plots, placed, unchanged, removed)
 
@@ -1046,7 +1071,9 @@ def run(config: PublishConfig) -> PublishResult:
         require_hub()
     check_inputs_not_outputs(_input_paths(inputs, val_roots), folder_outputs=[out_dir])
     plan = build_plan(inputs, config, val_roots)
-    check_inputs_not_outputs([inputs.images_root, _candidate_root(inputs)], folder_outputs=[out_dir])
+    check_inputs_not_outputs(
+        [inputs.images_root, _candidate_root(inputs), *_image_roots(inputs)], folder_outputs=[out_dir]
+    )
     names = planned_names(plan, inputs)
     record = read_record(out_dir)
     check_collisions(out_dir, names, record, overwrite=config.overwrite)

@@ -45,6 +45,8 @@ import numpy as np
 import pandas as pd
 
 from reshape.errors import BadInputError
+from reshape.fileio import parse_sums_line
+from reshape.layout import REFERENCED_SOURCE_DIR, SOURCE_SUMS, SUMS, sha256sums_text
 from reshape.report_data import (
     CLUSTERS_CSV,
     NEIGHBOUR_LABELS_CSV,
@@ -60,9 +62,6 @@ THUMB_QUALITY = 80
 #: provenance rows per data file (the page loads them when the section is opened)
 CHUNK_ROWS = 500
 ASSETS = ("report.css", "report.js")
-SUMS = "SHA256SUMS"
-SOURCE_SUMS = "SOURCE_SHA256SUMS"
-REFERENCED_SOURCE_DIR = "source"
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -81,12 +80,13 @@ class Published:
 
 
 def _sums(path: Path) -> dict[str, str]:
+    """``{path: sha256}`` of a SHA256SUMS file (GNU escaping undone; lines split on newline only)."""
     out: dict[str, str] = {}
     if path.is_file():
-        for line in path.read_text("utf-8", errors="replace").splitlines():
-            digest, sep, rel = line.partition("  ")
-            if sep and len(digest) == 64:
-                out[rel] = digest
+        for line in path.read_text("utf-8", errors="replace").split("\n"):
+            parsed = parse_sums_line(line)
+            if parsed is not None:
+                out[parsed[1]] = parsed[0]
     return out
 
 
@@ -675,7 +675,7 @@ def _update_dataset_sums(dataset: Path, out: Path, names: list[str]) -> None:
     prefix = out.relative_to(dataset).as_posix() + "/"
     sums = {k: v for k, v in sums.items() if not k.startswith(prefix)}
     sums.update({prefix + n: sha256_file(out / n) for n in names})
-    atomic_write_text(dataset / SUMS, "".join(f"{d}  {p}\n" for p, d in sorted(sums.items())))
+    atomic_write_text(dataset / SUMS, sha256sums_text(sums))
 
 
 @dataclass

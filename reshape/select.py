@@ -654,6 +654,10 @@ class SelectConfig:
     fingerprint: str | None = None
     progress: bool = False
 
+    def check_options(self) -> None:
+        """The option checks that need no file (``reshape run`` makes them before any stage runs)."""
+        _check_options(self.tau_quantile, self.k, self.max_select, self.block_size)
+
 
 @dataclass
 class SelectResult:
@@ -691,7 +695,7 @@ def _check_outputs(config: SelectConfig) -> tuple[Path, Path | None]:
     if plot is not None and plot.resolve() == out.resolve():
         raise BadInputError(f"{out}: --out and --plot are the same file")
     check_inputs_not_outputs(inputs=[config.train, config.candidates], file_outputs=[out, plot])
-    check_file_output(out, "parquet", overwrite=config.overwrite)
+    check_file_output(out, "parquet", overwrite=config.overwrite, kinds=("selection",))
     check_file_output(plot, "png", overwrite=config.overwrite, owned=_owned_png, option="--plot")
     for path in (out, plot):
         if path is not None:
@@ -786,6 +790,7 @@ def run(config: SelectConfig) -> SelectResult:
     from reshape.outputs import created_folders, locked_outputs
 
     started = time.perf_counter()
+    config.check_options()
     out, plot = _check_outputs(config)
     folders = [out.parent] + ([plot.parent] if plot is not None else [])
     with created_folders(*folders), locked_outputs(out, plot, wait=config.wait):

@@ -26,7 +26,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from reshape.errors import BadInputError
-from reshape.fileio import TMP_PREFIX, atomic_path, atomic_write_bytes
+from reshape.fileio import atomic_path, atomic_write_bytes
+from reshape.fsbase import TMP_PREFIX
 
 Location = str | os.PathLike[str]
 

@@ -6,7 +6,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
@@ -192,8 +192,62 @@ def verify_dataset(root: str | os.PathLike[str]) -> VerifyReport:
         if rel == LABELS_CSV and not (root / rel).exists() and "labels" not in card.get("files", {}):
             continue
         _check_csv(root, rel, schema, cols, label_col, prefix, listed, label_range, report)
+    if label_range is not None and not all(map(math.isfinite, label_range)):
+        report.add(DATASET_JSON, f"labels.range {list(label_range)} is not finite")
+    _check_train_rows(root, report)
+    _check_images(root, sums, report)
     _check_croissant(root, card, sums, report)
     return report
+
+
+#: What a row of a published train.csv may hold (KADID's 25 types at 5 levels, two origins).
+ORIGINS = ("source", "pseudo")
+DIST_TYPES = range(1, 26)
+DIST_LEVELS = range(1, 6)
+
+
+def _check_train_rows(root: Path, report: VerifyReport) -> None:
+    """The rows of train.csv, beyond the schema: each image once, a known origin, a KADID type (1..25)
+    and level (1..5), a variance that is not negative. A dataset whose SHA256SUMS was regenerated after
+    tampering still fails here on its content."""
+    try:
+        train = read_csv(root / TRAIN_CSV, "train")
+    except (BadInputError, OSError):
+        return  # reported by the schema check
+    first_row: dict[str, int] = {}
+    for i, row in enumerate(train.itertuples(index=False), start=2):
+        where = f"{TRAIN_CSV}, line {i}"
+        if row.dist_img in first_row:
+            report.add(
+                where, f"image {row.dist_img!r} is listed twice (first on line {first_row[row.dist_img]})"
+            )
+        first_row.setdefault(row.dist_img, i)
+        if row.origin not in ORIGINS:
+            report.add(where, f"origin {row.origin!r} is not one of {', '.join(ORIGINS)}")
+        if row.dist_type not in DIST_TYPES:
+            report.add(where, f"dist_type {row.dist_type} is outside 1..25")
+        if row.dist_level not in DIST_LEVELS:
+            report.add(where, f"dist_level {row.dist_level} is outside 1..5")
+        if row.var < 0:
+            report.add(where, f"var {row.var} is negative")
+
+
+def _check_images(root: Path, sums: dict[str, str], report: VerifyReport) -> None:
+    """Every listed image decodes completely (a truncated or corrupt file fails, whatever its checksum)."""
+    from PIL import Image
+
+    for rel in sorted(sums):
+        if PurePosixPath(rel).suffix.lower() not in IMAGE_SUFFIXES or not (root / rel).is_file():
+            continue
+        try:
+            with Image.open(root / rel) as im:
+                im.load()
+        except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a broken file
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            report.add(rel, f"image does not decode ({first})")
+
+
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 
 
 def _check_croissant(root: Path, card: dict, sums: dict[str, str], report: VerifyReport) -> None:

@@ -65,6 +65,24 @@ def stand_ins():
         yield
 
 
+@pytest.fixture(scope="session")
+def finished_demo(tmp_path_factory) -> Path:
+    """A finished `reshape demo --smoke`, rerun with DRCDown on: every artifact a later command reads (the
+    safety suites share it; no test may change it)."""
+    from click.testing import CliRunner
+
+    from reshape.cli.main import cli
+
+    root = tmp_path_factory.mktemp("safety") / "demo"
+    res = CliRunner().invoke(cli, ["demo", "--out", str(root), "--smoke"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    config = root / "pipeline.toml"
+    config.write_text(config.read_text() + '\n[prune]\nenabled = true\nlabel-scale = "1-5"\n')
+    res = CliRunner().invoke(cli, ["run", str(config)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return root
+
+
 @pytest.fixture
 def pinned_clock(monkeypatch):
     """Artifacts record their creation time; SOURCE_DATE_EPOCH pins it, so whole files compare byte for

@@ -76,7 +76,10 @@ def test_debug_shows_the_traceback(tmp_path):
         ({"RESHAPE_DEBUG": "1"}, ["verify", missing]),
     ):
         res = subprocess.run([*cmd, *args], capture_output=True, text=True, env={**env, **extra_env})
-        assert res.returncode != 0 and "Traceback" in res.stderr and "BadInputError" in res.stderr
+        assert "Traceback" in res.stderr and "BadInputError" in res.stderr
+        # the traceback is added, the exit code stays the fault's (was 1 with --debug)
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.rstrip().splitlines()[-1] == f"reshape: error: {missing}: not a folder"
 
 
 def test_filesystem_faults_are_one_line_naming_the_path(tmp_path):

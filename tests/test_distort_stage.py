@@ -346,13 +346,15 @@ def test_kill_9_then_rerun_gives_the_same_bytes(refs: Path, tmp_path: Path) -> N
 
 
 # ----------------------------------------------------------------------------------------------- inputs
-def _selection_table(images: list[str]) -> pa.Table:
+def _selection_table(images: list[str], root: Path) -> pa.Table:
+    """A selection of ``images`` (relative to ``root``) with their real sha256, as select records it."""
     n = len(images)
+    digests = [hashlib.sha256((root / image).read_bytes()).hexdigest() for image in images]
     return pa.table(
         {
             "candidate_index": pa.array(range(n), type=pa.int64()),
             "image": pa.array(images, type=pa.string()),
-            "sha256": pa.array(["0" * 64] * n, type=pa.string()),
+            "sha256": pa.array(digests, type=pa.string()),
             "nearest_train_distance": pa.array([0.2] * n, type=pa.float32()),
             "farthest_train_distance": pa.array([0.9] * n, type=pa.float32()),
             "neighbour_images": pa.array([["t.png"]] * n, type=pa.list_(pa.string())),
@@ -373,7 +375,7 @@ def test_selection_parquet_input(kernels, refs: Path, tmp_path: Path) -> None:
     meta.update(n_selected=2, train_features="t.parquet", candidate_features="c.parquet", encoder="toy")
     meta["image_root"] = str(pool)
     selection = tmp_path / "selection.parquet"
-    write_parquet(selection, _selection_table(["sub/rocket.png", "sub/chelsea.png"]), "selection", meta)
+    write_parquet(selection, _selection_table(["sub/rocket.png", "sub/chelsea.png"], pool), "selection", meta)
     out = tmp_path / "out"
     code, output = invoke(str(selection), "--out", str(out), "--types", "18", "--levels", "3")
     assert code == 0, output
@@ -648,7 +650,9 @@ def test_features_parquet_input_with_relative_image_root(kernels, refs: Path, tm
     frame = pd.DataFrame(
         {
             "image": ["coffee.png", "rocket.png"],
-            "sha256": ["0" * 64] * 2,
+            "sha256": [
+                hashlib.sha256((refs / n).read_bytes()).hexdigest() for n in ("coffee.png", "rocket.png")
+            ],
             "width": [64] * 2,
             "height": [48] * 2,
         }

@@ -104,3 +104,56 @@ def test_symlink_pointing_outside_rejected(tmp_path):
     os.symlink(outside, root / "link.png")
     with pytest.raises(BadInputError, match="outside the dataset root"):
         resolve_under_root(root, "link.png")
+
+
+# ----------------------------------------------------------------------------------------------- links (issue #21)
+def test_remove_recorded_deletes_only_what_still_is_ours(tmp_path):
+    from reshape.fileio import remove_recorded, sha256_file
+
+    root, user = tmp_path / "out", tmp_path / "user"
+    (root / "sub").mkdir(parents=True)
+    user.mkdir()
+    (user / "a.png").write_bytes(b"user's")
+    (root / "linked").symlink_to(user, target_is_directory=True)  # a folder link leading outside
+    (root / "file_link.png").symlink_to(user / "a.png")
+    ours, edited = root / "sub/ours.png", root / "sub/edited.png"
+    ours.write_bytes(b"ours")
+    edited.write_bytes(b"ours")
+    digest = sha256_file(ours)
+    edited.write_bytes(b"edited by the user")
+    assert not remove_recorded(root, "linked/a.png", sha256_file(user / "a.png"))  # through a link: never
+    assert not remove_recorded(root, "file_link.png", None)  # a link in place of our file: not ours
+    assert not remove_recorded(root, "sub/edited.png", digest)  # bytes changed since: not ours
+    assert not remove_recorded(root, "sub/missing.png", digest)
+    assert remove_recorded(root, "sub/ours.png", digest)
+    assert (user / "a.png").read_bytes() == b"user's" and (root / "file_link.png").is_symlink()
+    assert edited.exists() and not ours.exists()
+
+
+def test_open_no_follow_refuses_links_and_special_files(tmp_path):
+    from reshape.fileio import write_no_follow
+
+    target = tmp_path / "target.txt"
+    target.write_text("keep")
+    (tmp_path / "link").symlink_to(target)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(BadInputError, match="symbolic link"):
+        write_no_follow(tmp_path / "link", "x")
+    with pytest.raises(BadInputError, match="FIFO"):  # and no hang: O_NONBLOCK
+        write_no_follow(tmp_path / "fifo", "x")
+    assert target.read_text() == "keep"
+    write_no_follow(tmp_path / "plain", "written")
+    assert (tmp_path / "plain").read_text() == "written"
+
+
+def test_check_inside_follows_links_to_decide(tmp_path):
+    from reshape.fileio import check_inside
+
+    root = tmp_path / "out"
+    (root / "inner").mkdir(parents=True)
+    (root / "ok").symlink_to(root / "inner", target_is_directory=True)  # a link that stays inside
+    (root / "away").symlink_to(tmp_path, target_is_directory=True)
+    check_inside(root, root / "ok" / "new.png")
+    check_inside(root, root / "not" / "yet" / "there.png")
+    with pytest.raises(BadInputError, match="leads outside"):
+        check_inside(root, root / "away" / "x.png")

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from test_publish_verify import pipeline_output  # noqa: F401  (fixture)
 
-from reshape import outputs
+from reshape import fsbase
 from reshape.cli.main import cli
 from reshape.fileio import sha256_file
 from reshape.outputs import OutputLock
@@ -61,12 +61,12 @@ def test_modes_follow_the_umask(
 ) -> None:
     out = pipeline_output["tmp"] / "dataset"
     old = os.umask(umask)
-    monkeypatch.setattr(outputs, "_UMASK", None)  # read again under this test's umask
+    monkeypatch.setattr(fsbase, "_UMASK", None)  # read again under this test's umask
     try:
         _ok(out, "--from-run", pipeline_output["run"], "--copy-source")
     finally:
         os.umask(old)
-        outputs._UMASK = None
+        fsbase._UMASK = None
     modes = {p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")]}
     assert {m for p, m in modes.items() if (out / p).is_file()} == {file_mode}
     assert {m for p, m in modes.items() if (out / p).is_dir()} == {dir_mode}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import errno
 import hashlib
+import json
 import os
 import subprocess
 import tempfile
@@ -51,24 +52,20 @@ class Demo:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Demo:
-    """A finished smoke demo with DRCDown on: every artifact a later command reads."""
-    root = tmp_path_factory.mktemp("safety") / "demo"
-    res = CliRunner().invoke(cli, ["demo", "--out", str(root), "--smoke"], catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    config = root / "pipeline.toml"
-    config.write_text(config.read_text() + '\n[prune]\nenabled = true\nlabel-scale = "1-5"\n')
-    res = CliRunner().invoke(cli, ["run", str(config)], catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    return Demo(root)
+def demo(finished_demo: Path) -> Demo:
+    """A finished smoke demo with DRCDown on (conftest, once per session): every artifact a later command
+    reads. Tests never change it."""
+    return Demo(finished_demo)
 
 
 def _config(d: Demo, where: Path, out: Path, dataset: Path) -> Path:
     where.mkdir(parents=True, exist_ok=True)
     path = where / "pipeline.toml"
+    q = json.dumps  # a JSON string is a TOML basic string (escapes included): any path survives
     path.write_text(
-        f'[inputs]\ntrain_refs = "{d.refs}"\nsource_labels = "{d.source / "dmos.csv"}"\n'
-        f'source_root = "{d.source}"\ncandidates = "{d.pool}"\nout = "{out}"\ndataset = "{dataset}"\n'
+        f"[inputs]\ntrain_refs = {q(str(d.refs))}\nsource_labels = {q(str(d.source / 'dmos.csv'))}\n"
+        f"source_root = {q(str(d.source))}\ncandidates = {q(str(d.pool))}\nout = {q(str(out))}\n"
+        f"dataset = {q(str(dataset))}\n"
         '[features]\nweights = "none"\n[distort]\ntypes = "1"\nlevels = "1"\n'
     )
     return path
@@ -362,3 +359,207 @@ def _write_bomb_png(path: Path, width: int, height: int) -> None:
     path.write_bytes(
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
     )
+
+
+# ----------------------------------------------------------------------------------------------- links
+#: Where each command writes: a file (features...prune) or a folder (distort...demo), under ``dest``.
+OUTPUT_NAME = {
+    "features": "f.parquet", "select": "sel.parquet", "label": "labels.csv", "prune": "pruned.csv",
+    "distort": "img", "publish": "ds", "run": "run", "demo": "demo",
+}  # fmt: skip
+FILE_COMMANDS = ["features", "select", "label", "prune"]
+
+
+def _user_folder(tmp_path: Path) -> Path:
+    """A user's folder outside every output, with files a link may lead to."""
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "precious.txt").write_bytes(b"a user's file\n")
+    (user / "photo.png").write_bytes(PNG)
+    return user
+
+
+def _assert_link_kept(link: Path, target: Path) -> None:
+    assert link.is_symlink() and os.readlink(link) == str(target), "the link itself was replaced"
+
+
+@pytest.mark.parametrize("which", ["holder", "lock"])
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "demo"])  # demo's locks are run's
+def test_link_at_the_lock_files_is_refused(
+    command: str, which: str, demo: Demo, dest: Path, tmp_path: Path
+) -> None:
+    """A link planted at ``.<out>.reshape-lock(.holder)`` is never written through (was: the holder JSON
+    overwrote the link's target)."""
+    user = _user_folder(tmp_path)
+    args = argv(command, demo, dest, tmp_path / "cfg")
+    lock = dest / f".{OUTPUT_NAME[command]}.reshape-lock"
+    link = Path(str(lock) + ".holder") if which == "holder" else lock
+    link.symlink_to(user / "precious.txt")
+    before = snapshot(dest, demo.root, user)
+    res = invoke(args)
+    assert_refused_cleanly(res, before, snapshot(dest, demo.root, user))
+    assert "symbolic link" in res.stderr and str(link) in res.stderr, res.stderr
+    _assert_link_kept(link, user / "precious.txt")
+
+
+def _plant_link(command: str, d: Demo, dest: Path, user: Path) -> Path:
+    """A link at --out (file outputs: to a user's copy of an artifact of the right kind, which reshape
+    would otherwise take for its own) or inside the output folder, leading out of it."""
+    r = d.run
+    own_kind = {"features": r / "features/train.parquet", "select": r / "selection.parquet",
+                "label": r / "labels.csv", "prune": r / "pruned.csv"}  # fmt: skip
+    if command in own_kind:
+        target = user / own_kind[command].name
+        target.write_bytes(own_kind[command].read_bytes())
+        link = dest / OUTPUT_NAME[command]
+    elif command == "distort":
+        target, link = user / "photo.png", dest / "img" / f"{sorted(d.refs.glob('*.png'))[0].stem}_01_01.png"
+    elif command == "demo":
+        (dest / "demo").mkdir()
+        (dest / "demo/pipeline.toml").write_text("# Written by `reshape demo`; a fake one\n")
+        target, link = user, dest / "demo/data/pool"
+    else:  # publish, run: a linked sub-folder (a natural way not to copy images)
+        target = user
+        link = dest / OUTPUT_NAME[command] / ("images" if command == "publish" else "samples")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target)
+    return link
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_links_at_or_inside_the_output_are_never_followed(
+    command: str, demo: Demo, dest: Path, tmp_path: Path
+) -> None:
+    """Nothing is written or deleted through a link that leaves the output, even with --overwrite."""
+    user = _user_folder(tmp_path)
+    link = _plant_link(command, demo, dest, user)
+    target = Path(os.readlink(link))
+    overwrite = ["--overwrite"] if command not in ("run", "demo") else []
+    before = snapshot(dest, demo.root, user)
+    res = invoke([*argv(command, demo, dest, tmp_path / "cfg"), *overwrite])
+    assert_refused_cleanly(res, before, snapshot(dest, demo.root, user))
+    assert "link" in res.stderr, res.stderr
+    _assert_link_kept(link, target)
+
+
+# ----------------------------------------------------------------------------------------------- special files
+@pytest.fixture
+def no_hang():
+    """A FIFO read by mistake blocks forever: fail the test after a minute instead."""
+    import signal
+
+    def fail(*_: object) -> None:
+        raise TimeoutError("the command blocked on a special file")
+
+    old = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def _special_kinds(path: Path) -> set[str]:
+    import stat
+
+    mode = path.lstat().st_mode
+    return {k for k, test in (("fifo", stat.S_ISFIFO), ("chr", stat.S_ISCHR)) if test(mode)}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_fifo_at_the_output_is_refused(command: str, demo: Demo, dest: Path, tmp_path: Path, no_hang) -> None:
+    """A FIFO at --out is refused in one line (features and label hung reading it)."""
+    fifo = dest / OUTPUT_NAME[command]
+    os.mkfifo(fifo)
+    before = snapshot(demo.root)
+    res = invoke(
+        [*argv(command, demo, dest, tmp_path / "cfg"), *(["--overwrite"] if command in FILE_COMMANDS else [])]
+    )
+    assert_refused_cleanly(res, before, snapshot(demo.root))
+    assert _special_kinds(fifo) == {"fifo"} and str(fifo) in res.stderr, res.stderr
+
+
+def _device_at(command: str, d: Demo, dest: Path) -> Path:
+    """A character device (a copy of /dev/null) where the command writes a file."""
+    rel = {"distort": f"img/{sorted(d.refs.glob('*.png'))[0].stem}_01_01.png", "publish": "ds/train.csv"}
+    path = dest / rel.get(command, OUTPUT_NAME[command])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mknod(path, 0o666 | __import__("stat").S_IFCHR, os.makedev(1, 3))
+    except (PermissionError, OSError):
+        pytest.skip("cannot create a device node here (not root, or mknod not permitted)")
+    return path
+
+
+@pytest.mark.parametrize("command", [*FILE_COMMANDS, "distort", "publish"])
+def test_device_node_is_never_replaced(command: str, demo: Demo, dest: Path, tmp_path: Path) -> None:
+    """--overwrite replaced a device node with a regular file; anything not a regular file or folder is
+    refused, --overwrite or not."""
+    device = _device_at(command, demo, dest)
+    before = snapshot(demo.root)
+    res = invoke([*argv(command, demo, dest, tmp_path / "cfg"), "--overwrite"])
+    assert_refused_cleanly(res, before, snapshot(demo.root))
+    assert _special_kinds(device) == {"chr"} and "device node" in res.stderr, res.stderr
+
+
+# ----------------------------------------------------------------------------------------------- hostile names
+HOSTILE = "-new\nline \\back\tslash é"
+
+
+@pytest.mark.parametrize(
+    "command", [*COMMANDS[:-2], *(pytest.param(c, marks=pytest.mark.slow) for c in COMMANDS[-2:])]
+)  # run and demo run the whole pipeline (~30 s each): -m slow
+def test_hostile_output_names_work_or_are_refused_cleanly(
+    command: str, demo: Demo, dest: Path, tmp_path: Path
+) -> None:
+    """An output name with a newline, a backslash, a tab, a leading dash and non-ASCII letters: the command
+    either writes exactly there (and what it wrote reads back) or refuses in one line; nothing else changes."""
+    hostile = dest / HOSTILE
+    hostile.mkdir()
+    before = snapshot(demo.root)
+    res = invoke(argv(command, demo, hostile, tmp_path / "cfg"))
+    assert snapshot(demo.root) == before
+    if res.exit_code != 0:
+        assert_refused_cleanly(res, before, snapshot(demo.root))
+        return
+    written = hostile / OUTPUT_NAME[command]
+    assert written.exists(), res.output
+    if command in ("publish", "run"):
+        from reshape.verify import verify_dataset
+
+        dataset = written if command == "publish" else hostile / "ds"
+        assert verify_dataset(dataset).ok, verify_dataset(dataset).problems[:3]
+    if command in ("features", "select"):
+        from reshape.artifacts import read_parquet
+
+        read_parquet(written, "features" if command == "features" else "selection")
+
+
+def test_hostile_image_names(demo: Demo, tmp_path: Path) -> None:
+    """Image names with a newline, a leading dash or non-ASCII letters go through features and distort
+    intact (the manifest names files that exist); a backslash, which every reshape table reads as a
+    folder separator, is refused in one line before any work."""
+    import pandas as pd
+
+    from reshape.artifacts import read_features
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    sources = sorted(demo.refs.glob("*.png"))
+    names = ["a\nb.png", "-lead é ü.png", "plain.png"]
+    for name, src in zip(names, sources, strict=False):
+        (refs / name).write_bytes(src.read_bytes())
+    res = invoke(["features", str(refs), "--out", str(tmp_path / "f.parquet"), "--weights", "none"])
+    assert res.exit_code == 0, res.output
+    assert sorted(read_features(tmp_path / "f.parquet").images) == sorted(names)
+    res = invoke(["distort", str(tmp_path / "f.parquet"), "--out", str(tmp_path / "img"), "--types", "1"])
+    assert res.exit_code == 0, res.output
+    listed = pd.read_csv(tmp_path / "img/manifest.csv", dtype=str)
+    assert sorted(listed["ref_img"].unique()) == sorted(names)
+    assert all((tmp_path / "img" / n).is_file() for n in listed["dist_img"])
+    (refs / "c\\d.png").write_bytes(sources[0].read_bytes())
+    for args in (["features", str(refs), "--out", str(tmp_path / "g.parquet"), "--weights", "none"],
+                 ["distort", str(refs), "--out", str(tmp_path / "img2"), "--types", "1"]):  # fmt: skip
+        before = snapshot(refs)
+        res = invoke(args)
+        assert_refused_cleanly(res, before, snapshot(refs))
+        assert "backslash" in res.stderr
