@@ -15,9 +15,11 @@ Conventions (documented in README):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,19 @@ DEFAULT_MAX_PIXELS = 2 * 89_478_485
 SAVE_FORMATS = {".png": "PNG", ".bmp": "BMP"}
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@contextlib.contextmanager
+def strict_decoding() -> Iterator[None]:
+    """Decode with Pillow's truncation check on, whatever the process-wide setting: another library in
+    the same process may have relaxed it on import (pyiqa's AVA loader sets LOAD_TRUNCATED_IMAGES), and
+    then a truncated file would decode into grey pixels instead of failing."""
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
 
 
 def _fail(path: object, problem: str) -> BadInputError:
@@ -133,7 +148,7 @@ def load_image(
     p = Path(path)
     _check_file(p)
     try:
-        with Image.open(p) as im:
+        with strict_decoding(), Image.open(p) as im:
             w, h = im.size
             if max_pixels is not None and w * h > max_pixels:
                 raise _fail(
@@ -202,7 +217,7 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     p = Path(path)
     _check_file(p)
     try:
-        with Image.open(p) as im:
+        with strict_decoding(), Image.open(p) as im:
             w, h = im.size
             if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
                 w, h = h, w

@@ -462,9 +462,15 @@ Relative dataset paths are made absolute against the options file's folder, as p
 """
 
 import os
+import sys
 
-from pyiqa.test import test_pipeline
-from pyiqa.utils import options
+try:
+    import pyiqa.test
+    from pyiqa.test import test_pipeline
+    from pyiqa.utils import options
+except ImportError:
+    print("pyiqa/test.py: error: pyiqa is not installed: pip install 'reshape-iqa[train]'", file=sys.stderr)
+    sys.exit(2)
 
 if __name__ == "__main__":
     parse = options.parse_options
@@ -478,8 +484,6 @@ if __name__ == "__main__":
                 if value and not os.path.isabs(os.path.expanduser(value)):
                     dataset[key] = os.path.normpath(os.path.join(base, value))
         return opt, args
-
-    import pyiqa.test
 
     build = pyiqa.test.build_model
 

@@ -13,6 +13,7 @@ import pandas as pd
 from reshape.artifacts import load_schema, read_csv
 from reshape.errors import BadInputError
 from reshape.fileio import TMP_PREFIX, check_relative, resolve_under_root, sha256_file
+from reshape.imageio import strict_decoding
 from reshape.layout import (
     CROISSANT_JSON,
     DATASET_JSON,
@@ -240,7 +241,7 @@ def _check_images(root: Path, sums: dict[str, str], report: VerifyReport) -> Non
         if PurePosixPath(rel).suffix.lower() not in IMAGE_SUFFIXES or not (root / rel).is_file():
             continue
         try:
-            with Image.open(root / rel) as im:
+            with strict_decoding(), Image.open(root / rel) as im:
                 im.load()
         except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a broken file
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageFile
 
 from reshape.errors import BadInputError
 from reshape.imageio import encode_image, image_size, load_image, save_image, to_uint8
@@ -156,14 +156,18 @@ def test_text_named_png(tmp_path):
     assert "not a recognised image" in _bad(p)
 
 
+@pytest.mark.parametrize("relaxed", [False, True], ids=["default", "relaxed-by-another-library"])
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
-def test_truncated(tmp_path, photo, fmt):
+def test_truncated(tmp_path, photo, fmt, relaxed, monkeypatch):
+    # pyiqa's AVA loader sets Pillow's LOAD_TRUNCATED_IMAGES process-wide on import; reshape stays strict
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", relaxed)
     buf = io.BytesIO()
     Image.fromarray(photo).save(buf, format=fmt)
     data = buf.getvalue()
     p = tmp_path / f"trunc.{fmt.lower()}"
     p.write_bytes(data[: len(data) // 2])
     assert "truncated or corrupt" in _bad(p)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is relaxed  # the process-wide setting is left as it was
 
 
 def test_decompression_bomb(tmp_path):

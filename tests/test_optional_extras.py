@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from test_select import make_case, write_feats
 
-from reshape.pyiqa_options import LAUNCHER_TEXT
+from reshape.pyiqa_options import LAUNCHER_TEXT, TEST_LAUNCHER_TEXT
 
 RUN_CLI_WITHOUT = (
     "import sys; hidden = sys.argv[1].split(','); sys.modules.update(dict.fromkeys(hidden)); "
@@ -108,10 +108,11 @@ def test_selection_map_without_umap_is_pca_and_says_how_to_get_umap(tmp_path: Pa
         assert np.asarray(im.convert("L")).std() > 0  # a drawn map, not an empty canvas
 
 
-def test_published_pyiqa_launcher_without_pyiqa(tmp_path: Path) -> None:
-    """The launcher publish writes runs outside reshape: without pyiqa, one line naming the extra."""
-    launcher = tmp_path / "train.py"
-    launcher.write_text(LAUNCHER_TEXT, "utf-8")
+@pytest.mark.parametrize(("name", "text"), [("train.py", LAUNCHER_TEXT), ("test.py", TEST_LAUNCHER_TEXT)])
+def test_published_pyiqa_launchers_without_pyiqa(name: str, text: str, tmp_path: Path) -> None:
+    """The launchers publish writes run outside reshape: without pyiqa, one line naming the extra."""
+    launcher = tmp_path / name
+    launcher.write_text(text, "utf-8")
     hide = f"import sys, runpy; sys.modules['pyiqa'] = None; runpy.run_path({str(launcher)!r}, run_name='__main__')"
     res = subprocess.run(
         [sys.executable, "-c", hide], cwd=tmp_path, capture_output=True, text=True, timeout=120
@@ -119,5 +120,5 @@ def test_published_pyiqa_launcher_without_pyiqa(tmp_path: Path) -> None:
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == [
-        "pyiqa/train.py: error: pyiqa is not installed: pip install 'reshape-iqa[train]'"
+        f"pyiqa/{name}: error: pyiqa is not installed: pip install 'reshape-iqa[train]'"
     ]

@@ -303,8 +303,15 @@ def _truncate(ds: Path, _train: pd.DataFrame) -> None:
     ],
     ids=["duplicate", "origin", "dist_type", "dist_level", "var", "truncated", "label"],
 )
-def test_verify_fails_a_tampered_dataset_on_its_content(demo: Demo, tmp_path: Path, tamper, problem) -> None:
+def test_verify_fails_a_tampered_dataset_on_its_content(
+    demo: Demo, tmp_path: Path, tamper, problem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import ImageFile
+
     from reshape.verify import verify_dataset
+
+    # as after `import pyiqa` (its AVA loader relaxes Pillow process-wide): verify still decodes strictly
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
 
     ds = _tampered(demo, tmp_path, tamper)
     report = verify_dataset(ds)
