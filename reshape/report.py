@@ -20,8 +20,10 @@ JSON-ready) -> :func:`plan_files` (every file and its bytes, thumbnails as sourc
 through a temporary name. Thumbnails are made once: ``report/report.json`` records the sha256 of each
 thumbnail's image, and an unchanged image keeps its thumbnail on a rebuild.
 
-Ownership (docs/safety.md): ``report.json`` is the report's record. A rebuild replaces or deletes only the
-files it lists; any other file at a name the report writes is refused unless ``overwrite``; a non-empty
+Ownership (docs/safety.md): ``report.json`` is the report's record (names and the sha256 of the bytes
+written). A rebuild replaces or deletes only the files it lists, and deletes one only while it still holds
+the recorded bytes and is reached without a link leading out of the folder; a link or special file at a
+name it writes is refused; any other file at a name the report writes is refused unless ``overwrite``; a non-empty
 folder without that record is refused unless ``overwrite`` (then the report writes beside its files).
 Built inside a published dataset (the default ``DATASET/report``), the report's lines in the dataset's
 SHA256SUMS are updated too, so the folder still passes `reshape verify`.
@@ -30,11 +32,13 @@ SHA256SUMS are updated too, so the folder still passes `reshape verify`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import html
 import json
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
@@ -62,6 +66,7 @@ THUMB_QUALITY = 80
 #: provenance rows per data file (the page loads them when the section is opened)
 CHUNK_ROWS = 500
 ASSETS = ("report.css", "report.js")
+_NOTHING_LISTED: Mapping[str, str] = {}
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -507,6 +512,7 @@ class ReportRecord:
     own: set[str]
     thumbs: dict[str, str]  # thumbnail -> sha256 of its image, for thumbnails made with these settings
     present: bool
+    digests: dict[str, str] = field(default_factory=dict)  # own file -> sha256 of the bytes written
 
 
 def read_record(out: Path) -> ReportRecord:
@@ -526,33 +532,34 @@ def read_record(out: Path) -> ReportRecord:
             own.add(check_relative(str(name)))
     same = data.get("thumb_side") == THUMB_SIDE and data.get("thumb_quality") == THUMB_QUALITY
     thumbs = {str(k): str(v) for k, v in data.get("thumbs", {}).items()} if same else {}
-    return ReportRecord(own | {RECORD}, thumbs, True)
+    digests = {str(k): str(v) for k, v in data.get("digests", {}).items() if k in own}
+    return ReportRecord(own | {RECORD}, thumbs, True, digests)
 
 
-def owned_record(out: Path, listed: set[str] | frozenset[str] = frozenset()) -> ReportRecord:
-    """The report's record in ``out``; without one, the files a publish listed there (``listed``, relative
-    to ``out``: a published dataset's SHA256SUMS lines under report/) count as the report's own."""
+def owned_record(out: Path, listed: Mapping[str, str] = _NOTHING_LISTED) -> ReportRecord:
+    """The report's record in ``out``; without one, the files a publish listed there (``listed``: name
+    relative to ``out`` -> sha256, a published dataset's SHA256SUMS lines under report/) count as its own."""
     record = read_record(out)
     if not record.present and listed:
-        return ReportRecord(set(listed) | {RECORD}, {}, True)
+        return ReportRecord(set(listed) | {RECORD}, {}, True, dict(listed))
     return record
 
 
-def listed_in_dataset(dataset: Path, out: Path) -> set[str]:
-    """Files under ``out`` that the dataset's SHA256SUMS lists (publish wrote them), relative to ``out``."""
+def listed_in_dataset(dataset: Path, out: Path) -> dict[str, str]:
+    """Files under ``out`` that the dataset's SHA256SUMS lists (publish wrote them), relative to ``out``,
+    with their recorded sha256."""
     try:
         prefix = out.resolve().relative_to(dataset.resolve()).as_posix() + "/"
     except ValueError:
-        return set()
-    return {k[len(prefix) :] for k in _sums(dataset / SUMS) if k.startswith(prefix)}
+        return {}
+    return {k[len(prefix) :]: d for k, d in _sums(dataset / SUMS).items() if k.startswith(prefix)}
 
 
 def check_output(out: Path, names: list[str], record: ReportRecord, *, overwrite: bool) -> None:
     """Refuse, before any work, a folder or foreign file where the report writes, a non-empty folder that
     is not a report (unless ``overwrite``: then the report writes beside its files), or a path that leads
     out of ``out`` through a symlink."""
-    from reshape.fileio import resolve_under_root
-    from reshape.outputs import refuse_foreign
+    from reshape.outputs import check_entries, refuse_foreign
 
     if out.exists() and not out.is_dir():
         raise BadInputError(f"{out}: exists and is not a folder")
@@ -563,11 +570,8 @@ def check_output(out: Path, names: list[str], record: ReportRecord, *, overwrite
             f"{out}: folder is not empty and holds no reshape report; refusing to write into it "
             "(pass --overwrite to write beside its files)"
         )
-    files, folders, links = _listing(out)
-    for folder in sorted({str(PurePosixPath(n).parent) for n in names} - {"."}):
-        resolve_under_root(out, folder, source=out)  # a symlinked folder must not lead outside
-    for rel in sorted(links & set(names)):
-        resolve_under_root(out, rel, source=out)
+    check_entries(out, names, what="report")  # no link or special file written through or replaced
+    files, folders, _ = _listing(out)
     for rel in names:
         if rel in folders:
             raise BadInputError(f"{out / rel}: is a folder where the report writes a file; refusing")
@@ -590,7 +594,9 @@ def _listing(out: Path) -> tuple[set[str], set[str], set[str]]:
     return files | links, folders, links
 
 
-def _write_record(out: Path, names: list[str], thumbs: dict[str, str]) -> None:
+def _write_record(
+    out: Path, names: list[str], thumbs: dict[str, str], digests: Mapping[str, str] = _NOTHING_LISTED
+) -> None:
     from reshape import __version__
     from reshape.fileio import atomic_write_text
 
@@ -601,6 +607,7 @@ def _write_record(out: Path, names: list[str], thumbs: dict[str, str]) -> None:
         "thumb_quality": THUMB_QUALITY,
         "files": sorted(names),
         "thumbs": dict(sorted(thumbs.items())),
+        "digests": dict(sorted(digests.items())),
     }
     atomic_write_text(out / RECORD, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
@@ -623,16 +630,19 @@ def _put(path: Path, data: bytes) -> None:
         raise
 
 
-def _make_thumbs(out: Path, root: Path, todo: list[tuple[str, str]], workers: int) -> None:
+def _make_thumbs(out: Path, root: Path, todo: list[tuple[str, str]], workers: int) -> dict[str, str]:
     """Thumbnails (JPEG, <= THUMB_SIDE px) of ``todo`` (thumbnail, published image), in threads: OpenCV
     releases the GIL while decoding, resizing and encoding (its own thread pool is set to one thread
     meanwhile, so the two do not oversubscribe the cores). Each thumbnail is independent, so the bytes do
-    not depend on the worker count. One sync at the end makes them durable before the record is written."""
+    not depend on the worker count. One sync at the end makes them durable before the record is written.
+    Returns the sha256 of each thumbnail written."""
     import cv2
 
-    def one(item: tuple[str, str]) -> None:
+    def one(item: tuple[str, str]) -> tuple[str, str]:
         thumb, image = item
-        _put(out / thumb, thumbnail_jpeg(root / image, THUMB_SIDE, THUMB_QUALITY))
+        data = thumbnail_jpeg(root / image, THUMB_SIDE, THUMB_QUALITY)
+        _put(out / thumb, data)
+        return thumb, hashlib.sha256(data).hexdigest()
 
     for folder in sorted({(out / t).parent for t, _ in todo}):
         folder.mkdir(parents=True, exist_ok=True)
@@ -640,27 +650,28 @@ def _make_thumbs(out: Path, root: Path, todo: list[tuple[str, str]], workers: in
     cv2.setNumThreads(1)
     try:
         if workers <= 1 or len(todo) < 8:
-            for item in todo:
-                one(item)
+            written = dict(map(one, todo))
         else:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                for _ in pool.map(one, todo, chunksize=32):
-                    pass
+                written = dict(pool.map(one, todo, chunksize=32))
     finally:
         cv2.setNumThreads(threads)
     if todo and hasattr(os, "sync"):
         os.sync()
+    return written
 
 
-def _remove_stale(out: Path, stale: set[str]) -> int:
+def _remove_stale(out: Path, stale: set[str], digests: Mapping[str, str]) -> int:
+    """Delete files an earlier report wrote that this one does not, only while each still is what was
+    recorded (reshape.fileio.remove_recorded: a regular file, reached without a link leading out of ``out``,
+    holding the recorded bytes), then the folders that leaves empty."""
+    from reshape.fileio import remove_recorded
+
     removed = 0
     for rel in sorted(stale):
-        path = out / rel
-        if path.is_file() or path.is_symlink():
-            path.unlink()
-            removed += 1
-        for parent in path.relative_to(out).parents:
-            if str(parent) == ".":
+        removed += remove_recorded(out, rel, digests.get(rel))
+        for parent in PurePosixPath(rel).parents:
+            if str(parent) == "." or (out / parent).is_symlink():
                 break
             with contextlib.suppress(OSError):
                 (out / parent).rmdir()  # only when empty
@@ -705,12 +716,12 @@ def write_report(
     *,
     overwrite: bool = False,
     workers: int | None = None,
-    listed: set[str] | frozenset[str] = frozenset(),
+    listed: Mapping[str, str] = _NOTHING_LISTED,
 ) -> ReportResult:
     """Write ``plan`` into ``out`` (the caller holds the lock): the record first (naming every file it will
     write), then the files, the thumbnails not already made, the final record, and last the removal of
     files an earlier report wrote that this one does not."""
-    from reshape.fileio import atomic_write_bytes, remove_stale_temps
+    from reshape.fileio import atomic_write_bytes, remove_stale_temps, sha256_file
 
     start = time.perf_counter()
     names = plan.names()
@@ -721,12 +732,15 @@ def write_report(
     _write_record(out, sorted(set(names) | (record.own - {RECORD})), reuse)
     for folder in {(out / n).parent for n in names if (out / n).parent.is_dir()}:
         remove_stale_temps(folder, names=[PurePosixPath(n).name for n in names])
+    digests = {}
     for rel, data in sorted(plan.files.items()):
         atomic_write_bytes(out / rel, data)
+        digests[rel] = hashlib.sha256(data).hexdigest()
     todo = [(t, image) for t, (image, _) in sorted(plan.thumbs.items()) if t not in reuse]
-    _make_thumbs(out, dataset, todo, workers or default_workers())
-    _write_record(out, names, {t: d for t, (_, d) in plan.thumbs.items()})
-    removed = _remove_stale(out, record.own - set(names))
+    digests |= _make_thumbs(out, dataset, todo, workers or default_workers())
+    digests |= {t: record.digests.get(t) or sha256_file(out / t) for t in reuse}
+    _write_record(out, names, {t: d for t, (_, d) in plan.thumbs.items()}, digests)
+    removed = _remove_stale(out, record.own - set(names), record.digests)
     return ReportResult(out, names, len(todo), len(reuse), removed, time.perf_counter() - start)
 
 
@@ -763,7 +777,7 @@ def run(
         check_inputs_not_outputs([dataset], folder_outputs=[target])
     pub = read_published(dataset)
     plan = plan_files(pub)
-    listed = listed_in_dataset(dataset, target) if inside else set()
+    listed = listed_in_dataset(dataset, target) if inside else {}
     check_output(target, plan.names(), owned_record(target, listed), overwrite=overwrite)
     check_writable(target)
     with created_folders(target), locked_outputs(dataset if inside else target, wait=wait):

@@ -304,3 +304,41 @@ def test_report_of_a_folder_with_referenced_sources(demo_dataset: Path, tmp_path
     clusters.assign(image="../../etc/passwd").to_csv(copy / "provenance" / "clusters.csv", index=False)
     res = CliRunner().invoke(cli, ["report", str(copy), "--out", str(tmp_path / "out")])
     assert res.exit_code == 2 and "escapes" in res.output and res.output.count("\n") == 1, res.output
+
+
+def test_rebuild_never_deletes_through_a_link_nor_an_edited_file(demo_dataset: Path, tmp_path: Path) -> None:
+    """The report keeps the safety rules of every writing command (docs/safety.md): a stale file it
+    recorded is deleted only while it holds the recorded bytes, and nothing is written or deleted through
+    a symbolic link leading out of its folder."""
+    fewer = tmp_path / "fewer"
+    shutil.copytree(demo_dataset, fewer)
+    train = pd.read_csv(fewer / "train.csv")
+    gone = train[train["origin"] == "pseudo"]["dist_img"].iloc[-1]
+    train[train["dist_img"] != gone].to_csv(fewer / "train.csv", index=False, lineterminator="\n")
+    labels = pd.read_csv(fewer / "labels.csv")
+    labels[labels["dist_img"] != gone].to_csv(fewer / "labels.csv", index=False, lineterminator="\n")
+    rep = tmp_path / "rep"
+    res = CliRunner().invoke(cli, ["report", str(demo_dataset), "--out", str(rep)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    stale = rep / "thumbs" / f"{gone}.jpg"
+    assert stale.is_file()
+    # an edited stale file stays
+    stale.write_bytes(b"my own edit")
+    res = CliRunner().invoke(cli, ["report", str(fewer), "--out", str(rep)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert stale.read_bytes() == b"my own edit"
+    # an unedited one goes: rebuild from the full set, then from the smaller one again
+    stale.unlink()
+    assert CliRunner().invoke(cli, ["report", str(demo_dataset), "--out", str(rep)]).exit_code == 0
+    assert stale.is_file()
+    assert CliRunner().invoke(cli, ["report", str(fewer), "--out", str(rep)]).exit_code == 0
+    assert not stale.exists()
+    # thumbs/ as a link to a folder of the user's: refused in one line, the user's files untouched
+    mine = tmp_path / "my-thumbs"
+    shutil.move(rep / "thumbs", mine)
+    (rep / "thumbs").symlink_to(mine, target_is_directory=True)
+    before = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()}
+    res = CliRunner().invoke(cli, ["report", str(demo_dataset), "--out", str(rep)])
+    assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+    assert "link" in res.output and str(rep / "thumbs") in res.output
+    assert {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} == before
