@@ -730,7 +730,8 @@ def run(config: FeaturesConfig) -> FeaturesResult:
         remove_stale_temps(out.parent, names=[out.name])
         device = resolve_device(config.device)
         precision = resolve_precision(config.precision, device, backend)
-        announce("loading the %s encoder (weights: %s) on %s", config.encoder, config.weights, device)
+        weights = STATS_WEIGHTS if config.encoder == STATS_ENCODER else config.weights
+        announce("loading the %s encoder (weights: %s) on %s", config.encoder, weights, device)
         enc = build_encoder(config.encoder, config.weights, device)
         if config.weights == "none" and config.encoder != STATS_ENCODER:
             log.warning(RANDOM_WEIGHTS_WARNING, RANDOM_INIT_SEED)
