@@ -12,6 +12,8 @@ caller's ``report.add(where, problem)``, never fatal, so a checker can list ever
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Protocol
 
 from reshape.errors import BadInputError
@@ -74,3 +76,19 @@ def parse_sha256sums(text: str, name: str, report: ProblemSink) -> dict[str, str
             report.add(f"{name}, line {n}", f"{clean!r} listed twice")
         entries[clean] = digest
     return entries
+
+
+class _Dropped:
+    """A problem sink that drops what it is told (for readers that only need what a list owns)."""
+
+    def add(self, where: str, problem: str) -> None:
+        pass
+
+
+def read_sha256sums(path: str | os.PathLike[str]) -> dict[str, str]:
+    """``{path: sha256}`` of a SHA256SUMS file, leniently: a malformed line or an unsafe path owns nothing
+    (``reshape verify`` is the reader that reports them); a missing file lists nothing."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    return parse_sha256sums(path.read_text("utf-8", errors="replace"), path.name, _Dropped())

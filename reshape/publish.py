@@ -66,7 +66,6 @@ from reshape.fileio import (
     atomic_path,
     atomic_write_text,
     check_relative,
-    parse_sums_line,
     remove_recorded,
     remove_stale_temps,
     resolve_under_root,
@@ -90,6 +89,7 @@ from reshape.layout import (
     SOURCE_SUMS,
     SUMS,
     TRAIN_CSV,
+    read_sha256sums,
     sha256sums_text,
 )
 from reshape.outputs import (
@@ -650,17 +650,6 @@ class Record:
     digests: dict[str, str] = field(default_factory=dict)  # own file -> sha256 its SHA256SUMS recorded
 
 
-def _listed(path: Path) -> dict[str, str]:
-    """``{name: sha256}`` of a SHA256SUMS file (GNU escaping undone; lines split on newline only)."""
-    names = {}
-    for line in path.read_text("utf-8", errors="replace").split("\n"):
-        parsed = parse_sums_line(line)
-        if parsed is not None:
-            with contextlib.suppress(BadInputError):
-                names[check_relative(parsed[1])] = parsed[0]
-    return names
-
-
 def read_record(out_dir: Path) -> Record:
     """Own files = those listed in the SHA256SUMS of a dataset publish wrote (dataset.json carrying reshape's
     mark), plus the names an interrupted publish announced in its pending list."""
@@ -676,7 +665,7 @@ def read_record(out_dir: Path) -> Record:
         with contextlib.suppress(OSError, ValueError):
             published = "reshape_version" in json.loads(card.read_text("utf-8"))
     if published:
-        digests = _listed(out_dir / SUMS)
+        digests = read_sha256sums(out_dir / SUMS)
         own |= set(digests) | {SUMS}
     pending = out_dir / PENDING
     if pending.is_file():
@@ -717,7 +706,8 @@ def _check_report_output(target: Path, record: Record, *, overwrite: bool) -> No
     """Before any work: report/ must be new, publish's own or an earlier report's (reshape.report)."""
     from reshape import report
 
-    listed = {n.split("/", 1)[1] for n in record.own if n.startswith(report.REPORT_DIR + "/")}
+    prefix = report.REPORT_DIR + "/"
+    listed = {n[len(prefix) :]: d for n, d in record.digests.items() if n.startswith(prefix)}
     report.check_output(target, [], report.owned_record(target, listed), overwrite=overwrite)
 
 

@@ -49,8 +49,7 @@ import numpy as np
 import pandas as pd
 
 from reshape.errors import BadInputError
-from reshape.fileio import parse_sums_line
-from reshape.layout import REFERENCED_SOURCE_DIR, SOURCE_SUMS, SUMS, sha256sums_text
+from reshape.layout import REFERENCED_SOURCE_DIR, SOURCE_SUMS, SUMS, read_sha256sums, sha256sums_text
 from reshape.report_data import (
     CLUSTERS_CSV,
     NEIGHBOUR_LABELS_CSV,
@@ -84,17 +83,6 @@ class Published:
     digests: dict[str, str]  # published path -> sha256 (from SHA256SUMS)
 
 
-def _sums(path: Path) -> dict[str, str]:
-    """``{path: sha256}`` of a SHA256SUMS file (GNU escaping undone; lines split on newline only)."""
-    out: dict[str, str] = {}
-    if path.is_file():
-        for line in path.read_text("utf-8", errors="replace").split("\n"):
-            parsed = parse_sums_line(line)
-            if parsed is not None:
-                out[parsed[1]] = parsed[0]
-    return out
-
-
 def _optional_csv(root: Path, rel: str) -> pd.DataFrame | None:
     path = root / rel
     if not path.is_file():
@@ -123,7 +111,7 @@ def read_published(root: Path, digests: dict[str, str] | None = None) -> Publish
     train = read_csv(root / "train.csv", "train")
     labels = read_csv(root / "labels.csv", "labels") if (root / "labels.csv").is_file() else None
     if digests is None:
-        digests = {**_sums(root / SOURCE_SUMS), **_sums(root / SUMS)}
+        digests = {**read_sha256sums(root / SOURCE_SUMS), **read_sha256sums(root / SUMS)}
     return Published(
         root=root,
         card=card,
@@ -216,11 +204,19 @@ def _parameters(card: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _text(value: object) -> str:
+    """A CSV cell as text: an empty cell (read as NaN) is ''."""
+    return value if isinstance(value, str) else ""
+
+
 def _neighbour_rows(pub: Published, thumbs: _Thumbs) -> dict[tuple[str, int, int], list]:
     if pub.neighbour_labels is None:
         return {}
     return {
-        (str(r.neighbour), int(r.dist_type), int(r.dist_level)): [_r(r.dmos), thumbs(r.image or r.ref_image)]
+        (str(r.neighbour), int(r.dist_type), int(r.dist_level)): [
+            _r(r.dmos),
+            thumbs(_text(r.image) or r.ref_image),
+        ]
         for r in pub.neighbour_labels.itertuples(index=False)
     }
 
@@ -552,7 +548,7 @@ def listed_in_dataset(dataset: Path, out: Path) -> dict[str, str]:
         prefix = out.resolve().relative_to(dataset.resolve()).as_posix() + "/"
     except ValueError:
         return {}
-    return {k[len(prefix) :]: d for k, d in _sums(dataset / SUMS).items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: d for k, d in read_sha256sums(dataset / SUMS).items() if k.startswith(prefix)}
 
 
 def check_output(out: Path, names: list[str], record: ReportRecord, *, overwrite: bool) -> None:
@@ -682,7 +678,7 @@ def _update_dataset_sums(dataset: Path, out: Path, names: list[str]) -> None:
     """Replace the report's lines in the dataset's SHA256SUMS (the report lives inside it)."""
     from reshape.fileio import atomic_write_text, sha256_file
 
-    sums = _sums(dataset / SUMS)
+    sums = read_sha256sums(dataset / SUMS)
     prefix = out.relative_to(dataset).as_posix() + "/"
     sums = {k: v for k, v in sums.items() if not k.startswith(prefix)}
     sums.update({prefix + n: sha256_file(out / n) for n in names})
@@ -729,7 +725,7 @@ def write_report(
     check_output(out, names, record, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     reuse = {t: d for t, (_, d) in plan.thumbs.items() if record.thumbs.get(t) == d and (out / t).is_file()}
-    _write_record(out, sorted(set(names) | (record.own - {RECORD})), reuse)
+    _write_record(out, sorted(set(names) | (record.own - {RECORD})), reuse, record.digests)
     for folder in {(out / n).parent for n in names if (out / n).parent.is_dir()}:
         remove_stale_temps(folder, names=[PurePosixPath(n).name for n in names])
     digests = {}

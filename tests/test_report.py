@@ -342,3 +342,26 @@ def test_rebuild_never_deletes_through_a_link_nor_an_edited_file(demo_dataset: P
     assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
     assert "link" in res.output and str(rep / "thumbs") in res.output
     assert {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} == before
+
+
+def test_republish_after_the_report_record_was_lost(demo_dataset: Path, tmp_path: Path) -> None:
+    """Without report/report.json, the report files the previous publish listed (with their sha256) are
+    still the report's own: publishing again rebuilds them (one line per fault, never a traceback)."""
+    demo = demo_dataset.parent
+    ds = tmp_path / "ds"
+    args = [
+        "publish",
+        "--out",
+        str(ds),
+        "--from-run",
+        str(demo / "run"),
+        "--source-root",
+        str(demo / "data/source"),
+    ]
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    (ds / "report" / "report.json").unlink()
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert (ds / "report" / "report.json").is_file()
+    assert verify_dataset(ds).ok, verify_dataset(ds).problems
