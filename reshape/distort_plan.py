@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 import distortions
-from reshape.artifacts import SCHEMA_KEY, read_artifact_metadata, read_parquet
+from reshape.artifacts import PARTIAL_KEY, SCHEMA_KEY, read_artifact_metadata, read_parquet
 from reshape.errors import BadInputError, StageError
 from reshape.fileio import check_file_name, resolve_under_root
 from reshape.imageio import image_size
@@ -276,14 +276,19 @@ def _parquet_references(src: Path, ref_root: str | os.PathLike[str] | None) -> R
     if kind == "selection":
         table, meta = read_parquet(src, "selection")
     elif kind == "features":
-        table = pq.read_table(src, columns=["image", "sha256"])
         meta = read_artifact_metadata(src)
+        if meta.get(PARTIAL_KEY):
+            raise BadInputError(
+                f"{src}: is a partial features artifact (an interrupted run's checkpoint); rerun it"
+            )
+        try:
+            table = pq.read_table(src, columns=["image", "sha256"])
+        except (pa.ArrowInvalid, KeyError) as exc:
+            raise BadInputError(
+                f"{src}: not a readable features artifact ({str(exc).splitlines()[0]})"
+            ) from None
     else:
         raise BadInputError(f"{src}: not a selection or features artifact (schema {kind or 'missing'})")
-    if meta.get("partial"):
-        raise BadInputError(
-            f"{src}: is a partial {kind} artifact (an interrupted run's checkpoint); rerun it"
-        )
     root = Path(ref_root).resolve() if ref_root else _root_from_metadata(src, meta)
     images = [str(v) for v in table.column("image").to_pylist()]
     if not images:

@@ -545,7 +545,7 @@ def _check_outputs(config: LabelConfig) -> list[Path]:
         inputs.append(config.exclude_refs[1:])
     files = [p for _, p in outputs] + [sidecar_path(p) for _, p in outputs]
     check_inputs_not_outputs(inputs, file_outputs=files)
-    kinds = {"--out": "labels", "--merge-source": "train", "--pyiqa-meta": "pyiqa_meta"}
+    kinds = {"--out": "labels", "--merge-source": "train@label", "--pyiqa-meta": "pyiqa_meta"}
     for option, path in outputs:
         check_file_output(path, "csv", overwrite=config.overwrite, option=option, kinds=(kinds[option],))
         check_file_output(
@@ -767,6 +767,7 @@ def _write_train(config: LabelConfig, source: _Source, labels: pd.DataFrame) -> 
         source_prefix=config.source_prefix,
     )  # fmt: skip
     meta = {
+        "stage": "label",  # train tables are written by label and prune: the stage makes it label's own
         "scale": config.scale,
         "preset": config.preset,
         "source_min": source.low,

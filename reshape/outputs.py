@@ -116,9 +116,24 @@ def sniff_format(path: Location) -> str:
     return "json" if text.lstrip().startswith(("{", "[")) else "csv"
 
 
+#: CSV schemas that more than one stage writes: their kind names the stage too (``train@label``)
+SHARED_SCHEMAS = {"train": ("label", "prune")}
+
+
+def _with_stage(schema: str, meta: dict) -> str:
+    """``schema@stage`` when the mark names the stage that wrote it (``''`` for a table without a schema
+    tag, e.g. prune's copy of a KADID-layout dmos.csv) or for a schema several stages write (written before
+    stages were recorded, prune's train tables are those with its ``stats``); else the schema alone."""
+    stage = meta.get("stage")
+    if schema in SHARED_SCHEMAS and not stage:
+        stage = "prune" if "stats" in meta else "label"
+    return f"{schema}@{stage}" if stage else schema
+
+
 def artifact_kind(path: Location, fmt: str) -> str | None:
-    """The schema name in the mark reshape puts on what it writes (``'features'``, ``'selection'``, ...),
-    ``''`` for a reshape JSON without a schema tag, None when ``path`` carries no reshape mark."""
+    """The schema name in the mark reshape puts on what it writes (``'features'``, ``'selection'``,
+    ``'train@label'`` for a schema several stages write, ...), ``''`` for a reshape JSON without a schema
+    tag, None when ``path`` carries no reshape mark."""
     path = Path(path)
     try:
         if fmt == "parquet":
@@ -129,13 +144,14 @@ def artifact_kind(path: Location, fmt: str) -> str | None:
         if fmt == "csv":
             side = path.with_name(path.name + META_SUFFIX)
             data = json.loads(side.read_text("utf-8")) if side.is_file() else None
-            tag = data.get(SCHEMA_KEY) if isinstance(data, dict) else None
-            return None if not isinstance(tag, str) else tag.partition("/")[0]
+            if not isinstance(data, dict) or not ("reshape_version" in data or SCHEMA_KEY in data):
+                return None
+            return _with_stage(str(data.get(SCHEMA_KEY, "")).partition("/")[0], data)
         if fmt == "json":
             data = json.loads(path.read_text("utf-8"))
             if not isinstance(data, dict) or not ("reshape_version" in data or SCHEMA_KEY in data):
                 return None
-            return str(data.get(SCHEMA_KEY, "")).partition("/")[0]
+            return _with_stage(str(data.get(SCHEMA_KEY, "")).partition("/")[0], data)
     except (OSError, ValueError):
         return None
     return None
@@ -145,7 +161,7 @@ def _owned_artifact(path: Path, fmt: str, kinds: Collection[str] | None = None) 
     """True when ``path`` carries the mark reshape puts on what it writes, of one of ``kinds`` (schema
     names) when given: only an artifact of the same kind counts as the stage's own."""
     kind = artifact_kind(path, fmt)
-    return kind is not None and (kinds is None or kind in kinds)
+    return kind is not None and (kinds is None or kind in kinds or kind.partition("@")[0] in kinds)
 
 
 def check_file_output(

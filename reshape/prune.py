@@ -789,10 +789,7 @@ class PruneConfig:
         stage runs)."""
         if not 0 <= int(self.seed) < 2**63:
             raise BadInputError(f"--seed {self.seed}: must be in 0..2^63-1")
-        if not -1.0 <= self.sim_threshold < 1.0:
-            raise BadInputError(f"--sim-threshold {self.sim_threshold}: must be in [-1, 1)")
-        if self.block_size < 1:
-            raise BadInputError(f"--block-size {self.block_size}: must be at least 1")
+        _check_settings(self.sim_threshold, self.label_threshold, self.block_size)
         if self.label_scale is not None:
             parse_label_scale(self.label_scale)
 
@@ -818,20 +815,10 @@ class _Inputs:
     labels: np.ndarray  # 0..10
 
 
-def _owned_csv(path: Path) -> bool:
-    """A CSV this stage wrote: its sidecar names prune as the stage (or, written before that mark, is a
-    train table with prune's statistics, or the indices table). A labels CSV, or the train table label
-    merged, is another stage's artifact and not replaced without --overwrite."""
-    import json
-
-    try:
-        meta = json.loads(artifacts.sidecar_path(path).read_text("utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(meta, dict) or "reshape_version" not in meta:
-        return False
-    kind = str(meta.get(artifacts.SCHEMA_KEY, "")).partition("/")[0]
-    return meta.get("stage") == "prune" or kind == "prune_indices" or (kind == "train" and "stats" in meta)
+#: what prune writes: a train table marked as prune's (outputs.artifact_kind), its copy of a table without a
+#: schema tag (a KADID-layout dmos.csv), and the indices table; a labels CSV, or the train table label
+#: merged, is another stage's artifact and not replaced without --overwrite
+OWN_KINDS = ("train@prune", "@prune", "prune_indices")
 
 
 def _check_outputs(config: PruneConfig) -> tuple[Path, Path]:
@@ -842,7 +829,7 @@ def _check_outputs(config: PruneConfig) -> tuple[Path, Path]:
         raise BadInputError(f"{out}: --out and --indices are the same file")
     check_inputs_not_outputs(inputs=[config.features, config.labels], file_outputs=[out, indices, *sidecars])
     for path, option in ((out, "--out"), (indices, "--indices")):
-        check_file_output(path, "csv", overwrite=config.overwrite, owned=_owned_csv, option=option)
+        check_file_output(path, "csv", overwrite=config.overwrite, kinds=OWN_KINDS, option=option)
     for sidecar in sidecars:
         check_file_output(sidecar, "json", overwrite=config.overwrite, option="sidecar")
     need = 2 * Path(config.labels).stat().st_size if Path(config.labels).is_file() else 0

@@ -404,3 +404,29 @@ def test_sigterm_with_workers_leaves_no_leak(demo: Demo, tmp_path: Path) -> None
         while time.monotonic() < deadline:
             os.killpg(proc.pid, 0)
             time.sleep(0.2)
+
+
+@pytest.mark.parametrize("by", ["prune", "label"])
+def test_train_tables_of_label_and_prune_are_told_apart(by: str, demo: Demo, tmp_path: Path) -> None:
+    """label and prune both write train-schema tables: each counts only its own as replaceable (label
+    --merge-source at prune's output replaced it, since both carry the `train` schema tag)."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    theirs = {"prune": "pruned.csv", "label": "train.csv"}[by]  # the other stage's table, in the run
+    mine = dest / ("train.csv" if by == "prune" else "pruned.csv")
+    shutil.copyfile(demo.run / theirs, mine)
+    shutil.copyfile(demo.run / (theirs + ".meta.json"), dest / (mine.name + ".meta.json"))
+    args = argv("label" if by == "prune" else "prune", demo, dest, tmp_path / "cfg")
+    if by == "prune":
+        args += ["--merge-source", str(mine)]
+    before = snapshot(dest, demo.root)
+    res = invoke(args)
+    assert_refused_cleanly(res, before, snapshot(dest, demo.root))
+    assert "refusing to replace it (pass --overwrite" in res.stderr, res.stderr
+    # its own table of that schema is replaced as before
+    shutil.rmtree(dest)
+    dest.mkdir()
+    first = invoke(args)
+    assert first.exit_code == 0, first.output
+    again = invoke(args)
+    assert again.exit_code == 0, again.output
