@@ -49,7 +49,16 @@ import numpy as np
 import pandas as pd
 
 from reshape.errors import BadInputError
-from reshape.layout import REFERENCED_SOURCE_DIR, SOURCE_SUMS, SUMS, read_sha256sums, sha256sums_text
+from reshape.layout import (
+    DATASET_JSON,
+    LABELS_CSV,
+    REFERENCED_SOURCE_DIR,
+    SOURCE_SUMS,
+    SUMS,
+    TRAIN_CSV,
+    read_sha256sums,
+    sha256sums_text,
+)
 from reshape.report_data import (
     CLUSTERS_CSV,
     NEIGHBOUR_LABELS_CSV,
@@ -83,14 +92,33 @@ class Published:
     digests: dict[str, str]  # published path -> sha256 (from SHA256SUMS)
 
 
+#: the columns the report reads from each provenance table publish writes (reshape.report_data)
+PROVENANCE_COLUMNS = {
+    SELECTION_MAP_CSV: ("role", "name", "image", "x", "y", "nearest_train_distance"),
+    NEIGHBOUR_LABELS_CSV: ("neighbour", "dist_type", "dist_level", "dmos", "image", "ref_image"),
+    CLUSTERS_CSV: ("cluster", "cluster_size", "image", "name", "kept"),
+}
+_TEXT_COLUMNS = {"image": str, "name": str, "neighbour": str, "ref_image": str, "role": str}
+
+
 def _optional_csv(root: Path, rel: str) -> pd.DataFrame | None:
+    """A provenance table, when the folder has it: names read as text, every column the report uses
+    present, numbers numeric (else one line naming the file)."""
     path = root / rel
     if not path.is_file():
         return None
     try:
-        return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"image": str, "name": str})
-    except (ValueError, pd.errors.ParserError) as exc:
+        table = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=_TEXT_COLUMNS)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise BadInputError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in PROVENANCE_COLUMNS[rel] if c not in table.columns]
+    if missing:
+        raise BadInputError(f"{path}: missing column(s) {', '.join(missing)}")
+    numeric = [c for c in PROVENANCE_COLUMNS[rel] if c not in _TEXT_COLUMNS and c != "kept"]
+    bad = [c for c in numeric if not pd.api.types.is_numeric_dtype(table[c])]
+    if bad:
+        raise BadInputError(f"{path}: column(s) {', '.join(bad)} must be numbers")
+    return table
 
 
 def read_published(root: Path, digests: dict[str, str] | None = None) -> Published:
@@ -99,7 +127,7 @@ def read_published(root: Path, digests: dict[str, str] | None = None) -> Publish
 
     if not root.is_dir():
         raise BadInputError(f"{root}: not a folder")
-    card_path = root / "dataset.json"
+    card_path = root / DATASET_JSON
     try:
         card = json.loads(card_path.read_text("utf-8"))
     except FileNotFoundError:
@@ -108,8 +136,8 @@ def read_published(root: Path, digests: dict[str, str] | None = None) -> Publish
         raise BadInputError(f"{card_path}: invalid JSON ({exc})") from None
     if not isinstance(card, dict) or "reshape_version" not in card:
         raise BadInputError(f"{card_path}: not written by `reshape publish`")
-    train = read_csv(root / "train.csv", "train")
-    labels = read_csv(root / "labels.csv", "labels") if (root / "labels.csv").is_file() else None
+    train = read_csv(root / TRAIN_CSV, "train")
+    labels = read_csv(root / LABELS_CSV, "labels") if (root / LABELS_CSV).is_file() else None
     if digests is None:
         digests = {**read_sha256sums(root / SOURCE_SUMS), **read_sha256sums(root / SUMS)}
     return Published(
@@ -740,6 +768,19 @@ def write_report(
     return ReportResult(out, names, len(todo), len(reuse), removed, time.perf_counter() - start)
 
 
+def _published_state(dataset: Path) -> list[tuple[int, int] | None]:
+    """(size, mtime) of the files a publish rewrites last (its record and its card), to notice a publish
+    that completed in the meantime."""
+    state = []
+    for name in (SUMS, DATASET_JSON):
+        try:
+            st = (dataset / name).stat()
+            state.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            state.append(None)
+    return state
+
+
 def default_workers() -> int:
     """Thumbnail threads: two per usable core (decoding waits on the disk too), at most 8."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -771,12 +812,19 @@ def run(
     inside = target.resolve() == default_out(dataset).resolve()
     if not inside:
         check_inputs_not_outputs([dataset], folder_outputs=[target])
-    pub = read_published(dataset)
-    plan = plan_files(pub)
-    listed = listed_in_dataset(dataset, target) if inside else {}
-    check_output(target, plan.names(), owned_record(target, listed), overwrite=overwrite)
+
+    def prepare() -> tuple[ReportPlan, dict[str, str]]:
+        plan = plan_files(read_published(dataset))
+        listed = listed_in_dataset(dataset, target) if inside else {}
+        check_output(target, plan.names(), owned_record(target, listed), overwrite=overwrite)
+        return plan, listed
+
+    read_as = _published_state(dataset)
+    plan, listed = prepare()  # every check before waiting for, or taking, the lock
     check_writable(target)
     with created_folders(target), locked_outputs(dataset if inside else target, wait=wait):
+        if _published_state(dataset) != read_as:  # a publish finished while --wait waited: read it anew
+            plan, listed = prepare()
         result = write_report(dataset, target, plan, overwrite=overwrite, workers=workers, listed=listed)
         if inside and (dataset / SUMS).is_file():
             _update_dataset_sums(dataset, target, result.files)

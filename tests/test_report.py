@@ -365,3 +365,57 @@ def test_republish_after_the_report_record_was_lost(demo_dataset: Path, tmp_path
     assert res.exit_code == 0, res.output
     assert (ds / "report" / "report.json").is_file()
     assert verify_dataset(ds).ok, verify_dataset(ds).problems
+
+
+@pytest.mark.parametrize(
+    ("table", "edit", "problem"),
+    [
+        ("provenance/selection_map.csv", lambda t: t.drop(columns=["role"]), "missing column(s) role"),
+        ("provenance/selection_map.csv", lambda t: t.assign(x="left"), "column(s) x must be numbers"),
+        ("provenance/neighbour_labels.csv", lambda t: t.drop(columns=["dmos"]), "missing column(s) dmos"),
+    ],
+)
+def test_a_broken_provenance_table_is_one_line(
+    demo_dataset: Path, tmp_path: Path, table, edit, problem
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(demo_dataset, copy)
+    edit(pd.read_csv(copy / table)).to_csv(copy / table, index=False)
+    res = CliRunner().invoke(cli, ["report", str(copy), "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 2, res.output
+    assert res.output == f"reshape: error: {copy / table}: {problem}\n"
+    assert not (tmp_path / "rep").exists()
+
+
+def test_report_that_waited_for_a_publish_reads_the_new_folder(demo_dataset: Path, tmp_path: Path) -> None:
+    """`reshape report --wait` planned from the folder before it waited; a publish that completed meanwhile
+    (its SHA256SUMS rewritten) makes it read the folder again under the lock, not write a stale report."""
+    import threading
+    import time
+
+    from reshape import report
+    from reshape.fileio import sha256_file
+    from reshape.layout import read_sha256sums, sha256sums_text
+    from reshape.outputs import OutputLock
+
+    ds = tmp_path / "ds"
+    shutil.copytree(demo_dataset, ds)
+    train = pd.read_csv(ds / "train.csv")
+    gone = train[train["origin"] == "pseudo"]["dist_img"].iloc[-1]
+    result: dict[str, object] = {}
+    with OutputLock(ds):
+        worker = threading.Thread(target=lambda: result.update(r=report.run(ds, wait=True, workers=1)))
+        worker.start()
+        time.sleep(3)  # it has planned and now waits for the lock
+        assert worker.is_alive()
+        # what a republish with one row fewer would leave (tables and checksums rewritten)
+        train[train["dist_img"] != gone].to_csv(ds / "train.csv", index=False, lineterminator="\n")
+        labels = pd.read_csv(ds / "labels.csv")
+        labels[labels["dist_img"] != gone].to_csv(ds / "labels.csv", index=False, lineterminator="\n")
+        sums = read_sha256sums(ds / "SHA256SUMS")
+        sums.update({n: sha256_file(ds / n) for n in ("train.csv", "labels.csv")})
+        (ds / "SHA256SUMS").write_text(sha256sums_text(sums))
+    worker.join(timeout=120)
+    assert "r" in result
+    assert report.thumb_name(gone) not in result["r"].files
+    assert not (ds / "report" / report.thumb_name(gone)).exists()
