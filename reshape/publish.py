@@ -905,7 +905,7 @@ def _write_report(out_dir: Path, digests: dict[str, str], config: PublishConfig)
     listed = report.listed_in_dataset(out_dir, target)  # SHA256SUMS is still the previous publish's here
     plan = report.plan_files(pub)
     built = report.write_report(out_dir, target, plan, overwrite=config.overwrite, listed=listed)
-    return {f"{report.REPORT_DIR}/{n}": sha256_file(target / n) for n in built.files}
+    return {f"{report.REPORT_DIR}/{n}": d for n, d in built.digests.items()}
 
 
 def _features_info(inputs: PublishInputs) -> dict[str, str] | None:
@@ -939,8 +939,9 @@ def _write_descriptions(out_dir: Path, plan: PublishPlan, card: dict, undo: _Und
 
 def _write_croissant(
     out_dir: Path, card: dict, published: pd.DataFrame, config: PublishConfig, undo: _Undo
-) -> None:
-    """croissant.json (reshape.croissant): the folder in Croissant 1.1 with the RAI fields."""
+) -> dict[str, str]:
+    """croissant.json (reshape.croissant): the folder in Croissant 1.1 with the RAI fields. Returns the
+    checksums of the tables it describes (SHA256SUMS lists the same)."""
     from reshape import croissant
 
     tables = [TRAIN_CSV, META_CSV, LABELS_CSV, HF_METADATA]
@@ -950,6 +951,7 @@ def _write_croissant(
         url = f"{os.environ.get('HF_ENDPOINT') or 'https://huggingface.co'}/datasets/{config.push_to_hub}"
     doc = croissant.build(card, published, table_sums, url=url)
     _write_text(undo.will_write(out_dir / CROISSANT_JSON), croissant.render(doc))
+    return table_sums
 
 
 def _files_of(card: dict) -> set[str]:
@@ -1009,7 +1011,7 @@ def write_dataset(
         extra = {"published": published, "source_sums": source_sums, "plots": plots}
         card = _card(out_dir, plan, inputs, config, extra)
         _write_descriptions(out_dir, plan, card, undo)
-        _write_croissant(out_dir, card, published, config, undo)
+        sums.update(_write_croissant(out_dir, card, published, config, undo))
         sums.update(_write_report(out_dir, {**source_sums, **sums}, config))
         if source_sums:
             _write_text(undo.will_write(out_dir / SOURCE_SUMS), sha256sums_text(source_sums))

@@ -702,14 +702,14 @@ def _remove_stale(out: Path, stale: set[str], digests: Mapping[str, str]) -> int
     return removed
 
 
-def _update_dataset_sums(dataset: Path, out: Path, names: list[str]) -> None:
+def _update_dataset_sums(dataset: Path, out: Path, digests: dict[str, str]) -> None:
     """Replace the report's lines in the dataset's SHA256SUMS (the report lives inside it)."""
-    from reshape.fileio import atomic_write_text, sha256_file
+    from reshape.fileio import atomic_write_text
 
     sums = read_sha256sums(dataset / SUMS)
     prefix = out.relative_to(dataset).as_posix() + "/"
     sums = {k: v for k, v in sums.items() if not k.startswith(prefix)}
-    sums.update({prefix + n: sha256_file(out / n) for n in names})
+    sums.update({prefix + n: d for n, d in digests.items()})
     atomic_write_text(dataset / SUMS, sha256sums_text(sums))
 
 
@@ -721,6 +721,7 @@ class ReportResult:
     thumbs_reused: int
     removed: int
     seconds: float
+    digests: dict[str, str] = field(default_factory=dict)  # every file written -> its sha256
 
     @property
     def index(self) -> Path:
@@ -762,10 +763,12 @@ def write_report(
         digests[rel] = hashlib.sha256(data).hexdigest()
     todo = [(t, image) for t, (image, _) in sorted(plan.thumbs.items()) if t not in reuse]
     digests |= _make_thumbs(out, dataset, todo, workers or default_workers())
-    digests |= {t: record.digests.get(t) or sha256_file(out / t) for t in reuse}
+    digests |= {t: sha256_file(out / t) for t in reuse}  # as they are on disk: SHA256SUMS lists these
     _write_record(out, names, {t: d for t, (_, d) in plan.thumbs.items()}, digests)
     removed = _remove_stale(out, record.own - set(names), record.digests)
-    return ReportResult(out, names, len(todo), len(reuse), removed, time.perf_counter() - start)
+    digests[RECORD] = sha256_file(out / RECORD)
+    seconds = time.perf_counter() - start
+    return ReportResult(out, names, len(todo), len(reuse), removed, seconds, digests)
 
 
 def _published_state(dataset: Path) -> list[tuple[int, int] | None]:
@@ -827,5 +830,5 @@ def run(
             plan, listed = prepare()
         result = write_report(dataset, target, plan, overwrite=overwrite, workers=workers, listed=listed)
         if inside and (dataset / SUMS).is_file():
-            _update_dataset_sums(dataset, target, result.files)
+            _update_dataset_sums(dataset, target, result.digests)
     return result
