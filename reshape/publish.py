@@ -708,7 +708,8 @@ def _check_report_output(target: Path, record: Record, *, overwrite: bool) -> No
 
     prefix = report.REPORT_DIR + "/"
     listed = {n[len(prefix) :]: d for n, d in record.digests.items() if n.startswith(prefix)}
-    report.check_output(target, [], report.owned_record(target, listed), overwrite=overwrite)
+    record_of_report = report.owned_record(target, listed)
+    report.check_output(target, list(report.FIXED_NAMES), record_of_report, overwrite=overwrite)
 
 
 # ----------------------------------------------------------------------------------------------- writing

@@ -74,6 +74,8 @@ THUMB_QUALITY = 80
 #: provenance rows per data file (the page loads them when the section is opened)
 CHUNK_ROWS = 500
 ASSETS = ("report.css", "report.js")
+#: files every report has, whatever the data (checked before any work by publish)
+FIXED_NAMES = ("index.html", "data/summary.js", *ASSETS, RECORD)
 _NOTHING_LISTED: Mapping[str, str] = {}
 
 
