@@ -36,7 +36,6 @@ import hashlib
 import html
 import json
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -638,24 +637,6 @@ def _write_record(
     atomic_write_text(out / RECORD, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
-def _put(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary name beside ``path`` and rename it into place (no fsync per file: the
-    caller syncs once before the record that vouches for these files is written)."""
-    from reshape.fileio import TMP_PREFIX
-    from reshape.outputs import file_mode
-
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _make_thumbs(out: Path, root: Path, todo: list[tuple[str, str]], workers: int) -> dict[str, str]:
     """Thumbnails (JPEG, <= THUMB_SIDE px) of ``todo`` (thumbnail, published image), in threads: OpenCV
     releases the GIL while decoding, resizing and encoding (its own thread pool is set to one thread
@@ -664,10 +645,12 @@ def _make_thumbs(out: Path, root: Path, todo: list[tuple[str, str]], workers: in
     Returns the sha256 of each thumbnail written."""
     import cv2
 
+    from reshape.fileio import atomic_write_bytes
+
     def one(item: tuple[str, str]) -> tuple[str, str]:
         thumb, image = item
         data = thumbnail_jpeg(root / image, THUMB_SIDE, THUMB_QUALITY)
-        _put(out / thumb, data)
+        atomic_write_bytes(out / thumb, data, sync=False)  # one sync for all of them below
         return thumb, hashlib.sha256(data).hexdigest()
 
     for folder in sorted({(out / t).parent for t, _ in todo}):
