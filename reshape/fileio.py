@@ -261,3 +261,52 @@ def parse_sums_line(line: str) -> tuple[str, str] | None:
             i += 1
         rel = "".join(out)
     return digest.lower(), rel
+
+
+# ----------------------------------------------------------------------------------------------- list cells
+def list_cell(names: Iterable[str]) -> str:
+    """A list of names as one CSV cell: a JSON array (``["a.png", "b;c.png"]``), which round-trips any
+    name (``;``, ``,``, quotes, newlines); the CSV writer quotes the cell itself."""
+    import json
+
+    return json.dumps([str(n) for n in names], ensure_ascii=False, separators=(",", ":"))
+
+
+def parse_list_cell(cell: object, *, source: object = None, row: int | None = None) -> list[str]:
+    """The names of a cell :func:`list_cell` wrote; a cell of the format before it (``a.png;b.png``, which
+    cannot hold a ``;`` in a name) is still read. Anything else is a :class:`BadInputError` naming the row."""
+    import json
+
+    if cell is None or (isinstance(cell, float) and cell != cell):  # an empty cell read as NaN
+        return []
+    text = str(cell)
+    if not text.startswith("["):
+        return [n for n in text.split(";") if n]
+    try:
+        names = json.loads(text)
+    except ValueError:  # an old-format cell whose first name starts with '['
+        return [n for n in text.split(";") if n]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        loc = where(source, row) + ": " if source is not None else ""
+        raise BadInputError(f"{loc}list cell {text[:60]!r} is not a JSON array of names")
+    return names
+
+
+def parse_number_cell(cell: object, *, source: object = None, row: int | None = None) -> list[float]:
+    """The finite numbers of a ``;``-separated cell (labels.csv's weights and distances); a value that is
+    not one is a :class:`BadInputError` naming the row, never a traceback."""
+    if cell is None or (isinstance(cell, float) and cell != cell):
+        return []
+    values = []
+    for part in str(cell).split(";"):
+        if not part.strip():
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            value = float("nan")
+        if value != value or value in (float("inf"), float("-inf")):
+            loc = where(source, row) + ": " if source is not None else ""
+            raise BadInputError(f"{loc}{part[:40]!r} is not a finite number")
+        values.append(value)
+    return values
