@@ -120,10 +120,25 @@ def check_relative(rel: str, *, source: object = None, row: int | None = None) -
     return str(PurePosixPath(*[p for p in parts if p != "."])) if parts else text
 
 
+def printable_path(path: object) -> str:
+    """A path as text any terminal and UTF-8 stream can take: bytes of the name that are not UTF-8 (held by
+    Python as surrogates) are shown as ``\\xNN``."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
 def check_file_name(rel: str, path: object) -> str:
     """A file's path relative to a root, as reshape will record it, refused in one line when a table
     could not name it back: a backslash is read as a folder separator in every CSV path
-    (:func:`check_relative`), so ``a\\b.png`` would come back as ``a/b.png``, another file."""
+    (:func:`check_relative`), so ``a\\b.png`` would come back as ``a/b.png``, another file; a name that is
+    not valid UTF-8 cannot be written to a UTF-8 table (or hashed into a seed) at all."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInputError(
+            f"{printable_path(path)}: the file name is not valid UTF-8 (the bytes shown as \\xNN); reshape's "
+            "tables are UTF-8: rename the file"
+        ) from None
     if "\\" in rel:
         raise BadInputError(
             f"{path}: the file name holds a backslash, which reshape's tables read as a folder separator; "
