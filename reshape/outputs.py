@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from reshape.errors import BadInputError, ResourceError
 from reshape.fileio import check_inside, file_kind, write_no_follow
@@ -304,12 +304,7 @@ def _check_name_lengths(target: Location, folder: Path) -> None:
     full = Path(os.path.abspath(os.path.expanduser(os.fspath(target))))
     parts = [*full.relative_to(folder).parts] if _inside(full, folder) else [full.name]
     name = full.name
-    longest = {
-        name: max(
-            len(f"{TMP_PREFIX}{name}.xxxxxxxx{full.suffix}".encode()),
-            len(f".{name}{LOCK_SUFFIX}.holder".encode()),
-        )
-    }
+    longest = {name: max(temp_name_bytes(name), len(os.fsencode(f".{name}{LOCK_SUFFIX}.holder")))}
     for part in parts:
         size = longest.get(part, len(part.encode()))
         if size > name_max:
@@ -317,6 +312,33 @@ def _check_name_lengths(target: Location, folder: Path) -> None:
                 f"{target}: name too long for the file system ({part[:40]}...: {len(part.encode())} bytes, "
                 f"at most {name_max - (size - len(part.encode()))} here with reshape's temporary and lock names)"
             )
+
+
+def temp_name_bytes(name: str) -> int:
+    """Bytes of the longest name a file written as ``name`` gets on the way: its temporary name beside it
+    (:func:`reshape.fileio.atomic_path`: prefix, the name, a dot, 8 random characters, the suffix)."""
+    return len(os.fsencode(f"{TMP_PREFIX}{name}.xxxxxxxx{Path(name).suffix}"))
+
+
+def check_output_names(folder: Location, names: Iterable[str], *, what: str = "output") -> None:
+    """Refuse, before any work, a file name (the last part of each of ``names``, paths relative to
+    ``folder``) too long for the file system ``folder`` lies on once reshape's temporary name is made from
+    it: otherwise the write fails after the work before it (halfway through a distort, say)."""
+    if not _is_local(folder):
+        return
+    base = _existing_ancestor(_resolved(folder))
+    try:
+        name_max = os.pathconf(base, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    longest = max((PurePath(n).name for n in names), key=temp_name_bytes, default=None)
+    if longest is None or temp_name_bytes(longest) <= name_max:
+        return
+    size, extra = len(os.fsencode(longest)), temp_name_bytes(longest) - len(os.fsencode(longest))
+    raise BadInputError(
+        f"{Path(folder) / longest}: {what} file name too long for the file system ({size} bytes; at most "
+        f"{name_max - extra} here with reshape's temporary name); shorten the input file name it comes from"
+    )
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import functools
 import hashlib
 import importlib
 import json
@@ -693,17 +694,40 @@ def _dry_run_lines(plans: list[StagePlan]) -> list[str]:
     return lines
 
 
+#: Stages whose config has no ``check_options`` method: the stage's own check of its options that reads
+#: no artifact (module, function of the config), run before the first stage like ``check_options``.
+OPTION_CHECKS = {"distort": ("reshape.distort", "_resolve_settings"), "label": ("reshape.label", "_validate")}
+
+
 def _check_stage_options(plans: list[StagePlan]) -> None:
     """Every stage's file-free option checks (``check_options``), before the first stage runs: a bad value
-    for the last stage must not cost the runs of the ones before it."""
+    for the last stage (``levels = "1-500"``, ``label.k = 0``) must not cost the runs of the ones before it."""
     for p in plans:
         check = getattr(p.config, "check_options", None)
+        if check is None and p.name in OPTION_CHECKS:
+            module, function = OPTION_CHECKS[p.name]
+            check = functools.partial(getattr(importlib.import_module(module), function), p.config)
         if check is None:
             continue
         try:
             check()
         except ReshapeError as exc:
             raise type(exc)(f"stage {p.name}: {exc}") from None
+
+
+def _check_reference_names(config: PipelineConfig, plans: list[StagePlan]) -> None:
+    """Before any stage: every candidate could become a reference whose distorted images are named
+    ``<stem>_<tt>_<ll>.<ext>``; a stem too long for the file system fails now, not halfway through distort."""
+    from reshape.distort_plan import output_name, read_references
+    from reshape.outputs import check_output_names
+
+    distort = next((p for p in plans if p.name == "distort"), None)
+    if distort is None or distort.up_to_date:
+        return
+    fmt = str(distort.config.format).lower().lstrip(".")
+    refs = read_references(Path(config.inputs["candidates"]))
+    names = [output_name(ref, 25, 5, fmt) for ref in refs.images]
+    check_output_names(config.out / RUN_LAYOUT["images_root"], names, what="distorted image")
 
 
 def _check_layout(config: PipelineConfig) -> None:
@@ -772,6 +796,7 @@ def _run_plans(
     info = read_run_json(config)
     plans = plan_pipeline(config, runners, force=force, run_info=info)
     _check_stage_options(plans)
+    _check_reference_names(config, plans)
     run_json = config.out / RUN_LAYOUT["run_json"]
     first_run = not run_json.exists()
     started = now_iso()
