@@ -265,6 +265,26 @@ def refuse_foreign(conflicts: list[str], where: Location, *, overwrite: bool) ->
         )
 
 
+def refuse_edited(
+    edited: Iterable[str], where: Location, *, overwrite: bool, option: str = "--overwrite"
+) -> None:
+    """The edit rule, in one place: an output a command recorded as its own whose bytes no longer match the
+    record was edited by someone, and is the user's. Without ``overwrite`` the command stops (call it before
+    any work) in one line naming the files; with it, the files are named again as they are replaced."""
+    names = sorted(edited)
+    if not names:
+        return
+    shown = ", ".join(names[:3]) + (f", ... ({len(names) - 3} more)" if len(names) > 3 else "")
+    if not overwrite:
+        raise BadInputError(
+            f"{where}: {len(names)} file(s) reshape wrote were edited since and would be replaced ({shown}); "
+            f"refusing: your edits are yours (pass {option} to replace them)"
+        )
+    from reshape.steps import announce
+
+    announce("%s: replacing %d edited file(s) (%s): %s", where, len(names), option, shown)
+
+
 # ----------------------------------------------------------------------------------------------- preflight
 def _existing_ancestor(path: Path) -> Path:
     p = path

@@ -22,6 +22,7 @@ import json
 import os
 import shlex
 import shutil
+import stat
 import sys
 import time
 import types
@@ -42,6 +43,7 @@ from reshape.outputs import (
     check_writable,
     created_folders,
     locked_outputs,
+    refuse_edited,
 )
 from reshape.publish import RUN_LAYOUT
 from reshape.records import check_record, record_outputs
@@ -610,11 +612,12 @@ def _append_history(info: dict[str, Any], started: str, records: list[StageRecor
 
 
 # ----------------------------------------------------------------------------------------------- run
-def materialize_samples(config: PipelineConfig, info: dict[str, Any]) -> int:
+def materialize_samples(config: PipelineConfig, info: dict[str, Any], *, overwrite: bool = False) -> int:
     """Fill out/samples/ with hard links (copies across file systems) to every training image, named by
     its train.csv dist_img. Only links an earlier run recorded are ever removed, and only while they
     still hold the bytes recorded (``sample_sha256``) and are reached without a link leading out of
-    ``out``; nothing is written through such a link either. Returns the count."""
+    ``out``; nothing is written through such a link either. A recorded link edited since is replaced
+    only with ``overwrite`` (the run's preflight named it). Returns the count."""
     from reshape.artifacts import read_csv
     from reshape.fileio import check_inside, check_relative, remove_recorded, resolve_under_root, sha256_file
 
@@ -649,8 +652,13 @@ def materialize_samples(config: PipelineConfig, info: dict[str, Any]) -> int:
             digests[rel] = recorded.get(rel) or sha256_file(dst)
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
+        replace = overwrite and os.path.lexists(dst) and rel in recorded
+        if replace and not dst.is_symlink() and dst.is_file():
+            dst.unlink()  # an edited recorded sample, named by the preflight (--overwrite)
         if os.path.lexists(dst) and not remove_recorded(folder, rel, recorded.get(rel)):
-            raise BadInputError(f"{dst}: changed since reshape linked it; refusing to replace it")
+            raise BadInputError(
+                f"{dst}: changed since reshape linked it; refusing to replace it (pass --overwrite to allow)"
+            )
         try:
             os.link(src, dst)
         except OSError:
@@ -678,7 +686,7 @@ def _check_sample_entry(folder: Path, dst: Path, recorded: dict[str, str | None]
 
 def _run_stage(plan: StagePlan, runner: Runner, config: PipelineConfig, info: dict[str, Any]) -> None:
     if plan.name == "features_samples":
-        materialize_samples(config, info)
+        materialize_samples(config, info, overwrite=bool(getattr(plan.config, "overwrite", False)))
     try:
         runner[1](plan.config)
     except ReshapeError as exc:
@@ -730,6 +738,48 @@ def _check_reference_names(config: PipelineConfig, plans: list[StagePlan]) -> No
     check_output_names(config.out / RUN_LAYOUT["images_root"], names, what="distorted image")
 
 
+def _check_edited(
+    config: PipelineConfig, plans: list[StagePlan], info: dict[str, Any], *, overwrite: bool
+) -> None:
+    """The edit rule before any stage runs: an output a stage that will run recorded in run.json (and a
+    samples/ link) whose bytes no longer match the record is the user's, so the run stops naming them,
+    or with ``overwrite`` names them again and lets the stages replace them. Published files are judged
+    by publish itself, against the dataset's SHA256SUMS (a report rebuilt into it changes them too)."""
+    edited: list[str] = []
+    for p in plans:
+        if p.up_to_date or p.name == "publish":
+            continue
+        changed = check_record(info.get("outputs", {}).get(p.name, {}), config.out).changed
+        edited += [
+            k for k in changed if not any(part.startswith(".reshape") for part in PurePosixPath(k).parts)
+        ]
+        if p.name == "features_samples":
+            edited += [f"{SAMPLES_DIR}/{rel}" for rel in edited_samples(config, info)]
+    refuse_edited(edited, config.out, overwrite=overwrite)
+    if overwrite:
+        for p in plans:
+            if not p.up_to_date and hasattr(p.config, "overwrite"):
+                p.config = dataclasses.replace(p.config, overwrite=True)
+
+
+def edited_samples(config: PipelineConfig, info: dict[str, Any]) -> list[str]:
+    """samples/ links an earlier run recorded (with their sha256) that now hold other bytes. A file that
+    still has other names (the hard link to its image, nlink > 1) is not hashed: it is the link itself."""
+    folder = config.out / SAMPLES_DIR
+    edited = []
+    for rel, digest in sorted(info.get("sample_sha256", {}).items()):
+        path = folder / rel
+        try:
+            st = path.lstat()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if digest is None or not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+            continue
+        if sha256_file(path) != digest:
+            edited.append(rel)
+    return edited
+
+
 def _check_layout(config: PipelineConfig) -> None:
     """Before any stage: outputs are neither inputs nor each other, and no link leads out of the run
     folder where a stage writes (a linked samples/ or features/, say)."""
@@ -765,12 +815,14 @@ def run_pipeline(
     dry_run: bool = False,
     force: bool = False,
     wait: bool = False,
+    overwrite: bool = False,
     runners: dict[str, Runner] | None = None,
     echo: Callable[[str], None] = print,
 ) -> RunResult:
     """Run (or with ``dry_run`` only plan) the pipeline described by ``config_path``.
 
-    ``echo`` receives the plan (dry run) or one progress line per stage.
+    ``echo`` receives the plan (dry run) or one progress line per stage. A file a stage recorded (in
+    run.json) that was edited since is not replaced without ``overwrite``: the run stops before any stage.
     """
     config = load_config(config_path)
     runners = dict(runners or {})
@@ -782,7 +834,7 @@ def run_pipeline(
         return result
     _check_layout(config)
     with created_folders(config.out), locked_outputs(config.out, wait=wait, on_wait=echo):
-        _run_plans(config, runners, force, result, echo)
+        _run_plans(config, runners, force, result, echo, overwrite=overwrite)
     return result
 
 
@@ -792,11 +844,14 @@ def _run_plans(
     force: bool,
     result: RunResult,
     echo: Callable[[str], None],
+    *,
+    overwrite: bool = False,
 ) -> None:
     info = read_run_json(config)
     plans = plan_pipeline(config, runners, force=force, run_info=info)
     _check_stage_options(plans)
     _check_reference_names(config, plans)
+    _check_edited(config, plans, info, overwrite=overwrite)
     run_json = config.out / RUN_LAYOUT["run_json"]
     first_run = not run_json.exists()
     started = now_iso()
