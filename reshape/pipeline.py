@@ -563,10 +563,24 @@ def read_run_json(config: PipelineConfig) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
+def _recorded_path(config: PipelineConfig, path: Path) -> str:
+    """A path as run.json records it: relative to the run folder (``../data/source``) when it and the run
+    folder both lie inside the config file's folder, the project a copy (``cp -a``) takes along, so a
+    copied project publishes its own data; absolute otherwise. Readers join it onto the run folder."""
+    from reshape.fileio import resolves_inside
+
+    project = config.path.resolve().parent
+    if resolves_inside(project, path) and resolves_inside(project, config.out):
+        return Path(os.path.relpath(os.path.realpath(path), os.path.realpath(config.out))).as_posix()
+    return str(path)
+
+
 def _write_run_json(config: PipelineConfig, info: dict[str, Any]) -> None:
     info.update(
-        config=str(config.path.resolve()),
-        inputs={k: str(v) for k, v in config.inputs.items()},
+        config=_recorded_path(config, config.path.resolve()),
+        inputs={
+            k: v if k == "source_name" else _recorded_path(config, Path(v)) for k, v in config.inputs.items()
+        },
         reshape_version=__version__,
     )
     write_json(config.out / RUN_LAYOUT["run_json"], info)
@@ -712,8 +726,8 @@ def _check_stage_options(plans: list[StagePlan]) -> None:
     for the last stage (``levels = "1-500"``, ``label.k = 0``) must not cost the runs of the ones before it."""
     for p in plans:
         check = getattr(p.config, "check_options", None)
-        if check is None and p.name in OPTION_CHECKS:
-            module, function = OPTION_CHECKS[p.name]
+        module, function = OPTION_CHECKS.get(p.name, ("", ""))
+        if check is None and type(p.config).__module__ == module:  # the stage's own config class
             check = functools.partial(getattr(importlib.import_module(module), function), p.config)
         if check is None:
             continue
@@ -732,7 +746,7 @@ def _check_reference_names(config: PipelineConfig, plans: list[StagePlan]) -> No
     distort = next((p for p in plans if p.name == "distort"), None)
     if distort is None or distort.up_to_date:
         return
-    fmt = str(distort.config.format).lower().lstrip(".")
+    fmt = str(getattr(distort.config, "format", "png")).lower().lstrip(".")
     refs = read_references(Path(config.inputs["candidates"]))
     names = [output_name(ref, 25, 5, fmt) for ref in refs.images]
     check_output_names(config.out / RUN_LAYOUT["images_root"], names, what="distorted image")
