@@ -25,7 +25,7 @@ from PIL import Image
 import distortions
 from reshape.artifacts import PARTIAL_KEY, SCHEMA_KEY, read_artifact_metadata, read_parquet
 from reshape.errors import BadInputError, StageError
-from reshape.fileio import check_file_name, resolve_under_root
+from reshape.fileio import check_file_name, resolve_under_root, resolves_inside
 from reshape.imageio import IMAGE_SUFFIXES, image_size
 from reshape.presets import PRESETS
 
@@ -245,7 +245,7 @@ def read_references(
 
 def _relative_to_root(path: Path, root: Path) -> str:
     full = path.resolve()
-    if full != root and root not in full.parents:
+    if not resolves_inside(root, full):
         raise BadInputError(f"{path}: reference is not inside --ref-root {root}")
     return full.relative_to(root).as_posix()
 
@@ -255,7 +255,7 @@ def _folder_references(
 ) -> References:
     folder = src.resolve()
     root = Path(ref_root).resolve() if ref_root else folder
-    if root != folder and root not in folder.parents:
+    if not resolves_inside(root, folder):
         raise BadInputError(f"{src}: reference folder is not inside --ref-root {root}")
     skip = Path(exclude).resolve() if exclude else None
     images = []

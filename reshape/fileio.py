@@ -157,7 +157,7 @@ def resolve_under_root(
     clean = check_relative(rel, source=source, row=row)
     root_resolved = Path(root).resolve()
     full = (root_resolved / clean).resolve()
-    if full != root_resolved and root_resolved not in full.parents:
+    if not resolves_inside(root_resolved, full):
         loc = where(source, row) + ": " if source is not None else ""
         raise BadInputError(f"{loc}path {rel!r} resolves outside the dataset root {root_resolved}")
     return full
@@ -205,7 +205,9 @@ def write_no_follow(path: str | os.PathLike[str], text: str) -> None:
 
 
 def resolves_inside(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` (symlinks resolved, whether it exists or not) lies inside ``root`` (resolved)."""
+    """True when ``path`` (symlinks resolved, whether it exists or not) is ``root`` or lies inside it
+    (resolved). The one containment test in reshape: :func:`resolve_under_root`, :func:`check_inside`,
+    :func:`remove_recorded` and the output guards of :mod:`reshape.outputs` all ask it."""
     real_root = os.path.realpath(root)
     real = os.path.realpath(path)
     return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from reshape.errors import BadInputError, ResourceError
-from reshape.fileio import check_inside, file_kind, write_no_follow
+from reshape.fileio import check_inside, file_kind, resolves_inside, write_no_follow
 from reshape.fsbase import (  # noqa: F401 - file_mode, is_resource_errno: importable from here too
     LOCK_SUFFIX,
     META_SUFFIX,
@@ -55,10 +55,6 @@ def _resolved(path: Location) -> Path:
     return Path(os.path.abspath(os.path.expanduser(os.fspath(path)))).resolve()
 
 
-def _inside(child: Path, parent: Path) -> bool:
-    return child == parent or parent in child.parents
-
-
 def check_inputs_not_outputs(
     inputs: Iterable[Location | None],
     file_outputs: Iterable[Location | None] = (),
@@ -72,17 +68,17 @@ def check_inputs_not_outputs(
         for src in ins:
             if target == src:
                 raise BadInputError(f"{out}: output is the input {src}; refusing to overwrite an input")
-            if src.is_dir() and target.is_dir() and _inside(target, src):
+            if src.is_dir() and target.is_dir() and resolves_inside(src, target):
                 raise BadInputError(f"{out}: output is a folder inside the input {src}")
     for out in (p for p in folder_outputs if p is not None and _is_local(p)):
         target = _resolved(out)
         for src in ins:
-            if _inside(target, src) and (src.is_dir() or target == src):
+            if resolves_inside(src, target) and (src.is_dir() or target == src):
                 where = "is" if target == src else "lies inside"
                 raise BadInputError(
                     f"{out}: output folder {where} the input {src}; outputs would mix with inputs"
                 )
-            if _inside(src, target):
+            if resolves_inside(target, src):
                 raise BadInputError(f"{out}: output folder contains the input {src}; choose another folder")
 
 
@@ -322,7 +318,8 @@ def _check_name_lengths(target: Location, folder: Path) -> None:
     except (OSError, ValueError):
         name_max = 255
     full = Path(os.path.abspath(os.path.expanduser(os.fspath(target))))
-    parts = [*full.relative_to(folder).parts] if _inside(full, folder) else [full.name]
+    resolved = _resolved(target)
+    parts = [*resolved.relative_to(folder).parts] if resolves_inside(folder, resolved) else [full.name]
     name = full.name
     longest = {name: max(temp_name_bytes(name), len(os.fsencode(f".{name}{LOCK_SUFFIX}.holder")))}
     for part in parts:

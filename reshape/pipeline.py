@@ -797,7 +797,7 @@ def edited_samples(config: PipelineConfig, info: dict[str, Any]) -> list[str]:
 def _check_layout(config: PipelineConfig) -> None:
     """Before any stage: outputs are neither inputs nor each other, and no link leads out of the run
     folder where a stage writes (a linked samples/ or features/, say)."""
-    from reshape.fileio import check_inside
+    from reshape.fileio import check_inside, resolves_inside
     from reshape.outputs import check_folder_output
 
     inputs = [config.inputs[k] for k in ("train_refs", "source_labels", "source_root", "candidates")]
@@ -805,12 +805,12 @@ def _check_layout(config: PipelineConfig) -> None:
         check_folder_output(config.inputs[key], option=f"[inputs] {key}")
     check_inputs_not_outputs(inputs, folder_outputs=[config.out, config.dataset])
     out, dataset = config.out.resolve(), Path(config.dataset).resolve()
-    if out == dataset or out in dataset.parents and dataset.relative_to(out).parts[0] in _RUN_NAMES:
+    if out == dataset or resolves_inside(out, dataset) and dataset.relative_to(out).parts[0] in _RUN_NAMES:
         raise BadInputError(
             f"{config.path}: [inputs] dataset = {config.dataset} is the run folder or one of its stage "
             "outputs; choose another folder"
         )
-    if dataset in out.parents:
+    if resolves_inside(dataset, out):
         raise BadInputError(f"{config.path}: [inputs] out = {config.out} lies inside dataset {dataset}")
     for rel in [*RUN_LAYOUT.values(), SAMPLES_DIR]:
         check_inside(config.out, config.out / rel, what="run folder")
