@@ -56,7 +56,7 @@ def hub_metadata(card: dict[str, Any]) -> dict[str, Any]:
     in_folder = card["counts"]["files"].get("hub_rows", card["counts"]["rows"])
     sources = ["original"] if card["counts"]["origin"].get("pseudo") else []
     return {
-        "pretty_name": card["name"],
+        "pretty_name": " ".join(str(card["name"]).split()),  # one line: no block of the header starts in it
         "annotations_creators": annotations_creators(card),
         "source_datasets": [*sources, f"extended|{_slug(card['source']['name'])}"],
         # The images inherit the source datasets' research-only terms (see "Source dataset and licence").
