@@ -18,7 +18,13 @@ import click
 @click.option(
     "--smoke", is_flag=True, help="A small variant (2 distortion types, 12 candidates) for a quick check."
 )
-def command(out: Path, smoke: bool) -> None:
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace demo files (data, run outputs) that were edited since the demo wrote them; without it "
+    "the demo stops before any work and names them.",
+)
+def command(out: Path, smoke: bool, overwrite: bool) -> None:
     """Build a small source dataset from scikit-image's bundled photos (labels: an SSIM proxy, documented in
     the card), a candidate pool of crops/rescales/flips of other bundled photos, write OUT/pipeline.toml
     and run it through `reshape run`, verify the published dataset and print a summary.
@@ -31,7 +37,10 @@ def command(out: Path, smoke: bool) -> None:
 
     quiet = is_quiet()
     result = run_demo(
-        out, smoke=smoke, echo=(lambda line: None) if quiet else lambda line: click.echo(line, err=True)
+        out,
+        smoke=smoke,
+        echo=(lambda line: None) if quiet else lambda line: click.echo(line, err=True),
+        overwrite=overwrite,
     )
     if not quiet:
         for line in result.summary_lines():

@@ -16,7 +16,13 @@ import click
 @click.option(
     "--wait", is_flag=True, help="If another run holds this run folder, wait for it instead of failing."
 )
-def command(config: Path, dry_run: bool, force: bool, wait: bool) -> None:
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace files the run wrote that were edited since (named before any stage runs); without it "
+    "the run stops and leaves them.",
+)
+def command(config: Path, dry_run: bool, force: bool, wait: bool, overwrite: bool) -> None:
     """Run features (training refs, candidates) -> select -> distort -> label -> [prune] -> publish as
     described by CONFIG (TOML; see examples/pipeline.toml).
 
@@ -33,7 +39,9 @@ def command(config: Path, dry_run: bool, force: bool, wait: bool) -> None:
     A stage is skipped when its artifacts carry the fingerprint of its current options and inputs AND
     every output it recorded in run.json is still there unchanged. A changed option reruns that stage and
     every stage after it; a missing or changed output reruns only that stage, which rebuilds just that.
-    run.json keeps one history entry per run.
+    run.json keeps one history entry per run. A file the run recorded that was edited since (a changed
+    labels.csv, distorted image or samples/ file) is yours: the run stops before any stage, naming it,
+    unless --overwrite.
     """
     from reshape.cli.common import is_quiet
     from reshape.pipeline import run_pipeline
@@ -42,7 +50,7 @@ def command(config: Path, dry_run: bool, force: bool, wait: bool) -> None:
         run_pipeline(config, dry_run=True, force=force, echo=click.echo)
         return
     progress = (lambda line: None) if is_quiet() else (lambda line: click.echo(line, err=True))
-    result = run_pipeline(config, force=force, wait=wait, echo=progress)
+    result = run_pipeline(config, force=force, wait=wait, overwrite=overwrite, echo=progress)
     if not is_quiet():
         for line in result.summary_lines():
             click.echo(line)

@@ -223,6 +223,35 @@ def build_demo_data(
     return {"refs": refs_dir, "source": source_dir, "labels": source_dir / "dmos.csv", "pool": pool_dir}
 
 
+def planned_data_files(*, types: tuple[int, ...], n_train: int, n_pool: int) -> set[str]:
+    """The data files (relative to ``data/``) a demo with these settings writes: what
+    :func:`build_demo_data` writes, named without computing an image."""
+    names = {"source/dmos.csv"}
+    for name in TRAIN_PHOTOS[:n_train]:
+        names |= {f"refs/{name}.png", f"source/{name}.png"}
+        names |= {f"source/{name}_{t:02d}_{lvl:02d}.png" for t in types for lvl in LEVELS}
+    return names | set([f"pool/{name}_{i}.png" for name in POOL_PHOTOS for i in range(3)][:n_pool])
+
+
+def edited_data_files(root: Path, planned: set[str]) -> list[str]:
+    """Data files an earlier demo recorded (with their sha256) that this one writes again but that were
+    edited since: the edit rule keeps them unless --overwrite."""
+    from reshape.fileio import sha256_file
+
+    try:
+        record = json.loads((root / DEMO_RECORD).read_text("utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(record, dict):
+        return []
+    edited = []
+    for rel in sorted(planned & set(record)):
+        path = root / rel
+        if record[rel] and path.is_file() and not path.is_symlink() and sha256_file(path) != record[rel]:
+            edited.append(f"data/{rel}")
+    return edited
+
+
 #: What the demo writes inside --out: folders and files no link may lead out of.
 DEMO_PATHS = ("pipeline.toml", "data", "data/refs", "data/source", "data/pool", "run", "dataset")
 
@@ -321,16 +350,25 @@ note = {json.dumps(notes)}
     atomic_write_text(path, text)
 
 
-def run_demo(out: str | os.PathLike[str], *, smoke: bool = False, echo=print) -> DemoResult:
+def run_demo(
+    out: str | os.PathLike[str], *, smoke: bool = False, echo=print, overwrite: bool = False
+) -> DemoResult:
     """Build the demo data under ``out``, run the pipeline on it and verify the dataset; a failed first
-    demo leaves no empty folders behind."""
+    demo leaves no empty folders behind. A data file or run output the demo wrote and someone edited
+    since is not replaced without ``overwrite``: the demo stops before any work, naming it."""
+    from reshape.outputs import refuse_edited
+
     out = Path(out)
     check_demo_folder(out)
+    types = SMOKE_TYPES if smoke else DEMO_TYPES
+    n_pool = 12 if smoke else 21
+    planned = planned_data_files(types=types, n_train=6, n_pool=n_pool)
+    refuse_edited(edited_data_files(out / "data", planned), out, overwrite=overwrite)
     with created_folders(out):
-        return _run_demo(out, smoke, echo)
+        return _run_demo(out, smoke, echo, overwrite=overwrite)
 
 
-def _run_demo(out: Path, smoke: bool, echo) -> DemoResult:
+def _run_demo(out: Path, smoke: bool, echo, *, overwrite: bool = False) -> DemoResult:
     from reshape.artifacts import read_artifact_metadata, read_csv
     from reshape.pipeline import run_pipeline
     from reshape.verify import verify_dataset
@@ -353,7 +391,7 @@ def _run_demo(out: Path, smoke: bool, echo) -> DemoResult:
         )
     config = out / "pipeline.toml"
     write_config(config, data, weights=weights, types=types, max_select=3 if smoke else 8, encoder=encoder)
-    result = run_pipeline(config, echo=echo)
+    result = run_pipeline(config, echo=echo, overwrite=overwrite)
     dataset = result.config.dataset
     report = verify_dataset(dataset)
     if not report.ok:

@@ -76,6 +76,7 @@ from reshape.imageio import image_size
 from reshape.outputs import (
     check_entries,
     check_inputs_not_outputs,
+    check_output_names,
     check_writable,
     created_folders,
     locked_outputs,
@@ -221,6 +222,7 @@ def run(config: DistortConfig) -> DistortResult:
     _check_outputs(config, where)
     plan = _plan(config, refs, settings)
     check_entries(where.out, [j.dist_img for j in plan.usable])  # no link or special file at an image name
+    check_output_names(where.out, [j.dist_img for j in plan.usable], what="distorted image")
     with (
         created_folders(*where.folders()),
         locked_outputs(*where.folders(), wait=config.wait),

@@ -29,7 +29,7 @@ from reshape.artifacts import META_SUFFIX, SCHEMA_KEY, read_csv, sidecar_path, w
 from reshape.distort_plan import DENOISE_TYPE, DistortJob
 from reshape.errors import BadInputError, ResourceError
 from reshape.fileio import TMP_PREFIX
-from reshape.outputs import check_file_output, refuse_foreign
+from reshape.outputs import check_file_output, refuse_edited, refuse_foreign
 from reshape.writer import FileRecord, Journal, OutputFolder, shard_key
 
 log = logging.getLogger("reshape.distort")
@@ -91,6 +91,7 @@ def take_over(
     listing = folder.listing()
     planned = {j.dist_img for j in jobs}
     refuse_foreign(_foreign(planned, listing, previous.records), folder.location, overwrite=overwrite)
+    refuse_edited(_edited(folder, planned, listing, previous.records), folder.location, overwrite=overwrite)
     n_temps = folder.remove_stale_temps(planned | set(previous.records), listing)
     journal.remove_stale_temps()
     if any(name in listing for name in set(previous.records) - planned):
@@ -119,6 +120,18 @@ def _load_records(folder: OutputFolder, journal: Journal, manifest: str) -> _Pre
 def _foreign(planned: set[str], listing: dict[str, Any], records: dict[str, FileRecord]) -> list[str]:
     """Files under names this run must write that the folder's record does not cover."""
     return sorted(n for n in planned if n in listing and n not in records)
+
+
+def _edited(
+    folder: OutputFolder, planned: set[str], listing: dict[str, Any], records: dict[str, FileRecord]
+) -> list[str]:
+    """Recorded outputs under names this run must write whose bytes no longer match the record: edited by
+    someone since, so the edit rule (:func:`reshape.outputs.refuse_edited`) applies before any work."""
+    return sorted(
+        n
+        for n in planned
+        if n in listing and n in records and records[n].confirmed and not folder.holds(records[n], listing[n])
+    )
 
 
 def _remove_stale_outputs(

@@ -25,13 +25,13 @@ from PIL import Image
 import distortions
 from reshape.artifacts import PARTIAL_KEY, SCHEMA_KEY, read_artifact_metadata, read_parquet
 from reshape.errors import BadInputError, StageError
-from reshape.fileio import check_file_name, resolve_under_root
-from reshape.imageio import image_size
+from reshape.fileio import check_file_name, resolve_under_root, resolves_inside
+from reshape.imageio import IMAGE_SUFFIXES, image_size
 from reshape.presets import PRESETS
 
 DEFAULT_LEVELS: tuple[int, ...] = (1, 3, 5)
 FORMATS = ("png", "bmp")
-REFERENCE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+REFERENCE_SUFFIXES = IMAGE_SUFFIXES  # the same images features embeds (one list, reshape.imageio)
 #: Smallest reference side per type: the non-eccentricity patch (20) samples 16x16 patches at least
 #: 16 px inside the border (W-48 >= 0), colour block (23) paints 32x32 squares; the rest only need a few
 #: pixels, 16 keeps every kernel's neighbourhood meaningful.
@@ -245,7 +245,7 @@ def read_references(
 
 def _relative_to_root(path: Path, root: Path) -> str:
     full = path.resolve()
-    if full != root and root not in full.parents:
+    if not resolves_inside(root, full):
         raise BadInputError(f"{path}: reference is not inside --ref-root {root}")
     return full.relative_to(root).as_posix()
 
@@ -255,7 +255,7 @@ def _folder_references(
 ) -> References:
     folder = src.resolve()
     root = Path(ref_root).resolve() if ref_root else folder
-    if root != folder and root not in folder.parents:
+    if not resolves_inside(root, folder):
         raise BadInputError(f"{src}: reference folder is not inside --ref-root {root}")
     skip = Path(exclude).resolve() if exclude else None
     images = []

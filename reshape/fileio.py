@@ -120,10 +120,25 @@ def check_relative(rel: str, *, source: object = None, row: int | None = None) -
     return str(PurePosixPath(*[p for p in parts if p != "."])) if parts else text
 
 
+def printable_path(path: object) -> str:
+    """A path as text any terminal and UTF-8 stream can take: bytes of the name that are not UTF-8 (held by
+    Python as surrogates) are shown as ``\\xNN``."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
 def check_file_name(rel: str, path: object) -> str:
     """A file's path relative to a root, as reshape will record it, refused in one line when a table
     could not name it back: a backslash is read as a folder separator in every CSV path
-    (:func:`check_relative`), so ``a\\b.png`` would come back as ``a/b.png``, another file."""
+    (:func:`check_relative`), so ``a\\b.png`` would come back as ``a/b.png``, another file; a name that is
+    not valid UTF-8 cannot be written to a UTF-8 table (or hashed into a seed) at all."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInputError(
+            f"{printable_path(path)}: the file name is not valid UTF-8 (the bytes shown as \\xNN); reshape's "
+            "tables are UTF-8: rename the file"
+        ) from None
     if "\\" in rel:
         raise BadInputError(
             f"{path}: the file name holds a backslash, which reshape's tables read as a folder separator; "
@@ -142,7 +157,7 @@ def resolve_under_root(
     clean = check_relative(rel, source=source, row=row)
     root_resolved = Path(root).resolve()
     full = (root_resolved / clean).resolve()
-    if full != root_resolved and root_resolved not in full.parents:
+    if not resolves_inside(root_resolved, full):
         loc = where(source, row) + ": " if source is not None else ""
         raise BadInputError(f"{loc}path {rel!r} resolves outside the dataset root {root_resolved}")
     return full
@@ -190,7 +205,9 @@ def write_no_follow(path: str | os.PathLike[str], text: str) -> None:
 
 
 def resolves_inside(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` (symlinks resolved, whether it exists or not) lies inside ``root`` (resolved)."""
+    """True when ``path`` (symlinks resolved, whether it exists or not) is ``root`` or lies inside it
+    (resolved). The one containment test in reshape: :func:`resolve_under_root`, :func:`check_inside`,
+    :func:`remove_recorded` and the output guards of :mod:`reshape.outputs` all ask it."""
     real_root = os.path.realpath(root)
     real = os.path.realpath(path)
     return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
@@ -261,3 +278,52 @@ def parse_sums_line(line: str) -> tuple[str, str] | None:
             i += 1
         rel = "".join(out)
     return digest.lower(), rel
+
+
+# ----------------------------------------------------------------------------------------------- list cells
+def list_cell(names: Iterable[str]) -> str:
+    """A list of names as one CSV cell: a JSON array (``["a.png", "b;c.png"]``), which round-trips any
+    name (``;``, ``,``, quotes, newlines); the CSV writer quotes the cell itself."""
+    import json
+
+    return json.dumps([str(n) for n in names], ensure_ascii=False, separators=(",", ":"))
+
+
+def parse_list_cell(cell: object, *, source: object = None, row: int | None = None) -> list[str]:
+    """The names of a cell :func:`list_cell` wrote; a cell of the format before it (``a.png;b.png``, which
+    cannot hold a ``;`` in a name) is still read. Anything else is a :class:`BadInputError` naming the row."""
+    import json
+
+    if cell is None or (isinstance(cell, float) and cell != cell):  # an empty cell read as NaN
+        return []
+    text = str(cell)
+    if not text.startswith("["):
+        return [n for n in text.split(";") if n]
+    try:
+        names = json.loads(text)
+    except ValueError:  # an old-format cell whose first name starts with '['
+        return [n for n in text.split(";") if n]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        loc = where(source, row) + ": " if source is not None else ""
+        raise BadInputError(f"{loc}list cell {text[:60]!r} is not a JSON array of names")
+    return names
+
+
+def parse_number_cell(cell: object, *, source: object = None, row: int | None = None) -> list[float]:
+    """The finite numbers of a ``;``-separated cell (labels.csv's weights and distances); a value that is
+    not one is a :class:`BadInputError` naming the row, never a traceback."""
+    if cell is None or (isinstance(cell, float) and cell != cell):
+        return []
+    values = []
+    for part in str(cell).split(";"):
+        if not part.strip():
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            value = float("nan")
+        if value != value or value in (float("inf"), float("-inf")):
+            loc = where(source, row) + ": " if source is not None else ""
+            raise BadInputError(f"{loc}{part[:40]!r} is not a finite number")
+        values.append(value)
+    return values

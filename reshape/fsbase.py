@@ -23,7 +23,8 @@ Location = str | os.PathLike[str]
 
 
 def is_local(location: Location) -> bool:
-    """True for a plain path or a ``file://`` URI (not an object-store or remote location)."""
+    """True for a plain path or a ``file://`` URI (not an object-store or remote location). The one test
+    of locality in reshape (:func:`reshape.storage.is_local` is this function)."""
     text = os.fspath(location)
     return "://" not in text or text.lower().startswith("file://")
 

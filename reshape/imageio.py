@@ -31,6 +31,11 @@ from reshape.fileio import atomic_path
 #: Default limit on decoded pixels (about 179 Mpx, Pillow's own bomb threshold x2).
 DEFAULT_MAX_PIXELS = 2 * 89_478_485
 SAVE_FORMATS = {".png": "PNG", ".bmp": "BMP"}
+#: The suffixes (lower case) that make a file in a folder an image, for every stage that lists a folder
+#: (features, distort): one list, so the two stages see the same images.
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
+)
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 

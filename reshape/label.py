@@ -34,7 +34,7 @@ from reshape.artifacts import (
     write_csv,
 )
 from reshape.errors import BadInputError
-from reshape.fileio import check_relative, remove_stale_temps
+from reshape.fileio import check_relative, list_cell, remove_stale_temps
 from reshape.outputs import (
     check_file_output,
     check_inputs_not_outputs,
@@ -662,7 +662,7 @@ def _label_images(
             "var": var,
             "dist_type": rows["dist_type"].astype(np.int64),
             "dist_level": rows["dist_level"].astype(np.int64),
-            "neighbours": [";".join(found[r].names) for r in rows["ref_img"]],
+            "neighbours": [list_cell(found[r].names) for r in rows["ref_img"]],  # any name round-trips
             "weights": [_fmt_list(found[r].weights) for r in rows["ref_img"]],
             "distances": [_fmt_list(found[r].distances) for r in rows["ref_img"]],
             "origin": "pseudo",

@@ -29,10 +29,10 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from reshape.errors import BadInputError, ResourceError
-from reshape.fileio import check_inside, file_kind, write_no_follow
+from reshape.fileio import check_inside, file_kind, resolves_inside, write_no_follow
 from reshape.fsbase import (  # noqa: F401 - file_mode, is_resource_errno: importable from here too
     LOCK_SUFFIX,
     META_SUFFIX,
@@ -55,10 +55,6 @@ def _resolved(path: Location) -> Path:
     return Path(os.path.abspath(os.path.expanduser(os.fspath(path)))).resolve()
 
 
-def _inside(child: Path, parent: Path) -> bool:
-    return child == parent or parent in child.parents
-
-
 def check_inputs_not_outputs(
     inputs: Iterable[Location | None],
     file_outputs: Iterable[Location | None] = (),
@@ -72,17 +68,17 @@ def check_inputs_not_outputs(
         for src in ins:
             if target == src:
                 raise BadInputError(f"{out}: output is the input {src}; refusing to overwrite an input")
-            if src.is_dir() and target.is_dir() and _inside(target, src):
+            if src.is_dir() and target.is_dir() and resolves_inside(src, target):
                 raise BadInputError(f"{out}: output is a folder inside the input {src}")
     for out in (p for p in folder_outputs if p is not None and _is_local(p)):
         target = _resolved(out)
         for src in ins:
-            if _inside(target, src) and (src.is_dir() or target == src):
+            if resolves_inside(src, target) and (src.is_dir() or target == src):
                 where = "is" if target == src else "lies inside"
                 raise BadInputError(
                     f"{out}: output folder {where} the input {src}; outputs would mix with inputs"
                 )
-            if _inside(src, target):
+            if resolves_inside(target, src):
                 raise BadInputError(f"{out}: output folder contains the input {src}; choose another folder")
 
 
@@ -265,6 +261,26 @@ def refuse_foreign(conflicts: list[str], where: Location, *, overwrite: bool) ->
         )
 
 
+def refuse_edited(
+    edited: Iterable[str], where: Location, *, overwrite: bool, option: str = "--overwrite"
+) -> None:
+    """The edit rule, in one place: an output a command recorded as its own whose bytes no longer match the
+    record was edited by someone, and is the user's. Without ``overwrite`` the command stops (call it before
+    any work) in one line naming the files; with it, the files are named again as they are replaced."""
+    names = sorted(edited)
+    if not names:
+        return
+    shown = ", ".join(names[:3]) + (f", ... ({len(names) - 3} more)" if len(names) > 3 else "")
+    if not overwrite:
+        raise BadInputError(
+            f"{where}: {len(names)} file(s) reshape wrote were edited since and would be replaced ({shown}); "
+            f"refusing: your edits are yours (pass {option} to replace them)"
+        )
+    from reshape.steps import announce
+
+    announce("%s: replacing %d edited file(s) (%s): %s", where, len(names), option, shown)
+
+
 # ----------------------------------------------------------------------------------------------- preflight
 def _existing_ancestor(path: Path) -> Path:
     p = path
@@ -302,14 +318,10 @@ def _check_name_lengths(target: Location, folder: Path) -> None:
     except (OSError, ValueError):
         name_max = 255
     full = Path(os.path.abspath(os.path.expanduser(os.fspath(target))))
-    parts = [*full.relative_to(folder).parts] if _inside(full, folder) else [full.name]
+    resolved = _resolved(target)
+    parts = [*resolved.relative_to(folder).parts] if resolves_inside(folder, resolved) else [full.name]
     name = full.name
-    longest = {
-        name: max(
-            len(f"{TMP_PREFIX}{name}.xxxxxxxx{full.suffix}".encode()),
-            len(f".{name}{LOCK_SUFFIX}.holder".encode()),
-        )
-    }
+    longest = {name: max(temp_name_bytes(name), len(os.fsencode(f".{name}{LOCK_SUFFIX}.holder")))}
     for part in parts:
         size = longest.get(part, len(part.encode()))
         if size > name_max:
@@ -317,6 +329,33 @@ def _check_name_lengths(target: Location, folder: Path) -> None:
                 f"{target}: name too long for the file system ({part[:40]}...: {len(part.encode())} bytes, "
                 f"at most {name_max - (size - len(part.encode()))} here with reshape's temporary and lock names)"
             )
+
+
+def temp_name_bytes(name: str) -> int:
+    """Bytes of the longest name a file written as ``name`` gets on the way: its temporary name beside it
+    (:func:`reshape.fileio.atomic_path`: prefix, the name, a dot, 8 random characters, the suffix)."""
+    return len(os.fsencode(f"{TMP_PREFIX}{name}.xxxxxxxx{Path(name).suffix}"))
+
+
+def check_output_names(folder: Location, names: Iterable[str], *, what: str = "output") -> None:
+    """Refuse, before any work, a file name (the last part of each of ``names``, paths relative to
+    ``folder``) too long for the file system ``folder`` lies on once reshape's temporary name is made from
+    it: otherwise the write fails after the work before it (halfway through a distort, say)."""
+    if not _is_local(folder):
+        return
+    base = _existing_ancestor(_resolved(folder))
+    try:
+        name_max = os.pathconf(base, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    longest = max((PurePath(n).name for n in names), key=temp_name_bytes, default=None)
+    if longest is None or temp_name_bytes(longest) <= name_max:
+        return
+    size, extra = len(os.fsencode(longest)), temp_name_bytes(longest) - len(os.fsencode(longest))
+    raise BadInputError(
+        f"{Path(folder) / longest}: {what} file name too long for the file system ({size} bytes; at most "
+        f"{name_max - extra} here with reshape's temporary name); shorten the input file name it comes from"
+    )
 
 
 @contextlib.contextmanager

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import functools
 import hashlib
 import importlib
 import json
 import os
 import shlex
 import shutil
+import stat
 import sys
 import time
 import types
@@ -41,6 +43,7 @@ from reshape.outputs import (
     check_writable,
     created_folders,
     locked_outputs,
+    refuse_edited,
 )
 from reshape.publish import RUN_LAYOUT
 from reshape.records import check_record, record_outputs
@@ -560,10 +563,24 @@ def read_run_json(config: PipelineConfig) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
+def _recorded_path(config: PipelineConfig, path: Path) -> str:
+    """A path as run.json records it: relative to the run folder (``../data/source``) when it and the run
+    folder both lie inside the config file's folder, the project a copy (``cp -a``) takes along, so a
+    copied project publishes its own data; absolute otherwise. Readers join it onto the run folder."""
+    from reshape.fileio import resolves_inside
+
+    project = config.path.resolve().parent
+    if resolves_inside(project, path) and resolves_inside(project, config.out):
+        return Path(os.path.relpath(os.path.realpath(path), os.path.realpath(config.out))).as_posix()
+    return str(path)
+
+
 def _write_run_json(config: PipelineConfig, info: dict[str, Any]) -> None:
     info.update(
-        config=str(config.path.resolve()),
-        inputs={k: str(v) for k, v in config.inputs.items()},
+        config=_recorded_path(config, config.path.resolve()),
+        inputs={
+            k: v if k == "source_name" else _recorded_path(config, Path(v)) for k, v in config.inputs.items()
+        },
         reshape_version=__version__,
     )
     write_json(config.out / RUN_LAYOUT["run_json"], info)
@@ -609,11 +626,12 @@ def _append_history(info: dict[str, Any], started: str, records: list[StageRecor
 
 
 # ----------------------------------------------------------------------------------------------- run
-def materialize_samples(config: PipelineConfig, info: dict[str, Any]) -> int:
+def materialize_samples(config: PipelineConfig, info: dict[str, Any], *, overwrite: bool = False) -> int:
     """Fill out/samples/ with hard links (copies across file systems) to every training image, named by
     its train.csv dist_img. Only links an earlier run recorded are ever removed, and only while they
     still hold the bytes recorded (``sample_sha256``) and are reached without a link leading out of
-    ``out``; nothing is written through such a link either. Returns the count."""
+    ``out``; nothing is written through such a link either. A recorded link edited since is replaced
+    only with ``overwrite`` (the run's preflight named it). Returns the count."""
     from reshape.artifacts import read_csv
     from reshape.fileio import check_inside, check_relative, remove_recorded, resolve_under_root, sha256_file
 
@@ -648,8 +666,13 @@ def materialize_samples(config: PipelineConfig, info: dict[str, Any]) -> int:
             digests[rel] = recorded.get(rel) or sha256_file(dst)
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
+        replace = overwrite and os.path.lexists(dst) and rel in recorded
+        if replace and not dst.is_symlink() and dst.is_file():
+            dst.unlink()  # an edited recorded sample, named by the preflight (--overwrite)
         if os.path.lexists(dst) and not remove_recorded(folder, rel, recorded.get(rel)):
-            raise BadInputError(f"{dst}: changed since reshape linked it; refusing to replace it")
+            raise BadInputError(
+                f"{dst}: changed since reshape linked it; refusing to replace it (pass --overwrite to allow)"
+            )
         try:
             os.link(src, dst)
         except OSError:
@@ -677,7 +700,7 @@ def _check_sample_entry(folder: Path, dst: Path, recorded: dict[str, str | None]
 
 def _run_stage(plan: StagePlan, runner: Runner, config: PipelineConfig, info: dict[str, Any]) -> None:
     if plan.name == "features_samples":
-        materialize_samples(config, info)
+        materialize_samples(config, info, overwrite=bool(getattr(plan.config, "overwrite", False)))
     try:
         runner[1](plan.config)
     except ReshapeError as exc:
@@ -693,11 +716,19 @@ def _dry_run_lines(plans: list[StagePlan]) -> list[str]:
     return lines
 
 
+#: Stages whose config has no ``check_options`` method: the stage's own check of its options that reads
+#: no artifact (module, function of the config), run before the first stage like ``check_options``.
+OPTION_CHECKS = {"distort": ("reshape.distort", "_resolve_settings"), "label": ("reshape.label", "_validate")}
+
+
 def _check_stage_options(plans: list[StagePlan]) -> None:
     """Every stage's file-free option checks (``check_options``), before the first stage runs: a bad value
-    for the last stage must not cost the runs of the ones before it."""
+    for the last stage (``levels = "1-500"``, ``label.k = 0``) must not cost the runs of the ones before it."""
     for p in plans:
         check = getattr(p.config, "check_options", None)
+        module, function = OPTION_CHECKS.get(p.name, ("", ""))
+        if check is None and type(p.config).__module__ == module:  # the stage's own config class
+            check = functools.partial(getattr(importlib.import_module(module), function), p.config)
         if check is None:
             continue
         try:
@@ -706,10 +737,67 @@ def _check_stage_options(plans: list[StagePlan]) -> None:
             raise type(exc)(f"stage {p.name}: {exc}") from None
 
 
+def _check_reference_names(config: PipelineConfig, plans: list[StagePlan]) -> None:
+    """Before any stage: every candidate could become a reference whose distorted images are named
+    ``<stem>_<tt>_<ll>.<ext>``; a stem too long for the file system fails now, not halfway through distort."""
+    from reshape.distort_plan import output_name, read_references
+    from reshape.outputs import check_output_names
+
+    distort = next((p for p in plans if p.name == "distort"), None)
+    if distort is None or distort.up_to_date:
+        return
+    fmt = str(getattr(distort.config, "format", "png")).lower().lstrip(".")
+    refs = read_references(Path(config.inputs["candidates"]))
+    names = [output_name(ref, 25, 5, fmt) for ref in refs.images]
+    check_output_names(config.out / RUN_LAYOUT["images_root"], names, what="distorted image")
+
+
+def _check_edited(
+    config: PipelineConfig, plans: list[StagePlan], info: dict[str, Any], *, overwrite: bool
+) -> None:
+    """The edit rule before any stage runs: an output a stage that will run recorded in run.json (and a
+    samples/ link) whose bytes no longer match the record is the user's, so the run stops naming them,
+    or with ``overwrite`` names them again and lets the stages replace them. Published files are judged
+    by publish itself, against the dataset's SHA256SUMS (a report rebuilt into it changes them too)."""
+    edited: list[str] = []
+    for p in plans:
+        if p.up_to_date or p.name == "publish":
+            continue
+        changed = check_record(info.get("outputs", {}).get(p.name, {}), config.out).changed
+        edited += [
+            k for k in changed if not any(part.startswith(".reshape") for part in PurePosixPath(k).parts)
+        ]
+        if p.name == "features_samples":
+            edited += [f"{SAMPLES_DIR}/{rel}" for rel in edited_samples(config, info)]
+    refuse_edited(edited, config.out, overwrite=overwrite)
+    if overwrite:
+        for p in plans:
+            if not p.up_to_date and hasattr(p.config, "overwrite"):
+                p.config = dataclasses.replace(p.config, overwrite=True)
+
+
+def edited_samples(config: PipelineConfig, info: dict[str, Any]) -> list[str]:
+    """samples/ links an earlier run recorded (with their sha256) that now hold other bytes. A file that
+    still has other names (the hard link to its image, nlink > 1) is not hashed: it is the link itself."""
+    folder = config.out / SAMPLES_DIR
+    edited = []
+    for rel, digest in sorted(info.get("sample_sha256", {}).items()):
+        path = folder / rel
+        try:
+            st = path.lstat()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if digest is None or not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+            continue
+        if sha256_file(path) != digest:
+            edited.append(rel)
+    return edited
+
+
 def _check_layout(config: PipelineConfig) -> None:
     """Before any stage: outputs are neither inputs nor each other, and no link leads out of the run
     folder where a stage writes (a linked samples/ or features/, say)."""
-    from reshape.fileio import check_inside
+    from reshape.fileio import check_inside, resolves_inside
     from reshape.outputs import check_folder_output
 
     inputs = [config.inputs[k] for k in ("train_refs", "source_labels", "source_root", "candidates")]
@@ -717,12 +805,12 @@ def _check_layout(config: PipelineConfig) -> None:
         check_folder_output(config.inputs[key], option=f"[inputs] {key}")
     check_inputs_not_outputs(inputs, folder_outputs=[config.out, config.dataset])
     out, dataset = config.out.resolve(), Path(config.dataset).resolve()
-    if out == dataset or out in dataset.parents and dataset.relative_to(out).parts[0] in _RUN_NAMES:
+    if out == dataset or resolves_inside(out, dataset) and dataset.relative_to(out).parts[0] in _RUN_NAMES:
         raise BadInputError(
             f"{config.path}: [inputs] dataset = {config.dataset} is the run folder or one of its stage "
             "outputs; choose another folder"
         )
-    if dataset in out.parents:
+    if resolves_inside(dataset, out):
         raise BadInputError(f"{config.path}: [inputs] out = {config.out} lies inside dataset {dataset}")
     for rel in [*RUN_LAYOUT.values(), SAMPLES_DIR]:
         check_inside(config.out, config.out / rel, what="run folder")
@@ -741,12 +829,14 @@ def run_pipeline(
     dry_run: bool = False,
     force: bool = False,
     wait: bool = False,
+    overwrite: bool = False,
     runners: dict[str, Runner] | None = None,
     echo: Callable[[str], None] = print,
 ) -> RunResult:
     """Run (or with ``dry_run`` only plan) the pipeline described by ``config_path``.
 
-    ``echo`` receives the plan (dry run) or one progress line per stage.
+    ``echo`` receives the plan (dry run) or one progress line per stage. A file a stage recorded (in
+    run.json) that was edited since is not replaced without ``overwrite``: the run stops before any stage.
     """
     config = load_config(config_path)
     runners = dict(runners or {})
@@ -758,7 +848,7 @@ def run_pipeline(
         return result
     _check_layout(config)
     with created_folders(config.out), locked_outputs(config.out, wait=wait, on_wait=echo):
-        _run_plans(config, runners, force, result, echo)
+        _run_plans(config, runners, force, result, echo, overwrite=overwrite)
     return result
 
 
@@ -768,10 +858,14 @@ def _run_plans(
     force: bool,
     result: RunResult,
     echo: Callable[[str], None],
+    *,
+    overwrite: bool = False,
 ) -> None:
     info = read_run_json(config)
     plans = plan_pipeline(config, runners, force=force, run_info=info)
     _check_stage_options(plans)
+    _check_reference_names(config, plans)
+    _check_edited(config, plans, info, overwrite=overwrite)
     run_json = config.out / RUN_LAYOUT["run_json"]
     first_run = not run_json.exists()
     started = now_iso()

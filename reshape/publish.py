@@ -183,10 +183,12 @@ class PublishInputs:
             manifest=opt("manifest"),
             images_root=root / RUN_LAYOUT["images_root"],
             selection=opt("selection"),
-            source_root=Path(inputs["source_root"]) if inputs.get("source_root") else None,
+            # run.json records a path inside the run's project relative to the run folder (a copy
+            # publishes its own data); joined onto it, an absolute path stays as it is
+            source_root=root / inputs["source_root"] if inputs.get("source_root") else None,
             # a CSV list of candidates is no root: the selection's image_root metadata is used instead
-            candidate_root=Path(inputs["candidates"])
-            if Path(inputs.get("candidates") or "\0").is_dir()
+            candidate_root=root / inputs["candidates"]
+            if inputs.get("candidates") and (root / inputs["candidates"]).is_dir()
             else None,
             train_features=opt("train_features"),
             candidate_features=opt("candidate_features"),

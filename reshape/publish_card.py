@@ -11,6 +11,7 @@ The card links croissant.json, the same folder in MLCommons Croissant (reshape.c
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -55,7 +56,7 @@ def hub_metadata(card: dict[str, Any]) -> dict[str, Any]:
     in_folder = card["counts"]["files"].get("hub_rows", card["counts"]["rows"])
     sources = ["original"] if card["counts"]["origin"].get("pseudo") else []
     return {
-        "pretty_name": card["name"],
+        "pretty_name": " ".join(str(card["name"]).split()),  # one line: no block of the header starts in it
         "annotations_creators": annotations_creators(card),
         "source_datasets": [*sources, f"extended|{_slug(card['source']['name'])}"],
         # The images inherit the source datasets' research-only terms (see "Source dataset and licence").
@@ -81,6 +82,29 @@ def yaml_header(card: dict[str, Any]) -> str:
 
     body = yaml.safe_dump(hub_metadata(card), sort_keys=False, allow_unicode=True, width=1000)
     return f"---\n{body}---\n"
+
+
+# ----------------------------------------------------------------------------------------------- escaping
+#: Characters that start inline Markdown (emphasis, links, code, tables, strikethrough, headings' closing
+#: hashes): backslash-escaped in free text, so a name renders as the text it is.
+_MD_INLINE = re.compile(r"([\\`*_\[\]|~#!])")
+
+
+def md_text(value: Any) -> str:
+    """Free text a user gave (a name, a note, a source name) as ONE line of Markdown that renders as that
+    text: line breaks become spaces (so no line of it can start a block: ``---`` front matter, a heading,
+    a quote), ``& < >`` become HTML entities (no raw HTML: ``<script>``, ``<img onerror>``) and inline
+    Markdown characters are backslash-escaped."""
+    text = " ".join(str(value).split())
+    return _MD_INLINE.sub(r"\\\1", html.escape(text, quote=False))
+
+
+def md_code(value: Any) -> str:
+    """``value`` as an inline code span on one line, fenced with more backticks than it holds."""
+    text = " ".join(str(value).split())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 # ----------------------------------------------------------------------------------------------- card
@@ -122,7 +146,8 @@ def _stage_parameter_lines(parameters: dict[str, Any]) -> list[str]:
         shown = {k: meta[k] for k in keep if k in meta}
         if shown:
             lines.append(
-                f"* **{stage}**: " + ", ".join(f"`{k}` = `{json.dumps(v)}`" for k, v in shown.items())
+                f"* **{md_text(stage)}**: "
+                + ", ".join(f"`{k}` = {md_code(json.dumps(v))}" for k, v in shown.items())
             )
     return lines
 
@@ -142,10 +167,11 @@ def _weights_warning(card: dict[str, Any]) -> str:
 
 def _source_text(source: dict[str, Any], source_sums: str) -> str:
     if source["mode"] == "referenced":
+        link = md_code(f"ln -s /path/to/{_slug(source['name'])}/images source")
         return (
             f"Source images are **referenced, not shipped**: rows with `origin = source` point into "
-            f"`source/`. Make the {source['name']} image folder available there before training, e.g. "
-            f"`ln -s /path/to/{source['name']}/images source`, then check it with "
+            f"`source/`. Make the {md_text(source['name'])} image folder available there before training, "
+            f"e.g. {link}, then check it with "
             f"`sha256sum -c {source_sums}`. They are not rows of the Hugging Face `train` split."
         )
     if source["mode"] == "copied":
@@ -250,14 +276,14 @@ def render_card(card: dict[str, Any]) -> str:
     notes = card.get("notes", [])
     parts = [
         yaml_header(card),
-        f"# {card['name']}",
+        f"# {md_text(card['name'])}",
         "",
         "A synthetic image-quality training set reshaped with reshape (SynDR-IQA, "
         "NeurIPS 2025): new reference contents chosen by DDCUp from a candidate pool, distorted with the "
         "KADID-10k distortions and pseudo-labelled from their nearest training references, merged with the "
         "source training rows (optionally pruned by DRCDown).",
         _weights_warning(card),
-        *(["## Notes", "", *[f"* {n}" for n in notes], ""] if notes else []),
+        *(["## Notes", "", *[f"* {md_text(n)}" for n in notes], ""] if notes else []),
         "## Contents",
         "",
         _contents_table(files),
@@ -278,7 +304,7 @@ def render_card(card: dict[str, Any]) -> str:
         "",
         "## Source dataset and licence",
         "",
-        f"Source: **{source['name']}**. {_source_text(source, files.get('source_sha256sums', ''))}",
+        f"Source: **{md_text(source['name'])}**. {_source_text(source, files.get('source_sha256sums', ''))}",
         "",
         source["licence"],
         "",

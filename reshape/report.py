@@ -62,6 +62,7 @@ from reshape.report_data import (
     CLUSTERS_CSV,
     NEIGHBOUR_LABELS_CSV,
     SELECTION_MAP_CSV,
+    provenance_lists,
     thumbnail_jpeg,
 )
 
@@ -255,14 +256,11 @@ def _provenance_rows(pub: Published, thumbs: _Thumbs) -> list[list]:
     if pub.labels is None:
         return []
     known = _neighbour_rows(pub, thumbs)
+    lists = provenance_lists(pub.labels, pub.root / LABELS_CSV)  # one line, not a traceback, for a bad cell
     rows = []
-    for r in pub.labels.sort_values(["ref_img", "dist_type", "dist_level", "dist_img"]).itertuples(
-        index=False
-    ):
+    for r in pub.labels.sort_values(["ref_img", "dist_type", "dist_level", "dist_img"]).itertuples():
         t, lvl = int(r.dist_type), int(r.dist_level)
-        names = [n for n in str(r.neighbours).split(";") if n]
-        weights = [float(w) for w in str(r.weights).split(";") if w]
-        distances = [float(d) for d in str(r.distances).split(";") if d]
+        names, weights, distances = lists[pub.labels.index.get_loc(r.Index)]
         neighbours = []
         for name, w, d in zip(names, weights, distances):
             label, thumb = known.get((name, t, lvl), [None, ""])

@@ -133,6 +133,31 @@ def selection_map(
     )
 
 
+def provenance_lists(
+    labels: pd.DataFrame, source: object
+) -> list[tuple[list[str], list[float], list[float]]]:
+    """Each labels.csv row's neighbours, weights and distances, as lists (see :func:`reshape.fileio.list_cell`
+    for the neighbours' format; the old ``;``-joined one is read too). A malformed cell, a non-numeric
+    weight say, is a :class:`BadInputError` naming the file and line, never a traceback."""
+    from reshape.fileio import parse_list_cell, parse_number_cell
+
+    for column in ("neighbours", "weights", "distances"):
+        if column not in labels.columns:
+            raise BadInputError(f"{source}: has no {column!r} column")
+    out = []
+    for line, (names, weights, distances) in enumerate(
+        zip(labels["neighbours"], labels["weights"], labels["distances"], strict=True), start=2
+    ):
+        out.append(
+            (
+                parse_list_cell(names, source=source, row=line),
+                parse_number_cell(weights, source=source, row=line),
+                parse_number_cell(distances, source=source, row=line),
+            )
+        )
+    return out
+
+
 def neighbour_labels(labels_csv: Path, train: pd.DataFrame, shipped: set[str]) -> pd.DataFrame | None:
     """The source label each (neighbour, type, level) contributed; None without the source table."""
     from reshape.artifacts import read_artifact_metadata, read_csv
@@ -155,9 +180,10 @@ def neighbour_labels(labels_csv: Path, train: pd.DataFrame, shipped: set[str]) -
     labels = read_csv(labels_csv, "labels")
     used = {
         (name, int(t), int(lvl))
-        for names, t, lvl in zip(labels["neighbours"], labels["dist_type"], labels["dist_level"], strict=True)
-        for name in str(names).split(";")
-        if name
+        for (names, _, _), t, lvl in zip(
+            provenance_lists(labels, labels_csv), labels["dist_type"], labels["dist_level"], strict=True
+        )
+        for name in names
     }
     names = sorted({u[0] for u in used})
     from reshape.sources import match_names

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from reshape.errors import BadInputError
 from reshape.fileio import atomic_path, atomic_write_bytes
-from reshape.fsbase import TMP_PREFIX
+from reshape.fsbase import TMP_PREFIX, is_local  # is_local: the one test, re-exported here
 
 Location = str | os.PathLike[str]
 
@@ -50,10 +50,6 @@ def scheme(location: Location) -> str:
     if "://" not in text:
         return ""
     return urlsplit(text).scheme.lower()
-
-
-def is_local(location: Location) -> bool:
-    return scheme(location) in ("", "file")
 
 
 def local_path(location: Location) -> Path:

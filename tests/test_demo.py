@@ -115,8 +115,8 @@ def smoke_demo(tmp_path_factory) -> Path:
     return out
 
 
-def _rerun(out: Path) -> list[str]:
-    res = CliRunner().invoke(cli, ["run", str(out / "pipeline.toml")], catch_exceptions=False)
+def _rerun(out: Path, *extra: str) -> list[str]:
+    res = CliRunner().invoke(cli, ["run", str(out / "pipeline.toml"), *extra], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert verify_dataset(out / "dataset").ok
     return [line.split("]")[0][1:] for line in res.output.splitlines() if "] running" in line]
@@ -143,7 +143,10 @@ def test_modified_output_is_rebuilt_and_history_kept(smoke_demo: Path) -> None:
     out = smoke_demo
     labels = out / "run" / "labels.csv"
     labels.write_text(labels.read_text().replace(",", ";", 3))
-    assert _rerun(out) == ["label"]
+    # an edited output is the user's (the edit rule): the run stops before any stage, naming it
+    res = CliRunner().invoke(cli, ["run", str(out / "pipeline.toml")])
+    assert res.exit_code == 2 and "labels.csv" in res.stderr and "edited" in res.stderr, res.output
+    assert _rerun(out, "--overwrite") == ["label"]
     info = json.loads((out / "run" / "run.json").read_text())
     assert info["stages"]["select"]["seconds"] > 0  # a no-op run never erases the real timings
     assert info["history"][-1]["ran"].keys() == {"label"}

@@ -245,7 +245,11 @@ def test_rerun_keeps_verified_outputs_repairs_and_cleans(kernels, refs: Path, tm
     own_temp.write_bytes(b"partial")
     (out / ".reshape-tmp-abc.png").write_bytes(b"not the temp of any name distort writes")
     (out / "notes.txt").write_text("user file")
+    # the damaged image is a recorded output whose bytes changed: an edit, kept unless --overwrite
     code, output = invoke(*args, "--fingerprint", "fp-123")
+    assert code == 2 and "rocket_11_03.png" in output and "edited" in output, output
+    assert (out / "rocket_11_03.png").read_bytes() == b"\x89PNG damaged"
+    code, output = invoke(*args, "--fingerprint", "fp-123", "--overwrite")
     assert code == 0, output
     assert "2 written, 22 already up to date" in output
     assert {k: v for k, v in folder_bytes(out).items() if k in first} == first
@@ -282,7 +286,9 @@ def test_resume_trusts_size_and_mtime_and_hashes_only_what_changed(kernels, refs
     stat = disguised.stat()
     disguised.write_bytes(bytes(stat.st_size))
     os.utime(disguised, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    summary = run_distort(*args, **kwargs)
+    with pytest.raises(BadInputError, match="rocket_11_02.png"):  # the edit rule: changed bytes are an edit
+        run_distort(*args, **kwargs)
+    summary = run_distort(*args, **kwargs, overwrite=True)
     assert (summary.n_written, summary.n_reused) == (1, 7)
     assert same_size.read_bytes() == original
     assert disguised.read_bytes() == bytes(stat.st_size)

@@ -87,7 +87,9 @@ def test_rerun_recreates_only_the_deleted_or_altered_objects(store_root, refs, l
     (folder / altered).write_bytes(bytes(len(original)))  # same size, other bytes: sha256 must catch it
     untouched = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.name not in (deleted, altered)}
 
-    summary = store_run(refs, "b/out")
+    with pytest.raises(BadInputError, match=altered):  # changed bytes are an edit: kept without --overwrite
+        store_run(refs, "b/out")
+    summary = store_run(refs, "b/out", overwrite=True)
     assert (summary.n_written, summary.n_reused) == (2, N_IMAGES - 2)
     assert folder_bytes(folder) == folder_bytes(local_run)
     images = {k: v for k, v in untouched.items() if k.endswith(".png")}

@@ -294,7 +294,7 @@ def test_copy_of_I01_gets_exactly_I01_labels(setup, kadid: pd.DataFrame) -> None
         # exact by construction: one neighbour of weight exactly 1 (padding adds +0.0), written as %.8g
         assert row["dmos"] == want[(t, lv)]
         assert row["var"] == 0.0
-        assert row["neighbours"] == "I01.png"
+        assert json.loads(row["neighbours"]) == ["I01.png"]
         assert row["weights"] == "1"
     assert set(labels["origin"]) == {"pseudo"}
 
@@ -307,7 +307,7 @@ def test_equidistant_neighbours_give_the_mean(setup, kadid: pd.DataFrame) -> Non
     for (t, lv), row in got.iterrows():
         assert row["dmos"] == pytest.approx((a[(t, lv)] + b[(t, lv)]) / 2, abs=1e-6)
         assert row["var"] == pytest.approx(((a[(t, lv)] - b[(t, lv)]) / 2) ** 2, abs=1e-6)
-        assert set(row["neighbours"].split(";")) == {"I01.png", "I02.png"}
+        assert set(json.loads(row["neighbours"])) == {"I01.png", "I02.png"}
 
 
 def test_closer_neighbour_pulls_the_label(setup, kadid: pd.DataFrame) -> None:
@@ -326,7 +326,7 @@ def test_closer_neighbour_pulls_the_label(setup, kadid: pd.DataFrame) -> None:
         # the closer mode lands on I03's side of the midpoint, official on I04's
         assert abs(closer.loc[c, "dmos"] - near[c]) < abs(mid - near[c])
         assert abs(official.loc[c, "dmos"] - far[c]) < abs(mid - far[c])
-    assert closer.iloc[0]["neighbours"] == "I03.png;I04.png"
+    assert json.loads(closer.iloc[0]["neighbours"]) == ["I03.png", "I04.png"]
 
 
 def test_every_output_image_is_in_the_manifest(setup) -> None:
@@ -398,10 +398,10 @@ def test_exclude_refs_with_recomputed_neighbours(setup, kadid: pd.DataFrame, tmp
     )
     assert res.exit_code == 0, res.output
     labels = read_csv(out, "labels")
-    neighbours = {n for row in labels["neighbours"] for n in row.split(";")}
+    neighbours = {n for row in labels["neighbours"] for n in json.loads(row)}
     assert "I01.png" not in neighbours
     mid = _by_condition(labels, setup["names"][1])
-    assert mid.iloc[0]["neighbours"].split(";")[0] == "I02.png"  # I02 is now the single nearest
+    assert json.loads(mid.iloc[0]["neighbours"])[0] == "I02.png"  # I02 is now the single nearest
 
 
 def test_exclude_refs_without_enough_stored_neighbours_is_an_error(setup) -> None:
@@ -646,7 +646,9 @@ def test_written_artifacts_identical_for_any_chunk_size(
         assert res.exit_code == 0, res.output
         written[chunk] = {name: (d / name).read_bytes() for name in ("labels.csv", "train.csv", "meta.csv")}
     labels = read_csv(tmp_path / "chunk1" / "labels.csv", "labels")
-    assert (labels["neighbours"].str.count(";") >= 2).mean() > 0.5  # real softmax mixtures, not copies
+    assert (
+        labels["neighbours"].map(lambda c: len(json.loads(c))) >= 3
+    ).mean() > 0.5  # real softmax mixtures, not copies
     for chunk, files in written.items():
         assert files == written[1], chunk
 

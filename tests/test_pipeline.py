@@ -172,7 +172,9 @@ def test_first_run_runs_everything_in_order_with_stage_arguments(project, stages
     fp = read_artifact_metadata(out / "selection.parquet")["fingerprint"]
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["fingerprints"]["select"] == fp
-    assert run_json["inputs"]["source_root"] == str(project / "refs")
+    # inside the project: recorded relative to the run folder, so a copied project publishes its own data
+    assert run_json["inputs"]["source_root"] == "../refs"
+    assert (out / run_json["inputs"]["source_root"]).resolve() == (project / "refs").resolve()
 
 
 def test_second_run_skips_everything(project, stages, calls) -> None:
@@ -279,7 +281,12 @@ def test_deleted_or_changed_output_is_rebuilt(project, stages, calls, stage, vic
     assert f"1 output(s) {word}: {rel}" in plan[stage]
     assert [name for name, line in plan.items() if "will run" in line] == [stage]
     calls.clear()
-    assert run_pipeline(config, runners=stages, echo=lambda _: None).ran == [stage]
+    if how == "modify" and stage != "publish":  # the edit rule: an edited output is the user's
+        with pytest.raises(BadInputError, match=f"edited since and would be replaced \\({rel}\\)"):
+            run_pipeline(config, runners=stages, echo=lambda _: None)
+        assert calls == [] and path.read_bytes().endswith(b"x")  # stopped before any stage
+    overwrite = how == "modify"  # published files are judged by publish itself (SHA256SUMS)
+    assert run_pipeline(config, runners=stages, overwrite=overwrite, echo=lambda _: None).ran == [stage]
     assert path.is_file()
     assert run_pipeline(config, runners=stages, echo=lambda _: None).ran == []
 

@@ -128,7 +128,7 @@ def test_report_in_chromium_offline(demo_dataset: Path, tmp_path: Path) -> None:
             "rows => rows.map(r => [r.dataset.img, "
             "Array.from(r.querySelectorAll('[data-neighbour]')).map(n => n.dataset.neighbour)])",
         )
-        expected = {r.dist_img: r.neighbours.split(";") for r in labels.itertuples()}
+        expected = {r.dist_img: json.loads(r.neighbours) for r in labels.itertuples()}
         assert dict(shown) == expected
         page.eval_on_selector_all("img", "imgs => imgs.forEach(i => { i.loading = 'eager'; })")
         page.wait_for_load_state("networkidle")

@@ -21,9 +21,16 @@
     for (var k in attrs) node.setAttribute(k, attrs[k]);
     return node;
   }
+  // url:begin: tests run the code up to url:end alone
+  // A thumbnail's relative URL: every path segment percent-encoded, so '#', '?', '%xx' and a folder
+  // named '%2e%2e' name the file itself (not a fragment, a query, another file or the parent folder).
+  function thumbUrl(path) {
+    return String(path).split("/").map(encodeURIComponent).join("/");
+  }
+  // url:end
   function thumb(src, name) {
     if (!src) return el("span", {"class": "nothumb", text: "no image"});
-    return el("img", {src: src, alt: name, title: name, loading: "lazy"});
+    return el("img", {src: thumbUrl(src), alt: name, title: name, loading: "lazy"});
   }
   function fmt(v) { return v === null || v === undefined ? "–" : String(v); }
   function base(path) { return String(path).split("/").pop(); }
