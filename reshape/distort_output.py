@@ -341,6 +341,11 @@ def write_manifest(manifest: str, frame: pd.DataFrame, metadata: dict[str, Any])
         folder.put_file(name + META_SUFFIX, sidecar_path(local))
 
 
+def read_sidecar(manifest: str) -> dict[str, Any] | None:
+    """The manifest's sidecar metadata when reshape wrote it; None when absent or not reshape's."""
+    return _read_sidecar(manifest)
+
+
 def remove_legacy_journal(location: str | None) -> None:
     if location is not None:
         storage.remove(location)

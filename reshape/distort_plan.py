@@ -350,21 +350,161 @@ def check_implemented(types: Sequence[int]) -> None:
             ) from None
 
 
+# ----------------------------------------------------------------------------------------------- plans
+#: Levels of a plan (``--plan``, ``--random-types``) when ``--levels`` is not given: KADIS-700k writes all five.
+PLAN_LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)
+#: Header of the plan CSV that ``--random-types`` writes (the KADIS-700k CSV's two columns).
+PLAN_HEADER = ("ref_im", "dist_type")
+
+
+@dataclass
+class TypePlan:
+    """A per-reference plan: ``types[i]`` are the KADID ids of ``refs.images[i]`` (ascending, unique)."""
+
+    refs: References
+    types: list[list[int]]
+
+    def all_types(self) -> list[int]:
+        return sorted({t for ts in self.types for t in ts})
+
+
+def _plan_type(text: str) -> int | None:
+    """A KADID id from an id ('15', '15.0') or a name; None when it is neither."""
+    value = text.strip()
+    if re.fullmatch(r"\d+(\.0*)?", value):
+        value = value.split(".")[0]
+    try:
+        return distortions.resolve_type(int(value) if value.isdigit() else value)
+    except (ValueError, KeyError):
+        return None
+
+
+def _plan_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of every non-blank line; one line naming the file when it cannot be read."""
+    import csv
+
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            return [(n, row) for n, row in enumerate(csv.reader(fh), start=1) if any(c.strip() for c in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise BadInputError(f"{path}: not a readable plan CSV ({exc})") from None
+
+
+def read_plan(
+    plan: str | os.PathLike[str], ref_root: str | os.PathLike[str], *, allowed: Iterable[int] | None = None
+) -> TypePlan:
+    """A KADIS-700k-style plan: one row per (reference, type), first column the reference's file name
+    (relative to ``ref_root``), second the KADID type id or name. A header line is tolerated, blank lines
+    are skipped. Refused in one line (file and line): an unknown type, a duplicate (reference, type), a
+    reference outside ``ref_root`` or missing, an empty plan. Only ``stat`` touches the references."""
+    path = Path(plan)
+    if not path.is_file():
+        raise BadInputError(f"{path}: no such plan file (--plan)")
+    rows = _plan_rows(path)
+    if rows and _plan_type(rows[0][1][1] if len(rows[0][1]) > 1 else "") is None:
+        rows = rows[1:]  # a header ("ref_im,dist_type", "image,type", ...)
+    if not rows:
+        raise BadInputError(f"{path}: the plan lists no (reference, type) rows (--plan)")
+    root = Path(ref_root).resolve()
+    images: list[str] = []
+    types: dict[str, list[int]] = {}
+    seen: dict[tuple[str, int], int] = {}
+    for line, cells in rows:
+        where = f"{path}, line {line}"
+        if len(cells) < 2 or not cells[0].strip():
+            raise BadInputError(f"{where}: expected 'reference,type' (two columns)")
+        rel, dist_type = cells[0].strip(), _plan_type(cells[1])
+        if dist_type is None or (allowed is not None and dist_type not in allowed):
+            raise BadInputError(
+                f"{where}: unknown distortion type {cells[1].strip()!r}; types are 1..25 or names"
+            )
+        if (rel, dist_type) in seen:
+            raise BadInputError(
+                f"{where}: duplicate row ({rel}, type {dist_type}), already on line {seen[rel, dist_type]}"
+            )
+        seen[rel, dist_type] = line
+        if rel not in types:
+            full = resolve_under_root(root, check_file_name(rel, where), source=path, row=line)
+            if not full.is_file():
+                raise BadInputError(f"{where}: reference {full} not found (under --ref-root {root})")
+            images.append(rel)
+            types[rel] = []
+        types[rel].append(dist_type)
+    refs = References(root=root, images=images, source=path)
+    return TypePlan(refs, [sorted(types[rel]) for rel in images])
+
+
+def draw_types(images: Sequence[str], n_types: int, pool: Sequence[int], seed: int) -> list[list[int]]:
+    """``n_types`` distinct types per reference, drawn uniformly from ``pool`` without replacement.
+
+    Each reference's draw is seeded by (seed, sha256 of its name) alone, so it does not depend on the
+    reference order, the worker count or which other references are listed."""
+    pool = sorted(set(pool))
+    if not 1 <= n_types <= len(pool):
+        raise BadInputError(
+            f"--random-types must be in 1..{len(pool)} (the types to draw from), got {n_types}"
+        )
+    drawn = []
+    for rel in images:
+        digest = hashlib.sha256(f"random-types\x00{rel}".encode()).digest()
+        rng = np.random.default_rng([int(seed), *(int(w) for w in np.frombuffer(digest, dtype="<u4"))])
+        drawn.append(sorted(int(pool[i]) for i in rng.choice(len(pool), size=n_types, replace=False)))
+    return drawn
+
+
+def plan_csv_bytes(plan: TypePlan) -> bytes:
+    """The plan as KADIS-700k's CSV (``ref_im,dist_type``, one row per pair), readable by :func:`read_plan`."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(PLAN_HEADER)
+    for rel, types in zip(plan.refs.images, plan.types, strict=True):
+        writer.writerows((rel, t) for t in types)
+    return buf.getvalue().encode()
+
+
+def plan_jobs_per_reference(
+    plan: TypePlan, paths: Sequence[str | os.PathLike[str]], levels: Sequence[int], global_seed: int, fmt: str
+) -> list[DistortJob]:
+    """The jobs of a plan in plan order (reference, then its types, then level); names and seeds exactly as
+    :func:`plan_jobs` gives them, so a plan row makes the same bytes as the same grid cell."""
+    jobs: list[DistortJob] = []
+    owner: dict[str, str] = {}
+    for rel, path, types in zip(plan.refs.images, paths, plan.types, strict=True):
+        probe = output_name(rel, 1, 1, fmt)
+        if probe in owner:
+            raise BadInputError(
+                f"references {owner[probe]!r} and {rel!r} have the same file stem, so their outputs "
+                f"would collide (e.g. {probe}); rename one or distort them into separate --out folders"
+            )
+        owner[probe] = rel
+        jobs += plan_jobs([rel], [path], types, levels, global_seed, fmt)
+    return jobs
+
+
 __all__ = [
     "DEFAULT_LEVELS",
     "DENOISE_TYPE",
     "FORMATS",
     "OUTPUT_NAME_RE",
+    "PLAN_LEVELS",
     "PRESETS",
     "DistortJob",
     "References",
+    "TypePlan",
     "check_implemented",
     "derive_seed",
+    "draw_types",
     "min_reference_size",
     "output_name",
     "parse_resize",
+    "plan_csv_bytes",
     "plan_jobs",
+    "plan_jobs_per_reference",
     "precheck_references",
+    "read_plan",
     "read_references",
     "resolve_levels",
     "resolve_types",
