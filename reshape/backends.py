@@ -316,9 +316,8 @@ def _ray_tasks(
     window: int | None,
     resources: Callable[[S], dict[str, float]] | None = None,
 ) -> Iterator[ShardResult[R]]:
-    remote = ray.remote(_call_shard).options(
-        max_retries=max_retries, retry_exceptions=list(TRANSIENT_ERRORS), num_cpus=1
-    )
+    options = {"max_retries": max_retries, "retry_exceptions": list(TRANSIENT_ERRORS), "num_cpus": 1}
+    remote = ray.remote(_call_shard).options(**options)
     placed: dict[tuple[tuple[str, float], ...], Any] = {}  # one remote function per resource shape
 
     def submit(shard: S) -> Any:
@@ -326,7 +325,7 @@ def _ray_tasks(
             return remote.remote(fn_ref, shard)
         shape = tuple(sorted(resources(shard).items()))
         if shape not in placed:
-            placed[shape] = remote.options(**dict(shape))
+            placed[shape] = ray.remote(_call_shard).options(**{**options, **dict(shape)})
         return placed[shape].remote(fn_ref, shard)
 
     fn_ref = ray.put(fn)  # shipped once, not once per task
