@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 import distortions
 from reshape import __version__, storage
 from reshape.backends import check_backend, import_ray, map_shards
@@ -43,7 +41,7 @@ from reshape.distort_output import (
     settings_tag,
     split_location,
     take_over,
-    write_manifest,
+    write_manifest_rows,
 )
 from reshape.distort_plan import (
     DEFAULT_LEVELS,
@@ -539,29 +537,20 @@ def _finish(
 ) -> DistortResult:
     """Write the manifest (rows in plan order, bad references listed in the sidecar)."""
     bad = {**plan.bad, **failures}
-    order = {j.dist_img: i for i, j in enumerate(plan.jobs)}
-    rows = sorted((r for r in done.values() if r["ref_img"] not in bad), key=lambda r: order[r["dist_img"]])
+    kept = [j.dist_img for j in plan.jobs if j.dist_img in done and j.ref_img not in bad]  # plan order
     skipped = [{"ref_img": k, "error": v} for k, v in bad.items()]
-    if not rows:
+    if not kept:
         first = f"no usable reference ({skipped[0]['error']})" if skipped else "nothing to distort"
         raise BadInputError(f"{plan.refs.source}: {first}")
-    metadata = _metadata(config, where, settings, plan, skipped, len(rows))
-    write_manifest(where.manifest, _manifest_frame(rows), metadata)
+    metadata = _metadata(config, where, settings, plan, skipped, len(kept))
+    write_manifest_rows(where.manifest, (done[name] for name in kept), metadata)  # streamed, in chunks
     remove_legacy_journal(state.legacy_journal)
-    n_reused = len(state.done)
+    n_reused = sum(1 for name in kept if name in state.done)
     return DistortResult(
         manifest=where.shown(where.manifest), out_dir=where.shown(where.out),
-        n_references=len(plan.refs.images), n_images=len(rows), n_written=len(rows) - n_reused,
+        n_references=len(plan.refs.images), n_images=len(kept), n_written=len(kept) - n_reused,
         n_reused=n_reused, n_removed=state.n_removed, skipped=skipped, denoiser=plan.denoiser,
     )  # fmt: skip
-
-
-def _manifest_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    from reshape.artifacts import load_schema
-
-    frame = pd.DataFrame(rows, columns=load_schema("distortion_manifest").column_names)
-    frame["denoiser"] = frame["denoiser"].where(frame["denoiser"].notna(), None)
-    return frame
 
 
 def _metadata(

@@ -341,6 +341,43 @@ def write_manifest(manifest: str, frame: pd.DataFrame, metadata: dict[str, Any])
         folder.put_file(name + META_SUFFIX, sidecar_path(local))
 
 
+#: Manifest rows validated and written per chunk: the CSV of a 700k-image plan in bounded memory.
+MANIFEST_CHUNK = 50_000
+
+
+def write_manifest_rows(manifest: str, rows: Iterable[dict[str, Any]], metadata: dict[str, Any]) -> None:
+    """:func:`write_manifest` for an iterable of rows, streamed: each chunk of :data:`MANIFEST_CHUNK` rows
+    is validated against the schema and appended to a temporary file, so a 700k-row manifest never
+    exists as one frame or one string. The bytes are those :func:`write_manifest` writes."""
+    from itertools import islice
+
+    from reshape.artifacts import base_metadata, load_schema, validate_frame
+
+    schema = load_schema("distortion_manifest")
+    columns = schema.column_names
+    folder, name = split_location(manifest)
+    iterator = iter(rows)
+    with tempfile.TemporaryDirectory(prefix=TMP_PREFIX) as tmp:
+        local = Path(tmp) / name
+        try:
+            with open(local, "w", encoding="utf-8", newline="") as fh:
+                first = True
+                while (chunk := list(islice(iterator, MANIFEST_CHUNK))) or first:
+                    frame = pd.DataFrame(chunk, columns=columns)
+                    frame["denoiser"] = frame["denoiser"].where(frame["denoiser"].notna(), None)
+                    checked = validate_frame(frame, "distortion_manifest", local)
+                    checked[columns].to_csv(
+                        fh, index=False, header=first, float_format="%.6g", lineterminator="\n"
+                    )
+                    first = False
+            meta = {SCHEMA_KEY: schema.tag, **base_metadata(), **metadata}
+            sidecar_path(local).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+        except OSError as exc:
+            raise ResourceError(f"{local}: {exc.strerror or exc} (writing the manifest)") from None
+        folder.put_file(name, local)
+        folder.put_file(name + META_SUFFIX, sidecar_path(local))
+
+
 def read_sidecar(manifest: str) -> dict[str, Any] | None:
     """The manifest's sidecar metadata when reshape wrote it; None when absent or not reshape's."""
     return _read_sidecar(manifest)

@@ -101,7 +101,15 @@ def load_denoiser(
             variant["threads"] = threads
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            _DENOISERS[key] = loader(weights, **variant)
+            try:
+                _DENOISERS[key] = loader(weights, **variant)
+            except TypeError as exc:
+                if not variant or "unexpected keyword" not in str(exc):
+                    raise
+                raise StageError(
+                    f"the installed distortions library cannot run the DnCNN with {variant} "
+                    "(--dncnn-device/--dncnn-precision need a newer one)"
+                ) from None
         if not quiet:  # the fallback's warning, as one log line (workers stay silent: the driver said it)
             for w in caught:
                 log.warning("%s", str(w.message).replace("\n", " "))
