@@ -177,6 +177,13 @@ def _count_opens(event: str, args: tuple) -> None:
         _OPENED.append(os.fsdecode(args[0]))
 
 
+@functools.cache
+def _audit_opens() -> None:
+    """Install the counting hook once per process (audit hooks cannot be removed; it is idle when
+    ``_OPENED`` is None)."""
+    sys.addaudithook(_count_opens)
+
+
 def test_rerun_of_a_finished_plan_reads_no_image(one_worker, refs, plan_csv, tmp_path):
     """Every reference is replaced by bytes no decoder reads, with its size and mtime kept, and every
     file open is counted (Python's audit hook): the rerun opens no reference and no output image."""
@@ -192,7 +199,7 @@ def test_rerun_of_a_finished_plan_reads_no_image(one_worker, refs, plan_csv, tmp
         st = p.stat()
         p.write_bytes(b"\0" * st.st_size)  # same size, not an image
         os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
-    sys.addaudithook(_count_opens)
+    _audit_opens()
     _OPENED = []
     try:
         result = run_distort(copy, out, fmt="bmp", plan=plan_csv, seed=3)
@@ -252,3 +259,55 @@ def _gpu_shard(shard: list) -> list[int]:
     import ray
 
     return [int(g) for g in ray.get_gpu_ids()]
+
+
+def test_a_features_reference_is_hashed_only_when_its_size_or_mtime_moved(refs, tmp_path):
+    """From a features artifact each reference's sha256 is checked; a finished reference with the size and
+    mtime its outputs recorded is not hashed again, a touched one is (once), a changed one is refused."""
+    global _OPENED
+    import hashlib
+
+    import numpy as np
+    import pandas as pd
+
+    from reshape.artifacts import Features, write_features
+
+    copy = tmp_path / "refs"
+    copy.mkdir()
+    names = sorted(p.name for p in refs.iterdir())
+    for name in names:
+        (copy / name).write_bytes((refs / name).read_bytes())
+    frame = pd.DataFrame(
+        {
+            "image": names,
+            "sha256": [hashlib.sha256((copy / n).read_bytes()).hexdigest() for n in names],
+            "width": [64] * len(names),
+            "height": [48] * len(names),
+        }
+    )
+    meta = {"encoder": "resnet50", "weights": "none", "preprocessing": "x", "image_root": str(copy)}
+    features = tmp_path / "features.parquet"
+    write_features(features, Features(frame, np.zeros((len(names), 4), np.float32), meta))
+    out = tmp_path / "out"
+    run_distort(features, out, random_types=1, levels=[1], seed=2)
+
+    def opened_refs() -> list[str]:
+        global _OPENED
+        _audit_opens()
+        _OPENED = []
+        try:
+            result = run_distort(features, out, random_types=1, levels=[1], seed=2)
+            assert result.n_written == 0
+            return sorted(Path(p).name for p in _OPENED if Path(p).parent == copy)
+        finally:
+            _OPENED = None
+
+    assert opened_refs() == []
+    os.utime(copy / "I02.png")  # same bytes, another mtime: hashed once, still the same
+    assert opened_refs() == ["I02.png"]
+    assert opened_refs() == ["I02.png"]  # its outputs still record the old mtime
+    data = bytearray((copy / "I03.png").read_bytes())
+    data[-20] ^= 0xFF
+    (copy / "I03.png").write_bytes(bytes(data))
+    code, _, stderr = invoke(features, "--random-types", "1", "--levels", "1", "--seed", "2", "--out", out)
+    assert code == 2 and "I03.png" in stderr and "sha256 differs" in stderr
