@@ -99,6 +99,8 @@ def load_denoiser(
         }
         if threads is not None and _takes_threads(loader):
             variant["threads"] = threads
+        elif threads is not None and weights is not None:
+            _set_torch_threads(threads)  # a loader without ``threads``: this worker's share, set here
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -114,6 +116,14 @@ def load_denoiser(
             for w in caught:
                 log.warning("%s", str(w.message).replace("\n", " "))
     return _DENOISERS[key]
+
+
+def _set_torch_threads(threads: int) -> None:
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(max(1, int(threads)))
 
 
 def _takes_threads(loader: Callable[..., Any]) -> bool:
