@@ -311,3 +311,12 @@ def test_a_features_reference_is_hashed_only_when_its_size_or_mtime_moved(refs, 
     (copy / "I03.png").write_bytes(bytes(data))
     code, _, stderr = invoke(features, "--random-types", "1", "--levels", "1", "--seed", "2", "--out", out)
     assert code == 2 and "I03.png" in stderr and "sha256 differs" in stderr
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**32 - 1, 2**32 + 5, 2**63 - 1])
+def test_batched_seeds_are_numpys_seed_sequence(seed):
+    """Planning derives every seed in one batch (700k at KADIS scale); each is SeedSequence's own."""
+    from reshape.distort_plan import derive_seed, derive_seeds
+
+    keys = [(f"sub/{i:05d}.png", 1 + i % 25, 1 + i % 5) for i in range(400)]
+    assert derive_seeds(seed, keys) == [derive_seed(seed, *key) for key in keys]
