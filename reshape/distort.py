@@ -377,7 +377,7 @@ def _check_local_folder(folder: Path) -> None:
 def _plan(config: DistortConfig, refs: References, settings: _Settings, type_plan: TypePlan | None) -> _Plan:
     """Jobs and the type-15 denoiser. The references' header and hash checks wait for the take-over
     (:func:`_check_references`), so that only references with work still to do are read."""
-    paths = refs.paths()
+    paths = type_plan.paths if type_plan is not None and type_plan.paths is not None else refs.paths()
     if type_plan is None:
         jobs = plan_jobs(refs.images, paths, settings.types, settings.levels, settings.seed, settings.fmt)
     else:

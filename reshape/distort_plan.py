@@ -444,6 +444,8 @@ class TypePlan:
 
     refs: References
     types: list[list[int]]
+    #: resolved reference paths when the plan resolved them already (read_plan), else None
+    paths: list[Path] | None = None
 
     def all_types(self) -> list[int]:
         return sorted({t for ts in self.types for t in ts})
@@ -488,6 +490,7 @@ def read_plan(
         raise BadInputError(f"{path}: the plan lists no (reference, type) rows (--plan)")
     root = Path(ref_root).resolve()
     images: list[str] = []
+    paths: list[Path] = []
     types: dict[str, list[int]] = {}
     seen: dict[tuple[str, int], int] = {}
     for line, cells in rows:
@@ -509,10 +512,11 @@ def read_plan(
             if not full.is_file():
                 raise BadInputError(f"{where}: reference {full} not found (under --ref-root {root})")
             images.append(rel)
+            paths.append(full)
             types[rel] = []
         types[rel].append(dist_type)
     refs = References(root=root, images=images, source=path)
-    return TypePlan(refs, [sorted(types[rel]) for rel in images])
+    return TypePlan(refs, [sorted(types[rel]) for rel in images], paths)
 
 
 def draw_types(images: Sequence[str], n_types: int, pool: Sequence[int], seed: int) -> list[list[int]]:
