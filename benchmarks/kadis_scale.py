@@ -107,13 +107,19 @@ def hours(seconds: float) -> str:
 def synthetic_take_over(root: Path, entries: int) -> dict[str, float]:
     """``check_entries`` and the take-over of a finished run on ``entries`` recorded outputs."""
     from reshape.distort_output import settings_tag, take_over, write_manifest_rows
-    from reshape.distort_plan import DistortJob
+    from reshape.distort_plan import DistortJob, plan_jobs
     from reshape.outputs import check_entries
     from reshape.writer import FileRecord, Journal, OutputFolder
 
     out = root / "entries"
     out.mkdir()
     tag = settings_tag({"synthetic": True})
+    n_refs = max(1, entries // 5)
+    start = time.perf_counter()
+    planned = plan_jobs([f"{i:06d}.png" for i in range(n_refs)], [f"/refs/{i:06d}.png" for i in range(n_refs)],
+                        [3], [1, 2, 3, 4, 5], 0, "bmp")  # fmt: skip
+    plan_seconds = time.perf_counter() - start
+    del planned
     jobs = []
     for i in range(entries):
         ref, t, lv = f"{i // 5:06d}.png", 1 + (i // 5) % 25, 1 + i % 5
@@ -146,7 +152,10 @@ def synthetic_take_over(root: Path, entries: int) -> dict[str, float]:
         )  # fmt: skip
         for j in jobs
     ]
-    timings = {"create files (not reshape)": made}
+    timings = {
+        "create files (not reshape)": made,
+        f"plan_jobs ({n_refs} references x 5 levels)": plan_seconds,
+    }
     start = time.perf_counter()
     Journal(folder).append(records)
     timings["journal append (one segment)"] = time.perf_counter() - start
