@@ -390,6 +390,7 @@ def _plan(config: DistortConfig, refs: References, settings: _Settings, type_pla
         settings.dncnn_device,
         settings.dncnn_precision,
         settings.backend,
+        config.ray_address,
     )
     return plan
 
@@ -422,6 +423,7 @@ def _load_denoiser(
     device: str = "cpu",
     precision: str = "fp32",
     backend: str = "local",
+    ray_address: str | None = None,
 ) -> tuple[str | None, str | None]:
     """(weights path, manifest label) of the type-15 denoiser; (None, None) without type 15."""
     weights = str(Path(dncnn_weights).resolve()) if dncnn_weights else None
@@ -432,7 +434,7 @@ def _load_denoiser(
     if weights and os.path.getsize(weights) == 0:
         raise BadInputError(f"{weights}: empty file (0 bytes), not DnCNN weights (--dncnn-weights)")
     try:
-        label = _denoiser_label(weights, device, precision, backend)
+        label = _denoiser_label(weights, device, precision, backend, ray_address)
     except Exception as exc:  # noqa: BLE001 - any loader failure on a user's file (EOFError, unpickling, zip)
         if isinstance(exc, StageError):
             raise
@@ -724,11 +726,13 @@ def _unchanged_finished(paths: dict[str, Path], state: Takeover, pending: set[st
     return unchanged
 
 
-def _denoiser_label(weights: str | None, device: str, precision: str, backend: str) -> str:
+def _denoiser_label(
+    weights: str | None, device: str, precision: str, backend: str, ray_address: str | None = None
+) -> str:
     """The manifest label of the denoiser the workers will run. On Ray with ``cuda`` and no CUDA here, one
     GPU task loads it where the type-15 work will run."""
     if device == "cuda" and backend == "ray" and not _local_cuda():
-        return _remote_label(weights, device, precision)
+        return _remote_label(weights, device, precision, ray_address)
     return denoiser_name(load_denoiser(weights, device=device, precision=precision))
 
 
@@ -740,14 +744,19 @@ def _local_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def _remote_label(weights: str | None, device: str, precision: str) -> str:
+def _remote_label(weights: str | None, device: str, precision: str, ray_address: str | None) -> str:
     [result] = map_shards(
         functools.partial(_label_job, weights=weights, device=device, precision=precision),
         [[DENOISE_TYPE]],
         backend="ray",
-        resources=lambda _shard: {"num_gpus": 1},
+        ray_address=ray_address,
+        resources=_one_gpu,
     )
     return str(result.value)
+
+
+def _one_gpu(_shard: Any) -> dict[str, float]:
+    return {"num_gpus": 1, "num_cpus": 1}
 
 
 def _label_job(_shard: Any, *, weights: str | None, device: str, precision: str) -> str:
