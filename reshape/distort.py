@@ -36,6 +36,7 @@ from reshape.distort_output import (
     ShardRecords,
     Takeover,
     check_manifest,
+    manifest_is_current,
     read_sidecar,
     remove_legacy_journal,
     settings_tag,
@@ -480,7 +481,7 @@ def _distort(
         len(plan.refs.images) - len(plan.bad), len(settings.types), len(settings.levels),
         len(state.todo), len(state.done),
     )  # fmt: skip
-    records = ShardRecords(Journal(OutputFolder(where.out)), settings.tag)
+    records = ShardRecords(state.journal or Journal(OutputFolder(where.out)), settings.tag)
     done, failures = dict(state.done), {}
     results = _execute(shard_plan(state.todo), options, config, len(plan.usable), len(state.done))
     try:
@@ -545,9 +546,11 @@ def _finish(
         first = f"no usable reference ({skipped[0]['error']})" if skipped else "nothing to distort"
         raise BadInputError(f"{plan.refs.source}: {first}")
     metadata = _metadata(config, where, settings, plan, skipped, len(kept))
-    write_manifest_rows(where.manifest, (done[name] for name in kept), metadata)  # streamed, in chunks
-    remove_legacy_journal(state.legacy_journal)
     n_reused = sum(1 for name in kept if name in state.done)
+    unchanged = n_reused == len(kept) and not state.n_removed and not state.legacy_journal
+    if not (unchanged and manifest_is_current(where.manifest, metadata)):
+        write_manifest_rows(where.manifest, (done[name] for name in kept), metadata)  # streamed, in chunks
+    remove_legacy_journal(state.legacy_journal)
     return DistortResult(
         manifest=where.shown(where.manifest), out_dir=where.shown(where.out),
         n_references=len(plan.refs.images), n_images=len(kept), n_written=len(kept) - n_reused,

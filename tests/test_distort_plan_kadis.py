@@ -102,6 +102,13 @@ def test_plan_resumes_only_missing_images(one_worker, refs, plan_csv, tmp_path):
     result = run_distort(refs, out, fmt="bmp", plan=plan_csv, seed=3)
     assert (result.n_written, result.n_reused) == (2, 23)
     assert folder_bytes(out) == folder_bytes(one_worker)
+    # the journal alone still records all 25 (a resume once numbered its segment 1 again, replacing the
+    # first run's records; only the manifest's rows hid it): without the manifest nothing is foreign
+    (out / "manifest.csv").unlink()
+    (out / "manifest.csv.meta.json").unlink()
+    result = run_distort(refs, out, fmt="bmp", plan=plan_csv, seed=3)
+    assert (result.n_written, result.n_reused) == (0, 25)
+    assert folder_bytes(out) == folder_bytes(one_worker)
 
 
 def test_random_types_draw_is_seeded_and_rerunnable_as_a_plan(refs, tmp_path):
@@ -209,6 +216,13 @@ def test_rerun_of_a_finished_plan_reads_no_image(one_worker, refs, plan_csv, tmp
     assert (result.n_written, result.n_reused) == (0, 25)
     images = [p for p in opened if p.endswith((".png", ".bmp"))]
     assert images == [], images
+    # nothing changed, so the manifest (700k rows at KADIS scale) is kept, not written again
+    manifest = out / "manifest.csv"
+    assert not [p for p in opened if p.startswith(str(out)) and "manifest" in p and ".reshape-tmp" in p]
+    before = manifest.read_bytes()
+    manifest.write_bytes(before.replace(b"I01_01_01.bmp", b"I01_01_09.bmp"))  # an edit: written again
+    assert run_distort(copy, out, fmt="bmp", plan=plan_csv, seed=3).n_written == 0
+    assert manifest.read_bytes() == before
     # and the first image to make after that does decode its reference (the check is real)
     (out / "I04_01_03.bmp").unlink()
     code, _, stderr = invoke(copy, "--plan", plan_csv, "--format", "bmp", "--out", out, "--seed", "3")
