@@ -37,7 +37,43 @@ def _levels(text: str | None) -> list[int] | None:
     "--types", default=None, help="Distortion types: KADID ids 1..25 or names, e.g. 1,3,gaussian_blur,GBLUR."
 )
 @click.option("--preset", default=None, help=f"Type subset: {PRESET_HELP}. Combined with --types as a union.")
-@click.option("--levels", default=None, help="Levels 1..5, e.g. 1,3,5 or 1-5. [default: 1,3,5]")
+@click.option(
+    "--levels",
+    default=None,
+    help="Levels 1..5, e.g. 1,3,5 or 1-5. [default: 1,3,5; 1-5 with --plan or --random-types]",
+)
+@click.option(
+    "--plan",
+    "plan",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="KADIS-700k-style plan CSV instead of the grid: one row per (reference, type), first column the "
+    "reference's file name (relative to --ref-root, default SOURCE, a folder), second the KADID type id or "
+    "name; a header line is tolerated (kadis700k_ref_imgs.csv works as it is).",
+)
+@click.option(
+    "--random-types",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Give each reference N distinct types drawn uniformly (from --types/--preset, default all 25), "
+    "seeded by --seed; the drawn plan is written next to the manifest (<manifest stem>.plan.csv) for --plan.",
+)
+@click.option(
+    "--dncnn-device",
+    type=click.Choice(["cpu", "cuda", "auto"], case_sensitive=False),
+    default="cpu",
+    show_default=True,
+    help="Where type 15's DnCNN runs (auto: cuda when torch sees a GPU). On Ray, cuda sends type-15 work "
+    "to GPU workers while CPU workers make the other types. Recorded in the manifest.",
+)
+@click.option(
+    "--dncnn-precision",
+    type=click.Choice(["fp32", "bf16"], case_sensitive=False),
+    default="fp32",
+    show_default=True,
+    help="DnCNN precision for type 15 (bf16: faster, opt-in, small 8-bit deviations). Recorded in the manifest.",
+)
 @click.option(
     "--manifest",
     default=None,
@@ -100,6 +136,10 @@ def command(
     types: str | None,
     preset: str | None,
     levels: str | None,
+    plan: Path | None,
+    random_types: int | None,
+    dncnn_device: str,
+    dncnn_precision: str,
     manifest: str | None,
     fmt: str,
     resize: str | None,
@@ -125,6 +165,9 @@ def command(
     dist_img, ref_img, dist_type, dist_name, dist_level, parameter, seed, sha256, denoiser. Re-running
     resumes: recorded outputs that still hold their bytes (size and mtime, else sha256) are kept, missing
     or changed ones are made again. One run at a time per output (see --wait).
+
+    KADIS-700k: `reshape distort REF_FOLDER --plan kadis700k_ref_imgs.csv --format bmp --out DIST` makes
+    <stem>_<tt>_<ll>.bmp for every plan row and level 1-5 (docs/kadis700k.md).
 
     References must be at least 16x16 pixels (48x48 with type 20, 32x32 with type 23), checked after
     --resize.
@@ -153,6 +196,10 @@ def command(
             wait=wait,
             fingerprint=fingerprint,
             progress=show_progress(),
+            plan=plan,
+            random_types=random_types,
+            dncnn_device=dncnn_device,
+            dncnn_precision=dncnn_precision,
         )
     )
     lines = result.summary_lines()

@@ -86,6 +86,7 @@ def map_shards(
     use_gpus: bool | None = None,
     actor_cpus: int = 1,
     window: int | None = None,
+    resources: Callable[[S], dict[str, float]] | None = None,
 ) -> Iterator[ShardResult[R]]:
     """Run ``fn`` over ``shards`` and yield a :class:`ShardResult` per shard as each completes.
 
@@ -101,6 +102,9 @@ def map_shards(
     * ``skip_done(shard)``: when it returns a value other than None the shard is not run and that value is
       yielded with ``reused=True`` (resume from outputs already on disk).
     * ``progress``: True shows a tqdm bar over shards; a callable is called with each finished shard.
+    * ``resources(shard)``: on Ray (tasks, no ``setup``), the Ray resources of that shard's task, e.g.
+      ``{"num_gpus": 1}`` for the shards a GPU should run while the others take one CPU each; ignored
+      locally.
 
     At most ``window`` shards are in flight (default: four per local worker; on Ray four per cluster CPU,
     at least 64), so memory stays flat for huge inputs. Results come in completion order; sort by
@@ -126,8 +130,9 @@ def map_shards(
             return
         if backend == "ray":
             runner = _run_ray(
-                fn, shards, todo, workers, ray_address, max_retries, setup, use_gpus, actor_cpus, window
-            )
+                fn, shards, todo, workers, ray_address, max_retries, setup, use_gpus, actor_cpus, window,
+                resources,
+            )  # fmt: skip
         elif (workers or 1) <= 1 or len(todo) == 1:
             runner = _run_inline(fn, shards, todo, setup)
         else:
@@ -266,11 +271,12 @@ def _run_ray(
     use_gpus: bool | None,
     actor_cpus: int,
     window: int | None,
+    resources: Callable[[S], dict[str, float]] | None = None,
 ) -> Iterator[ShardResult[R]]:
     ray, owned = ray_session(ray_address, workers)
     try:
         if setup is None:
-            yield from _ray_tasks(ray, fn, shards, todo, workers, max_retries, window)
+            yield from _ray_tasks(ray, fn, shards, todo, workers, max_retries, window, resources)
         else:
             yield from _ray_actors(ray, fn, shards, todo, workers, max_retries, setup, use_gpus, actor_cpus)
     finally:
@@ -308,10 +314,20 @@ def _ray_tasks(
     workers: int | None,
     max_retries: int,
     window: int | None,
+    resources: Callable[[S], dict[str, float]] | None = None,
 ) -> Iterator[ShardResult[R]]:
-    remote = ray.remote(_call_shard).options(
-        max_retries=max_retries, retry_exceptions=list(TRANSIENT_ERRORS), num_cpus=1
-    )
+    options = {"max_retries": max_retries, "retry_exceptions": list(TRANSIENT_ERRORS), "num_cpus": 1}
+    remote = ray.remote(_call_shard).options(**options)
+    placed: dict[tuple[tuple[str, float], ...], Any] = {}  # one remote function per resource shape
+
+    def submit(shard: S) -> Any:
+        if resources is None:
+            return remote.remote(fn_ref, shard)
+        shape = tuple(sorted(resources(shard).items()))
+        if shape not in placed:
+            placed[shape] = ray.remote(_call_shard).options(**{**options, **dict(shape)})
+        return placed[shape].remote(fn_ref, shard)
+
     fn_ref = ray.put(fn)  # shipped once, not once per task
     # the whole cluster's CPUs, not ``workers``: a joined cluster is used in full (``workers`` only sizes a
     # private local one), and at least 64 queued tasks so that an autoscaler sees demand and adds nodes
@@ -321,7 +337,7 @@ def _ray_tasks(
     try:
         while True:
             for i in queue:
-                pending[remote.remote(fn_ref, shards[i])] = i
+                pending[submit(shards[i])] = i
                 if len(pending) >= limit:
                     break
             if not pending:

@@ -18,7 +18,9 @@ safe"): inputs are never outputs, files in ``--out`` the stage did not write are
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import hashlib
 import logging
 import os
 import time
@@ -27,35 +29,42 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
+import distortions
 from reshape import __version__, storage
 from reshape.backends import check_backend, import_ray, map_shards
 from reshape.distort_output import (
     ShardRecords,
     Takeover,
     check_manifest,
+    manifest_is_current,
+    read_sidecar,
     remove_legacy_journal,
     settings_tag,
     split_location,
     take_over,
-    write_manifest,
+    write_manifest_rows,
 )
 from reshape.distort_plan import (
     DEFAULT_LEVELS,
     DENOISE_TYPE,
     FORMATS,
+    PLAN_LEVELS,
     PRESETS,
     SKIP_BAD_HINT,
     DistortJob,
     References,
+    TypePlan,
     check_implemented,
     derive_seed,
+    draw_types,
     min_reference_size,
     output_name,
     parse_resize,
+    plan_csv_bytes,
     plan_jobs,
+    plan_jobs_per_reference,
     precheck_references,
+    read_plan,
     read_references,
     resolve_levels,
     resolve_types,
@@ -69,6 +78,7 @@ from reshape.distort_shards import (
     distort_shard,
     load_denoiser,
     prepare_reference,
+    shard_plan,
 )
 from reshape.errors import BadInputError, StageError
 from reshape.fileio import sha256_file
@@ -113,6 +123,13 @@ class DistortConfig:
     wait: bool = False
     fingerprint: str | None = None
     progress: bool = False
+    #: a KADIS-700k-style plan CSV (reference, type) instead of the types x references grid
+    plan: str | os.PathLike[str] | None = None
+    #: draw this many types per reference (seeded by ``seed``) instead of the grid
+    random_types: int | None = None
+    #: where and in which precision the type-15 DnCNN runs: cpu | cuda | auto, fp32 | bf16
+    dncnn_device: str = "cpu"
+    dncnn_precision: str = "fp32"
 
 
 @dataclass
@@ -162,6 +179,8 @@ class _Settings:
     seed: int
     backend: str
     min_size: int
+    dncnn_device: str = "cpu"
+    dncnn_precision: str = "fp32"
 
     @property
     def recorded(self) -> dict[str, Any]:
@@ -201,6 +220,10 @@ class _Plan:
     bad: dict[str, str]
     weights: str | None = None
     denoiser: str | None = None
+    #: the per-reference types of --plan / --random-types (None for the grid)
+    type_plan: TypePlan | None = None
+    #: resolved reference paths, in ``refs.images`` order
+    paths: list[Path] = field(default_factory=list)
 
     @property
     def usable(self) -> list[DistortJob]:
@@ -218,9 +241,16 @@ def run(config: DistortConfig) -> DistortResult:
     started = time.monotonic()
     settings = _resolve_settings(config)
     where = _resolve_locations(config)
-    refs = _read_inputs(config, where)
+    if config.plan is not None:
+        type_plan = _read_plan_input(config, where)
+        refs = type_plan.refs
+    else:
+        refs = _read_inputs(config, where)
+        type_plan = _draw_plan(config, refs, settings)
+    settings = _settings_for_plan(settings, type_plan)
     _check_outputs(config, where)
-    plan = _plan(config, refs, settings)
+    plan = _plan(config, refs, settings, type_plan)
+    plan_file = _check_plan_file(config, where, plan)
     check_entries(where.out, [j.dist_img for j in plan.usable])  # no link or special file at an image name
     check_output_names(where.out, [j.dist_img for j in plan.usable], what="distorted image")
     with (
@@ -232,7 +262,9 @@ def run(config: DistortConfig) -> DistortResult:
             folder, Journal(folder), plan.usable, manifest=where.manifest, tag=settings.tag,
             denoiser=plan.denoiser, overwrite=config.overwrite,
         )  # fmt: skip
+        _check_references(config, settings, plan, state)
         _check_space(where, settings, state)
+        _write_plan_file(plan_file, plan)
         done, failures = _distort(config, where, settings, plan, state)
         result = _finish(config, where, settings, plan, state, done, failures)
     result.seconds = time.monotonic() - started
@@ -263,14 +295,19 @@ def _resolve_settings(config: DistortConfig) -> _Settings:
     if config.dncnn_weights is not None and not Path(config.dncnn_weights).is_file():
         raise BadInputError(f"{config.dncnn_weights}: DnCNN weights file not found (--dncnn-weights)")
     types = split_list(config.types) if isinstance(config.types, str) else config.types
-    type_ids = resolve_types(types, config.preset)
+    type_ids = _requested_types(config, types)
     level_ids = resolve_levels(
         _level_items(config.levels) if isinstance(config.levels, str) else config.levels
-    )
+    ) if config.levels is not None or not _plan_mode(config) else list(PLAN_LEVELS)  # fmt: skip
     min_size = min_reference_size(type_ids)
+    _check_resize(resize, min_size)
+    device, precision = _dncnn_variant(config)
+    return _Settings(fmt, resize, type_ids, level_ids, int(config.seed), backend, min_size, device, precision)
+
+
+def _check_resize(resize: tuple[int, int] | None, min_size: int) -> None:
     if resize is not None and (resize[0] < min_size or resize[1] < min_size):
         raise BadInputError(f"--resize {resize[0]}x{resize[1]} is below the minimum {min_size}x{min_size}")
-    return _Settings(fmt, resize, type_ids, level_ids, int(config.seed), backend, min_size)
 
 
 def _level_items(text: str) -> list[str]:
@@ -340,29 +377,40 @@ def _check_local_folder(folder: Path) -> None:
         raise BadInputError(f"{shown}: output path exists and is not a folder")
 
 
-def _plan(config: DistortConfig, refs: References, settings: _Settings) -> _Plan:
-    """Jobs, references that fail the header check, and the type-15 denoiser."""
-    paths = refs.paths()
-    jobs = plan_jobs(refs.images, paths, settings.types, settings.levels, settings.seed, settings.fmt)
+def _plan(config: DistortConfig, refs: References, settings: _Settings, type_plan: TypePlan | None) -> _Plan:
+    """Jobs and the type-15 denoiser. The references' header and hash checks wait for the take-over
+    (:func:`_check_references`), so that only references with work still to do are read."""
+    paths = type_plan.paths if type_plan is not None and type_plan.paths is not None else refs.paths()
+    if type_plan is None:
+        jobs = plan_jobs(refs.images, paths, settings.types, settings.levels, settings.seed, settings.fmt)
+    else:
+        jobs = plan_jobs_per_reference(type_plan, paths, settings.levels, settings.seed, settings.fmt)
     check_implemented(settings.types)
-    plan = _Plan(refs, jobs, {})
-    plan.weights, plan.denoiser = _load_denoiser(settings.types, config.dncnn_weights)
-    plan.bad = _precheck(refs, paths, settings.min_size, settings.resize)
-    plan.bad.update(_changed_references(refs, paths, plan.bad))
-    if plan.bad and not config.skip_bad:
-        raise BadInputError(next(iter(plan.bad.values())) + SKIP_BAD_HINT)
+    plan = _Plan(refs, jobs, {}, type_plan=type_plan, paths=paths)
+    plan.weights, plan.denoiser = _load_denoiser(
+        settings.types,
+        config.dncnn_weights,
+        settings.dncnn_device,
+        settings.dncnn_precision,
+        settings.backend,
+        config.ray_address,
+    )
     return plan
 
 
-def _changed_references(refs: References, paths: Sequence[Path], bad: dict[str, str]) -> dict[str, str]:
+def _changed_references(
+    refs: References, paths: Sequence[Path], bad: dict[str, str], unchanged: set[str] | None = None
+) -> dict[str, str]:
     """References whose bytes differ from the sha256 the selection (or features) artifact recorded: the
-    images made from them would no longer match the embeddings the selection was made from."""
+    images made from them would no longer match the embeddings the selection was made from. ``unchanged``:
+    references known to hold the bytes their finished outputs were made from (same size and mtime as
+    recorded), not hashed again."""
     if not refs.sha256:
         return {}
     changed = {}
     for row, (rel, path) in enumerate(zip(refs.images, paths, strict=True)):
         recorded = refs.sha256.get(rel)
-        if rel in bad or not recorded or not path.is_file():
+        if rel in bad or not recorded or (unchanged and rel in unchanged) or not path.is_file():
             continue
         if sha256_file(path) != recorded:
             changed[rel] = (
@@ -372,7 +420,14 @@ def _changed_references(refs: References, paths: Sequence[Path], bad: dict[str, 
     return changed
 
 
-def _load_denoiser(types: Sequence[int], dncnn_weights: Any) -> tuple[str | None, str | None]:
+def _load_denoiser(
+    types: Sequence[int],
+    dncnn_weights: Any,
+    device: str = "cpu",
+    precision: str = "fp32",
+    backend: str = "local",
+    ray_address: str | None = None,
+) -> tuple[str | None, str | None]:
     """(weights path, manifest label) of the type-15 denoiser; (None, None) without type 15."""
     weights = str(Path(dncnn_weights).resolve()) if dncnn_weights else None
     if DENOISE_TYPE not in types:
@@ -382,11 +437,13 @@ def _load_denoiser(types: Sequence[int], dncnn_weights: Any) -> tuple[str | None
     if weights and os.path.getsize(weights) == 0:
         raise BadInputError(f"{weights}: empty file (0 bytes), not DnCNN weights (--dncnn-weights)")
     try:
-        label = denoiser_name(load_denoiser(weights))
+        label = _denoiser_label(weights, device, precision, backend, ray_address)
     except Exception as exc:  # noqa: BLE001 - any loader failure on a user's file (EOFError, unpickling, zip)
         if isinstance(exc, StageError):
             raise
         first = str(exc).splitlines()[0] if str(exc).strip() else "unreadable"
+        if isinstance(exc, ValueError) and ("device" in first or "precision" in first):
+            raise BadInputError(f"--dncnn-device {device} --dncnn-precision {precision}: {first}") from None
         raise BadInputError(
             f"{weights}: not a DnCNN weights file ({type(exc).__name__}: {first}) (--dncnn-weights)"
         ) from None
@@ -418,15 +475,17 @@ def _distort(
     options = ShardOptions(
         out_dir=where.out, fmt=settings.fmt, resize=settings.resize, dncnn_weights=plan.weights,
         min_size=settings.min_size, denoiser_label=plan.denoiser, settings_tag=settings.tag,
+        dncnn_device=settings.dncnn_device, dncnn_precision=settings.dncnn_precision,
+        torch_threads=_torch_threads(config),
     )  # fmt: skip
     announce(
         "distorting %d reference(s) x %d type(s) x %d level(s): %d image(s) to write, %d already done",
         len(plan.refs.images) - len(plan.bad), len(settings.types), len(settings.levels),
         len(state.todo), len(state.done),
     )  # fmt: skip
-    records = ShardRecords(Journal(OutputFolder(where.out)), settings.tag)
+    records = ShardRecords(state.journal or Journal(OutputFolder(where.out)), settings.tag)
     done, failures = dict(state.done), {}
-    results = _execute(shard_by_reference(state.todo), options, config, len(plan.usable), len(state.done))
+    results = _execute(shard_plan(state.todo), options, config, len(plan.usable), len(state.done))
     try:
         for jobs, rows in results:
             records.add(jobs, rows)
@@ -465,6 +524,7 @@ def _execute(
             workers=config.workers,
             ray_address=config.ray_address,
             progress=lambda shard: bar.update(len(shard)),
+            resources=_shard_resources(options),
         ):
             yield shards[result.index], result.value
     finally:
@@ -482,29 +542,22 @@ def _finish(
 ) -> DistortResult:
     """Write the manifest (rows in plan order, bad references listed in the sidecar)."""
     bad = {**plan.bad, **failures}
-    order = {j.dist_img: i for i, j in enumerate(plan.jobs)}
-    rows = sorted((r for r in done.values() if r["ref_img"] not in bad), key=lambda r: order[r["dist_img"]])
+    kept = [j.dist_img for j in plan.jobs if j.dist_img in done and j.ref_img not in bad]  # plan order
     skipped = [{"ref_img": k, "error": v} for k, v in bad.items()]
-    if not rows:
+    if not kept:
         first = f"no usable reference ({skipped[0]['error']})" if skipped else "nothing to distort"
         raise BadInputError(f"{plan.refs.source}: {first}")
-    metadata = _metadata(config, where, settings, plan, skipped, len(rows))
-    write_manifest(where.manifest, _manifest_frame(rows), metadata)
+    metadata = _metadata(config, where, settings, plan, skipped, len(kept))
+    n_reused = sum(1 for name in kept if name in state.done)
+    unchanged = n_reused == len(kept) and not state.n_removed and not state.legacy_journal
+    if not (unchanged and manifest_is_current(where.manifest, metadata)):
+        write_manifest_rows(where.manifest, (done[name] for name in kept), metadata)  # streamed, in chunks
     remove_legacy_journal(state.legacy_journal)
-    n_reused = len(state.done)
     return DistortResult(
         manifest=where.shown(where.manifest), out_dir=where.shown(where.out),
-        n_references=len(plan.refs.images), n_images=len(rows), n_written=len(rows) - n_reused,
+        n_references=len(plan.refs.images), n_images=len(kept), n_written=len(kept) - n_reused,
         n_reused=n_reused, n_removed=state.n_removed, skipped=skipped, denoiser=plan.denoiser,
     )  # fmt: skip
-
-
-def _manifest_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    from reshape.artifacts import load_schema
-
-    frame = pd.DataFrame(rows, columns=load_schema("distortion_manifest").column_names)
-    frame["denoiser"] = frame["denoiser"].where(frame["denoiser"].notna(), None)
-    return frame
 
 
 def _metadata(
@@ -532,7 +585,222 @@ def _metadata(
     }
     if config.fingerprint is not None:
         metadata["fingerprint"] = config.fingerprint
+    metadata.update(_plan_metadata(config, where, settings, plan))
     return metadata
+
+
+# ----------------------------------------------------------------------------------------------- plans
+DNCNN_DEVICES = ("cpu", "cuda", "auto")
+DNCNN_PRECISIONS = ("fp32", "bf16")
+PLAN_FILE_SUFFIX = ".plan.csv"
+
+
+def _plan_mode(config: DistortConfig) -> bool:
+    return config.plan is not None or config.random_types is not None
+
+
+def _requested_types(config: DistortConfig, types: Sequence[int | str] | None) -> list[int]:
+    """The grid's types; with --random-types the pool drawn from (all 25 unless --types/--preset); with
+    --plan none yet (the plan gives them)."""
+    if config.plan is not None and config.random_types is not None:
+        raise BadInputError("--plan and --random-types exclude each other: a plan already gives the types")
+    if config.plan is not None:
+        if types or config.preset:
+            raise BadInputError("--plan gives each reference its types; drop --types/--preset")
+        return []
+    if config.random_types is not None and not (types or config.preset):
+        return sorted(distortions.TABLE)
+    return resolve_types(types, config.preset)
+
+
+def _dncnn_variant(config: DistortConfig) -> tuple[str, str]:
+    device = str(config.dncnn_device).strip().lower()
+    precision = str(config.dncnn_precision).strip().lower()
+    if device not in DNCNN_DEVICES:
+        raise BadInputError(
+            f"--dncnn-device {config.dncnn_device!r}: choose one of {', '.join(DNCNN_DEVICES)}"
+        )
+    if precision not in DNCNN_PRECISIONS:
+        raise BadInputError(
+            f"--dncnn-precision {config.dncnn_precision!r}: choose one of {', '.join(DNCNN_PRECISIONS)}"
+        )
+    return device, precision
+
+
+def _read_plan_input(config: DistortConfig, where: _Where) -> TypePlan:
+    """--plan: the references are named by the plan, relative to --ref-root (default: SOURCE, a folder).
+    Only the folder is taken as the input (not 140k files one by one): every reference lies inside it."""
+    root = Path(config.ref_root if config.ref_root is not None else config.source)
+    if not root.is_dir():
+        what = "--ref-root" if config.ref_root is not None else "SOURCE"
+        raise BadInputError(f"{root}: with --plan, {what} must be the folder the plan's references are in")
+    inputs = [config.source, root, config.plan, config.dncnn_weights]
+    check_inputs_not_outputs(
+        inputs, file_outputs=[where.manifest, _plan_file(where)], folder_outputs=[where.out]
+    )
+    return read_plan(config.plan, root)
+
+
+def _draw_plan(config: DistortConfig, refs: References, settings: _Settings) -> TypePlan | None:
+    if config.random_types is None:
+        return None
+    return TypePlan(refs, draw_types(refs.images, int(config.random_types), settings.types, settings.seed))
+
+
+def _settings_for_plan(settings: _Settings, type_plan: TypePlan | None) -> _Settings:
+    """The types a plan uses decide the minimum reference size and whether a denoiser is loaded."""
+    if type_plan is None:
+        return settings
+    types = type_plan.all_types()
+    min_size = min_reference_size(types)
+    _check_resize(settings.resize, min_size)
+    return dataclasses.replace(settings, types=types, min_size=min_size)
+
+
+def _plan_file(where: _Where) -> str:
+    """Where --random-types writes the plan it drew: next to the manifest, ``<manifest stem>.plan.csv``."""
+    folder, name = split_location(where.manifest)
+    stem = name[: -len(".csv")] if name.lower().endswith(".csv") else name
+    return storage.join(folder.location, stem + PLAN_FILE_SUFFIX)
+
+
+def _check_plan_file(config: DistortConfig, where: _Where, plan: _Plan) -> str | None:
+    """Before any work: the drawn plan may replace only a plan file this stage wrote (its sha256 is in the
+    previous manifest's sidecar) or one that already holds the same bytes, unless --overwrite."""
+    if config.random_types is None or plan.type_plan is None:
+        return None
+    location = _plan_file(where)
+    if not storage.is_file(location) or config.overwrite:
+        return location
+    current = hashlib.sha256(storage.read_bytes(location)).hexdigest()
+    recorded = (read_sidecar(where.manifest) or {}).get("plan", {}) or {}
+    new = hashlib.sha256(plan_csv_bytes(plan.type_plan)).hexdigest()
+    if current not in (new, recorded.get("sha256")):
+        raise BadInputError(
+            f"{location}: exists and was not written by reshape; refusing to replace it with the drawn plan "
+            "(pass --overwrite to allow, or move it)"
+        )
+    return location
+
+
+def _write_plan_file(location: str | None, plan: _Plan) -> None:
+    if location is None or plan.type_plan is None:
+        return
+    data = plan_csv_bytes(plan.type_plan)
+    if storage.is_file(location) and storage.read_bytes(location) == data:
+        return
+    folder, name = split_location(location)
+    folder.put_bytes(name, data)
+
+
+def _check_references(config: DistortConfig, settings: _Settings, plan: _Plan, state: Takeover) -> None:
+    """Header and hash checks of the references that still have images to make (a finished reference is
+    neither opened nor hashed again: its outputs were made and recorded from it, and a selection's
+    reference with the size and mtime its outputs recorded is not hashed). Bad ones stop the run in one
+    line, or with --skip-bad are dropped from the work."""
+    paths = dict(zip(plan.refs.images, plan.paths, strict=True))
+    pending = list(dict.fromkeys(job.ref_img for job in state.todo))
+    todo_refs = dataclasses.replace(plan.refs, images=pending)
+    plan.bad = _precheck(todo_refs, [paths[r] for r in pending], settings.min_size, settings.resize)
+    if plan.refs.sha256:
+        unchanged = _unchanged_finished(paths, state, set(pending))
+        images = [r for r in plan.refs.images if r not in unchanged]
+        subset = dataclasses.replace(plan.refs, images=images)
+        plan.bad.update(_changed_references(subset, [paths[r] for r in images], plan.bad))
+    if plan.bad and not config.skip_bad:
+        raise BadInputError(next(iter(plan.bad.values())) + SKIP_BAD_HINT)
+    if plan.bad:
+        state.todo = [job for job in state.todo if job.ref_img not in plan.bad]
+
+
+def _unchanged_finished(paths: dict[str, Path], state: Takeover, pending: set[str]) -> set[str]:
+    """Finished references whose size and mtime are those their outputs recorded (one stat each)."""
+    recorded: dict[str, Any] = {}
+    for row in state.done.values():
+        recorded.setdefault(row["ref_img"], row.get("ref_stat"))
+    unchanged = set()
+    for rel, stat in recorded.items():
+        if rel in pending or not isinstance(stat, list) or rel not in paths:
+            continue
+        try:
+            now = os.stat(paths[rel])
+        except OSError:
+            continue
+        if [now.st_size, now.st_mtime_ns] == stat:
+            unchanged.add(rel)
+    return unchanged
+
+
+def _denoiser_label(
+    weights: str | None, device: str, precision: str, backend: str, ray_address: str | None = None
+) -> str:
+    """The manifest label of the denoiser the workers will run. On Ray with ``cuda`` and no CUDA here, one
+    GPU task loads it where the type-15 work will run."""
+    if device == "cuda" and backend == "ray" and not _local_cuda():
+        return _remote_label(weights, device, precision, ray_address)
+    return denoiser_name(load_denoiser(weights, device=device, precision=precision))
+
+
+def _local_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _remote_label(weights: str | None, device: str, precision: str, ray_address: str | None) -> str:
+    [result] = map_shards(
+        functools.partial(_label_job, weights=weights, device=device, precision=precision),
+        [[DENOISE_TYPE]],
+        backend="ray",
+        ray_address=ray_address,
+        resources=_one_gpu,
+    )
+    return str(result.value)
+
+
+def _one_gpu(_shard: Any) -> dict[str, float]:
+    return {"num_gpus": 1, "num_cpus": 1}
+
+
+def _label_job(_shard: Any, *, weights: str | None, device: str, precision: str) -> str:
+    return denoiser_name(load_denoiser(weights, device=device, precision=precision, quiet=True))
+
+
+def _torch_threads(config: DistortConfig) -> int:
+    """The worker's share of this machine's cores for the DnCNN (one per Ray task: each asks for one CPU)."""
+    if config.backend == "ray":
+        return 1
+    return max(1, (os.cpu_count() or 1) // max(1, config.workers))
+
+
+def _shard_resources(options: ShardOptions) -> Any:
+    """On Ray with ``--dncnn-device cuda``, type-15 shards ask for a GPU and the others for a CPU."""
+    if options.dncnn_device != "cuda":
+        return None
+    return functools.partial(_gpu_for_denoise)
+
+
+def _gpu_for_denoise(shard: Sequence[DistortJob]) -> dict[str, float]:
+    if shard and all(job.dist_type == DENOISE_TYPE for job in shard):
+        return {"num_gpus": 1, "num_cpus": 1}
+    return {"num_cpus": 1}
+
+
+def _plan_metadata(config: DistortConfig, where: _Where, settings: _Settings, plan: _Plan) -> dict[str, Any]:
+    """Sidecar entries: the denoiser's device and precision, and the plan the run followed."""
+    out: dict[str, Any] = {"dncnn_device": settings.dncnn_device, "dncnn_precision": settings.dncnn_precision}
+    if config.plan is not None:
+        data = Path(config.plan).read_bytes()
+        out["plan"] = {"file": str(Path(config.plan).resolve()), "sha256": hashlib.sha256(data).hexdigest()}
+    elif plan.type_plan is not None:
+        data = plan_csv_bytes(plan.type_plan)
+        out["plan"] = {
+            "file": _plan_file(where), "sha256": hashlib.sha256(data).hexdigest(),
+            "random_types": int(config.random_types or 0),
+        }  # fmt: skip
+    return out
 
 
 __all__ = [

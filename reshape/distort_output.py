@@ -66,6 +66,9 @@ class Takeover:
     records: dict[str, FileRecord]
     n_removed: int = 0
     legacy_journal: str | None = None
+    #: the journal as loaded: the driver appends to it (a fresh one would number its merged segments from 1
+    #: again and replace the first, losing the records it held)
+    journal: Journal | None = None
 
 
 @dataclass
@@ -105,13 +108,15 @@ def take_over(
         journal.shard_records + previous.adopted + changes + refreshed, drop=journal.shard_segments_loaded()
     )
     journal.compact(records)
-    return Takeover(done, todo, records, n_temps + n_stale, previous.legacy_journal)
+    return Takeover(done, todo, records, n_temps + n_stale, previous.legacy_journal, journal)
 
 
 def _load_records(folder: OutputFolder, journal: Journal, manifest: str) -> _Previous:
     """The folder's journal, completed by what an older reshape recorded (manifest, then journal file)."""
     records = journal.load()
-    legacy = _legacy_records(folder, manifest)
+    # a journal that holds records has adopted the older manifest's rows already (take-over folds them in
+    # before any image is made): the manifest, 700k rows at KADIS scale, is then not read on every rerun
+    legacy = _legacy_records(folder, manifest, with_manifest=not records)
     adopted = [r for name, r in legacy.records.items() if name not in records]
     records.update((r.name, r) for r in adopted)
     return _Previous(records, adopted, legacy.legacy_journal)
@@ -207,11 +212,11 @@ def manifest_row(record: FileRecord) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- legacy
-def _legacy_records(folder: OutputFolder, manifest: str) -> _Previous:
+def _legacy_records(folder: OutputFolder, manifest: str, *, with_manifest: bool = True) -> _Previous:
     """Outputs recorded by reshape before the journal: the rows of a previous manifest of this folder and
     of an interrupted run's ``<manifest>.journal.jsonl`` (sha256 only, so they are verified by hash)."""
     previous = _Previous()
-    rows = _previous_manifest_rows(folder, manifest)
+    rows = _previous_manifest_rows(folder, manifest) if with_manifest else []
     journal_file = manifest + LEGACY_JOURNAL_SUFFIX
     if storage.is_local(journal_file) and storage.is_file(journal_file):
         rows += _legacy_journal_rows(storage.local_path(journal_file))
@@ -352,6 +357,73 @@ def write_manifest(manifest: str, frame: pd.DataFrame, metadata: dict[str, Any])
             raise ResourceError(f"{local}: {exc.strerror or exc} (writing the manifest)") from None
         folder.put_file(name, local)
         folder.put_file(name + META_SUFFIX, sidecar_path(local))
+
+
+#: Manifest rows validated and written per chunk: the CSV of a 700k-image plan in bounded memory.
+MANIFEST_CHUNK = 50_000
+#: Sidecar entry holding the size, mtime and sha256 of the manifest CSV as written.
+MANIFEST_FILE_KEY = "manifest_csv"
+
+
+def write_manifest_rows(manifest: str, rows: Iterable[dict[str, Any]], metadata: dict[str, Any]) -> None:
+    """:func:`write_manifest` for an iterable of rows, streamed: each chunk of :data:`MANIFEST_CHUNK` rows
+    is validated against the schema and appended to a temporary file, so a 700k-row manifest never
+    exists as one frame or one string. The bytes are those :func:`write_manifest` writes."""
+    from itertools import islice
+
+    from reshape.artifacts import base_metadata, load_schema, validate_frame
+
+    schema = load_schema("distortion_manifest")
+    columns = schema.column_names
+    folder, name = split_location(manifest)
+    iterator = iter(rows)
+    with tempfile.TemporaryDirectory(prefix=TMP_PREFIX) as tmp:
+        local = Path(tmp) / name
+        try:
+            with open(local, "w", encoding="utf-8", newline="") as fh:
+                first = True
+                while (chunk := list(islice(iterator, MANIFEST_CHUNK))) or first:
+                    frame = pd.DataFrame(chunk, columns=columns)
+                    frame["denoiser"] = frame["denoiser"].where(frame["denoiser"].notna(), None)
+                    checked = validate_frame(frame, "distortion_manifest", local)
+                    checked[columns].to_csv(
+                        fh, index=False, header=first, float_format="%.6g", lineterminator="\n"
+                    )
+                    first = False
+        except OSError as exc:
+            raise ResourceError(f"{local}: {exc.strerror or exc} (writing the manifest)") from None
+        placed = folder.put_file(name, local)
+        # the CSV as placed, so that a rerun with nothing to change can tell it still holds these bytes
+        written = {"size": placed.size, "mtime_ns": placed.mtime_ns, "sha256": placed.sha256}
+        meta = {SCHEMA_KEY: schema.tag, **base_metadata(), **metadata, MANIFEST_FILE_KEY: written}
+        try:
+            sidecar_path(local).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+        except OSError as exc:
+            raise ResourceError(f"{local}: {exc.strerror or exc} (writing the manifest)") from None
+        folder.put_file(name + META_SUFFIX, sidecar_path(local))
+
+
+def manifest_is_current(manifest: str, metadata: dict[str, Any]) -> bool:
+    """True when the manifest and its sidecar are the ones this run would write: the sidecar (reshape's,
+    same version) records ``metadata`` and the CSV still has the size and mtime it recorded. A rerun that
+    made and removed nothing then keeps them instead of rewriting 700k rows."""
+    from reshape import __version__
+
+    side = _read_sidecar(manifest)
+    if side is None or side.get("reshape_version") != __version__:
+        return False
+    recorded, stat = side.get(MANIFEST_FILE_KEY), storage.stat(manifest)
+    if not isinstance(recorded, dict) or stat is None:
+        return False
+    if (recorded.get("size"), recorded.get("mtime_ns")) != (stat.size, stat.mtime_ns):
+        return False
+    wanted = json.loads(json.dumps(metadata, sort_keys=True, default=str))
+    return all(side.get(key) == value for key, value in wanted.items())
+
+
+def read_sidecar(manifest: str) -> dict[str, Any] | None:
+    """The manifest's sidecar metadata when reshape wrote it; None when absent or not reshape's."""
+    return _read_sidecar(manifest)
 
 
 def remove_legacy_journal(location: str | None) -> None:

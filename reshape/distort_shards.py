@@ -9,6 +9,7 @@ the last, so a killed shard leaves nothing under a final name that the folder's 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 import distortions
-from reshape.distort_plan import DEFAULT_MIN_SIZE, DENOISE_TYPE, DistortJob
+from reshape.distort_plan import DEFAULT_MIN_SIZE, DENOISE_TYPE, DistortJob, shard_by_reference
 from reshape.errors import BadInputError, StageError
 from reshape.imageio import SAVE_FORMATS, encode_image, load_image, to_uint8
 from reshape.writer import FileRecord, Journal, OutputFolder, shard_key
@@ -68,24 +69,70 @@ class ShardOptions:
     denoiser_label: str | None = None
     #: tag of the run settings (seed, format, resize, version) kept with each journal record
     settings_tag: str = ""
+    #: where and in which precision the DnCNN runs, and the torch threads of this worker's share
+    dncnn_device: str = "cpu"
+    dncnn_precision: str = "fp32"
+    torch_threads: int | None = None
 
 
-_DENOISERS: dict[str | None, Any] = {}
+_DENOISERS: dict[tuple[Any, ...], Any] = {}
 
 
-def load_denoiser(weights: str | None, *, quiet: bool = False) -> Any:
-    """The type-15 denoiser from the distortions library (cached per process)."""
-    if weights not in _DENOISERS:
-        loader: Callable[[str | None], Any] | None = getattr(distortions, "load_denoiser", None)
+def load_denoiser(
+    weights: str | None,
+    *,
+    quiet: bool = False,
+    device: str = "cpu",
+    precision: str = "fp32",
+    threads: int | None = None,
+) -> Any:
+    """The type-15 denoiser from the distortions library (cached per process and variant)."""
+    key = (weights, device, precision, threads)
+    if key not in _DENOISERS:
+        loader: Callable[..., Any] | None = getattr(distortions, "load_denoiser", None)
         if loader is None:
             raise StageError("the installed distortions library has no load_denoiser (type 15 unavailable)")
+        # only what differs from the defaults is passed, so a distortions library without devices still
+        # serves the default CPU/fp32 denoiser
+        variant = {
+            k: v for k, v in (("device", device), ("precision", precision)) if v not in ("cpu", "fp32")
+        }
+        if threads is not None and _takes_threads(loader):
+            variant["threads"] = threads
+        elif threads is not None and weights is not None:
+            _set_torch_threads(threads)  # a loader without ``threads``: this worker's share, set here
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            _DENOISERS[weights] = loader(weights)
+            try:
+                _DENOISERS[key] = loader(weights, **variant)
+            except TypeError as exc:
+                if not variant or "unexpected keyword" not in str(exc):
+                    raise
+                raise StageError(
+                    f"the installed distortions library cannot run the DnCNN with {variant} "
+                    "(--dncnn-device/--dncnn-precision need a newer one)"
+                ) from None
         if not quiet:  # the fallback's warning, as one log line (workers stay silent: the driver said it)
             for w in caught:
                 log.warning("%s", str(w.message).replace("\n", " "))
-    return _DENOISERS[weights]
+    return _DENOISERS[key]
+
+
+def _set_torch_threads(threads: int) -> None:
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def _takes_threads(loader: Callable[..., Any]) -> bool:
+    import inspect
+
+    try:
+        return "threads" in inspect.signature(loader).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def denoiser_name(denoiser: Any) -> str:
@@ -124,19 +171,54 @@ def distort_shard(jobs: Sequence[DistortJob], options: ShardOptions) -> list[dic
     journal.write_shard(key, [FileRecord(j.dist_img) for j in jobs])
     rows: list[dict[str, Any]] = []
     records: list[FileRecord] = []
+    denoise: list[tuple[DistortJob, np.ndarray, list[int]]] = []
     for job, image, error in _references(jobs, options):
         if error is not None:
             rows.append({"ref_img": job.ref_img, "ref_path": job.ref_path, "error": error})
             continue
+        if job.dist_type == DENOISE_TYPE:  # batched below, in one denoiser call for the whole shard
+            denoise.append((job, image, _reference_stat(job.ref_path)))
+            rows.append({})
+            continue
         result, denoiser_name = _apply(job, image, options)
-        data = encode_image(result, SAVE_FORMATS[f".{options.fmt}"])
-        row = _manifest_row(job, "", denoiser_name)
-        record = folder.put_bytes(job.dist_img, data, meta={**row, "settings": options.settings_tag})
-        record.meta["sha256"] = row["sha256"] = record.sha256
-        records.append(record)
-        rows.append({**row, "size": record.size, "mtime_ns": record.mtime_ns})
+        rows.append(_put(folder, job, result, denoiser_name, options, records, _reference_stat(job.ref_path)))
+    if denoise:
+        slots = iter(i for i, row in enumerate(rows) if row == {})
+        for (job, _image, ref_stat), (result, name) in zip(
+            denoise, _apply_denoise(denoise, options), strict=True
+        ):
+            rows[next(slots)] = _put(folder, job, result, name, options, records, ref_stat)
     journal.write_shard(key, records)
     return rows
+
+
+def _put(
+    folder: OutputFolder,
+    job: DistortJob,
+    result: np.ndarray,
+    denoiser: str | None,
+    options: ShardOptions,
+    records: list[FileRecord],
+    ref_stat: list[int] | None,
+) -> dict[str, Any]:
+    """Encode and write one image; its record joins ``records``; returns its row (with the reference's
+    size and mtime, so a rerun knows the reference it was made from without hashing it)."""
+    data = encode_image(result, SAVE_FORMATS[f".{options.fmt}"])
+    row = _manifest_row(job, "", denoiser)
+    if ref_stat is not None:
+        row["ref_stat"] = ref_stat
+    record = folder.put_bytes(job.dist_img, data, meta={**row, "settings": options.settings_tag})
+    record.meta["sha256"] = row["sha256"] = record.sha256
+    records.append(record)
+    return {**row, "size": record.size, "mtime_ns": record.mtime_ns}
+
+
+def _reference_stat(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
 
 
 def _references(jobs: Sequence[DistortJob], options: ShardOptions):
@@ -160,11 +242,50 @@ def _references(jobs: Sequence[DistortJob], options: ShardOptions):
         yield job, image, None
 
 
+def _shard_denoiser(options: ShardOptions) -> Any:
+    return load_denoiser(
+        options.dncnn_weights, quiet=True, device=options.dncnn_device, precision=options.dncnn_precision,
+        threads=options.torch_threads,
+    )  # fmt: skip
+
+
+def _apply_denoise(
+    work: Sequence[tuple[DistortJob, np.ndarray, Any]], options: ShardOptions
+) -> list[tuple[np.ndarray, str | None]]:
+    """Type-15 images of a shard, all planes through one batched denoiser call where the distortions
+    library offers ``apply_batch`` (the same bytes as one call per image, in fp32 on the CPU)."""
+    apply_batch = getattr(distortions, "apply_batch", None)
+    if apply_batch is None or len(work) == 1:
+        return [_apply(job, image, options) for job, image, _ in work]
+    denoiser = _shard_denoiser(options)
+    label = options.denoiser_label or denoiser_name(denoiser)
+    requests = [
+        (image, job.dist_type, job.dist_level, np.random.default_rng(job.seed)) for job, image, _ in work
+    ]
+    try:
+        results = apply_batch(requests, denoiser=denoiser)
+    except Exception as exc:
+        first = work[0][0]
+        raise StageError(
+            f"{first.ref_path}: distortion {DENOISE_TYPE} failed in a batch of {len(work)} "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    return [(result, label) for result in results]
+
+
+def shard_plan(jobs: Sequence[DistortJob], denoise_refs_per_shard: int = 4) -> list[list[DistortJob]]:
+    """Shards of whole references; type-15 jobs apart, several references per shard, so a worker (a GPU
+    one on Ray with ``--dncnn-device cuda``) denoises them in one batch. Depends on the jobs only."""
+    other = [job for job in jobs if job.dist_type != DENOISE_TYPE]
+    denoise = [job for job in jobs if job.dist_type == DENOISE_TYPE]
+    return shard_by_reference(other) + shard_by_reference(denoise, denoise_refs_per_shard)
+
+
 def _apply(job: DistortJob, image: np.ndarray, options: ShardOptions) -> tuple[np.ndarray, str | None]:
     kwargs: dict[str, Any] = {"rng": np.random.default_rng(job.seed)}
     denoiser_name = None
     if job.dist_type == DENOISE_TYPE:
-        kwargs["denoiser"] = load_denoiser(options.dncnn_weights, quiet=True)
+        kwargs["denoiser"] = _shard_denoiser(options)
         denoiser_name = options.denoiser_label or denoiser_name(kwargs["denoiser"])
     try:
         return distortions.apply(image, job.dist_type, job.dist_level, **kwargs), denoiser_name
@@ -192,4 +313,5 @@ __all__ = [
     "distort_shard",
     "load_denoiser",
     "prepare_reference",
+    "shard_plan",
 ]
