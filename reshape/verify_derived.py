@@ -65,7 +65,10 @@ def _compare(root: Path, rel: str, want: bytes, source: str, report: Problems) -
             rel, f"differs from the launcher this version of reshape writes (line {line}); not running it"
         )
     else:
-        report.add(rel, f"differs from what reshape derives from {source} (line {line}): edited, or not from this dataset")
+        report.add(
+            rel,
+            f"differs from what reshape derives from {source} (line {line}): edited, or not from this dataset",
+        )
 
 
 def _table_sums(root: Path, card: dict[str, Any]) -> dict[str, str]:
