@@ -785,7 +785,7 @@ def report_edits(out: Path, names: list[str], record: ReportRecord) -> list[str]
     from reshape.fileio import sha256_file
 
     edited = []
-    for rel in sorted(set(names) | record.own):
+    for rel in sorted(set(names)):  # a stale file is deleted only while unedited: never replaced
         want = record.digests.get(rel)
         path = out / rel
         if want is not None and is_regular(path) and not path.is_symlink() and sha256_file(path) != want:
