@@ -336,9 +336,18 @@ def _artifact_parameters(inputs: PublishInputs) -> dict[str, Any]:
 def check_shipped_images(plan: PublishPlan) -> dict[str, str]:
     """Every image the dataset will hold, read once and decoded under the bomb guard (one line naming a
     bad one, before the dataset is touched); returns their sha256."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from reshape.report import default_workers
+
     for _, src in sorted(plan.provenance.dropped.items()):  # the report's thumbnails of pruned images
         check_image(Path(src))
-    return {pub: check_image(plan.placements[pub][0]) for pub in sorted(plan.shipped())}
+    shipped = sorted(plan.shipped())
+    sources = [plan.placements[pub][0] for pub in shipped]
+    # Pillow releases the GIL while it decodes; map raises the first bad image in path order, whatever
+    # the thread count
+    with ThreadPoolExecutor(max_workers=default_workers()) as pool:
+        return dict(zip(shipped, pool.map(check_image, sources), strict=True))
 
 
 # ----------------------------------------------------------------------------------------------- config
