@@ -198,8 +198,13 @@ class Transaction:
         self._lock = threading.Lock()
 
     def begin(self) -> None:
-        """Clear a backup a killed publish left (its pending list made the rerun own those names)."""
-        if self.backup.is_dir() and not self.backup.is_symlink():
+        """Clear a backup a killed publish left (its pending list made the rerun own those names). Anything
+        else at that name (a link, a file) is refused: nothing is kept aside through a link."""
+        if self.backup.is_symlink() or (self.backup.exists() and not self.backup.is_dir()):
+            raise BadInputError(
+                f"{self.backup}: is not the folder publish keeps replaced files in; remove it and run again"
+            )
+        if self.backup.is_dir():
             shutil.rmtree(self.backup)
 
     def will_write(self, path: Path) -> Path:

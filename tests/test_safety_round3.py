@@ -384,3 +384,13 @@ def test_croissant_distribution_of_the_wrong_shape(demo: Path) -> None:
     (ds / "croissant.json").write_text(json.dumps(doc))
     res = invoke("verify", ds, quiet=False)
     assert res.exit_code == 1 and "croissant.json: distribution is not a list" in res.output
+
+
+def test_the_backup_folder_is_never_a_link_out(demo: Path, tmp_path: Path) -> None:
+    """Replaced files are kept aside inside the dataset; a link planted at that name is refused, so
+    nothing is hard-linked or copied into a folder outside it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (demo / "dataset" / ".reshape-publish-backup").symlink_to(outside, target_is_directory=True)
+    assert ".reshape-publish-backup" in one_line(invoke(*publish_args(demo, "--name", "renamed")))
+    assert not list(outside.iterdir())
