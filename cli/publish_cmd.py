@@ -119,7 +119,10 @@ def command(**options) -> None:
 
     Images are copied (--link to hard-link). Publishing again into OUT_DIR replaces or deletes only the files
     the previous publish recorded in SHA256SUMS; files you added there stay, and a file of yours at a name
-    publish writes is refused unless --overwrite. Options given explicitly override what --from-run finds.
+    publish writes, or a recorded file you edited since (its bytes no longer match SHA256SUMS), is refused
+    unless --overwrite. A publish that fails leaves the old dataset as it was. Every image copied is decoded
+    first (empty, truncated or decompression-bomb images stop it). Options given explicitly override what
+    --from-run finds.
     `reshape publish OUT_DIR` (positional) is the old spelling of `--out OUT_DIR`.
     """
     from reshape.publish import PublishConfig, run

@@ -30,7 +30,9 @@ def command(dataset: Path, out: Path | None, workers: int | None, overwrite: boo
     It opens from file:// offline (local JS/CSS, JPEG thumbnails made once and reused).
 
     Rebuilding replaces or deletes only files an earlier report recorded in its report.json; a file of
-    yours at a name the report writes is refused unless --overwrite.
+    yours at a name the report writes, or a report file you edited since, is refused unless --overwrite.
+    Written into a published dataset (DATASET/report, or --out inside one) it holds that dataset's lock and
+    updates its SHA256SUMS; DATASET is read under its lock shared (a publish in progress: stop, or --wait).
     """
     from reshape.report import run
 

@@ -520,6 +520,9 @@ def check(doc: Any, root: Path, sums: dict[str, str], train: pd.DataFrame | None
     if not isinstance(doc, dict):
         return [(CROISSANT_JSON, "is not a JSON object")]
     problems = []
+    for key in ("distribution", "recordSet"):
+        if not isinstance(doc.get(key, []), list):
+            return [(CROISSANT_JSON, f"{key} is not a list ({type(doc[key]).__name__})")]
     if doc.get("conformsTo") != CONFORMS_TO:
         problems.append((CROISSANT_JSON, f"conformsTo is {doc.get('conformsTo')!r}, not {CONFORMS_TO!r}"))
     distribution = [d for d in doc.get("distribution", []) if isinstance(d, dict)]
@@ -543,7 +546,10 @@ def check(doc: Any, root: Path, sums: dict[str, str], train: pd.DataFrame | None
     if train_set is None:
         return [*problems, (CROISSANT_JSON, "has no 'train' record set")]
     if train is not None:
-        problems += _check_train_records(doc, train_set, root, train)
+        try:
+            problems += _check_train_records(doc, train_set, root, train)
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:  # a field of another JSON type
+            problems.append((CROISSANT_JSON, f"record set 'train' has an unexpected shape ({exc})"))
     return problems
 
 

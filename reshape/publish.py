@@ -55,12 +55,10 @@ from reshape.artifacts import (
     now_iso,
     read_artifact_metadata,
     read_csv,
-    read_features,
-    read_parquet,
     write_csv,
     write_json,
 )
-from reshape.errors import BadInputError, StageError
+from reshape.errors import BadInputError, ReshapeError, StageError
 from reshape.fileio import (
     atomic_open,
     atomic_path,
@@ -89,18 +87,34 @@ from reshape.layout import (
     SOURCE_SUMS,
     SUMS,
     TRAIN_CSV,
-    read_sha256sums,
     sha256sums_text,
 )
 from reshape.outputs import (
-    check_entries,
     check_inputs_not_outputs,
     check_writable,
     created_folders,
     locked_outputs,
-    refuse_foreign,
 )
 from reshape.publish_card import render_card
+from reshape.publish_derive import (  # noqa: F401 - count_table: importable from here
+    count_table,
+    csv_text,
+    hub_metadata_text,
+    label_note,
+    meta_table,
+    published_table,
+)
+from reshape.publish_plots import plot_histogram, plot_selection
+from reshape.publish_txn import (  # noqa: F401 - Record, read_record, check_collisions: importable from here
+    Record,
+    Transaction,
+    apply_edit_rule,
+    check_collisions,
+    check_image,
+    check_report_output,
+    edited_outputs,
+    read_record,
+)
 from reshape.pyiqa_options import (
     LAUNCHER_FILE,
     OPTIONS_FILE,
@@ -110,7 +124,6 @@ from reshape.pyiqa_options import (
     pyiqa_files,
 )
 from reshape.report_data import Provenance
-from reshape.report_data import pca_2d as _pca_2d
 from reshape.steps import announce
 
 log = logging.getLogger("reshape.publish")
@@ -211,19 +224,6 @@ def label_range(train: pd.DataFrame, scale: str | None) -> tuple[float, float]:
     if len(dmos) and dmos.min() >= 1.0 and dmos.max() <= 5.0:
         return 1.0, 5.0
     return (float(dmos.min()), float(dmos.max())) if len(dmos) else (0.0, 0.0)
-
-
-def count_table(train: pd.DataFrame) -> dict[str, Any]:
-    """Counts per origin, per distortion type and per (type, level), JSON-ready."""
-    per_type_level: dict[str, dict[str, int]] = {}
-    for (t, lvl), n in train.groupby(["dist_type", "dist_level"]).size().items():
-        per_type_level.setdefault(str(int(t)), {})[str(int(lvl))] = int(n)
-    return {
-        "rows": len(train),
-        "origin": {str(k): int(v) for k, v in train["origin"].value_counts().sort_index().items()},
-        "type": {str(int(k)): int(v) for k, v in train["dist_type"].value_counts().sort_index().items()},
-        "type_level": per_type_level,
-    }
 
 
 def plan_paths(train: pd.DataFrame, *, copy_source: bool) -> pd.DataFrame:
@@ -335,63 +335,21 @@ def _artifact_parameters(inputs: PublishInputs) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- plots
-def _plot_histogram(path: Path, train: pd.DataFrame, lo: float, hi: float) -> None:
-    import matplotlib
+def check_shipped_images(plan: PublishPlan) -> dict[str, str]:
+    """Every image the dataset will hold, read once and decoded under the bomb guard (one line naming a
+    bad one, before the dataset is touched); returns their sha256."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from reshape.report import default_workers
 
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    bins = np.linspace(lo, hi, 26) if hi > lo else 25
-    for origin, colour in (("source", "tab:blue"), ("pseudo", "tab:orange")):
-        values = train.loc[train["origin"] == origin, "dmos"].to_numpy(dtype=float)
-        if len(values):
-            ax.hist(values, bins=bins, alpha=0.6, color=colour, label=f"{origin} (n={len(values)})")
-    ax.set_xlabel("label (dmos, higher = better)")
-    ax.set_ylabel("images")
-    ax.set_title("Label distribution: source vs pseudo-labelled")
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
-
-
-def _plot_selection(path: Path, inputs: PublishInputs) -> bool:
-    if not (inputs.train_features and inputs.candidate_features and inputs.selection):
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train_refs = read_features(inputs.train_features)
-    candidates = read_features(inputs.candidate_features)
-    selection, _ = read_parquet(inputs.selection, "selection")
-    chosen = selection.column("candidate_index").to_numpy()
-    if len(chosen) and (chosen.min() < 0 or chosen.max() >= len(candidates)):
-        raise BadInputError(
-            f"{inputs.selection}: candidate_index out of range of {inputs.candidate_features}"
-        )
-    train_xy, cand_xy = _pca_2d(train_refs.embeddings, candidates.embeddings)
-    fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
-    ax.scatter(cand_xy[:, 0], cand_xy[:, 1], s=8, c="lightgrey", label=f"candidates (n={len(cand_xy)})")
-    ax.scatter(
-        train_xy[:, 0],
-        train_xy[:, 1],
-        s=30,
-        c="tab:blue",
-        marker="s",
-        label=f"training refs (n={len(train_xy)})",
-    )
-    ax.scatter(cand_xy[chosen, 0], cand_xy[chosen, 1], s=30, c="tab:red", label=f"selected (n={len(chosen)})")
-    ax.set_title("DDCUp selection (PCA of cosine-normalised features)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return True
+    for _, src in sorted(plan.provenance.dropped.items()):  # the report's thumbnails of pruned images
+        check_image(Path(src))
+    shipped = sorted(plan.shipped())
+    sources = [plan.placements[pub][0] for pub in shipped]
+    # Pillow releases the GIL while it decodes; map raises the first bad image in path order, whatever
+    # the thread count
+    with ThreadPoolExecutor(max_workers=default_workers()) as pool:
+        return dict(zip(shipped, pool.map(check_image, sources), strict=True))
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -515,6 +473,7 @@ class PublishPlan:
     copy_source: bool
     val_roots: dict[str, ValRoot]
     provenance: Provenance = field(default_factory=Provenance)
+    digests: dict[str, str] = field(default_factory=dict)  # shipped image -> sha256 (preflight)
 
     def shipped(self) -> list[str]:
         """Published paths of the images copied into the folder."""
@@ -641,110 +600,7 @@ def planned_names(plan: PublishPlan, inputs: PublishInputs) -> list[str]:
     return sorted(set(names) | set(plan.shipped()))
 
 
-# ----------------------------------------------------------------------------------------------- ownership
-@dataclass
-class Record:
-    """What an earlier publish left in the output folder: the files it recorded as its own."""
-
-    own: set[str]
-    published: bool
-    foreign: int = 0  # files there that publish did not write
-    digests: dict[str, str] = field(default_factory=dict)  # own file -> sha256 its SHA256SUMS recorded
-
-
-def read_record(out_dir: Path) -> Record:
-    """Own files = those listed in the SHA256SUMS of a dataset publish wrote (dataset.json carrying reshape's
-    mark), plus the names an interrupted publish announced in its pending list."""
-    if not out_dir.exists():
-        return Record(set(), published=False)
-    if not out_dir.is_dir():
-        raise BadInputError(f"{out_dir}: exists and is not a folder")
-    own: set[str] = set()
-    digests: dict[str, str] = {}
-    published = False
-    card = out_dir / DATASET_JSON
-    if (out_dir / SUMS).is_file() and card.is_file():
-        with contextlib.suppress(OSError, ValueError):
-            published = "reshape_version" in json.loads(card.read_text("utf-8"))
-    if published:
-        digests = read_sha256sums(out_dir / SUMS)
-        own |= set(digests) | {SUMS}
-    pending = out_dir / PENDING
-    if pending.is_file():
-        with contextlib.suppress(OSError, ValueError):
-            own |= {check_relative(str(n)) for n in json.loads(pending.read_text("utf-8"))}
-            published = True
-    files = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file() or p.is_symlink()}
-    return Record(own, published, foreign=len(files - own - {PENDING}), digests=digests)
-
-
-def check_collisions(out_dir: Path, names: list[str], record: Record, *, overwrite: bool) -> None:
-    """Refuse, before any work, to write over what publish does not own: a non-empty folder that is not a
-    published dataset, or (without ``overwrite``) a foreign file at a name it writes; a folder at such a
-    name, or a path leading out of the folder through a symlink, always."""
-    if not out_dir.exists():
-        return
-    if not record.published and any(out_dir.iterdir()) and not overwrite:
-        raise BadInputError(
-            f"{out_dir}: folder is not empty and is not a published dataset; refusing to publish into it "
-            "(pass --overwrite to write beside its files)"
-        )
-    check_entries(out_dir, names)  # no link or special file written through, replaced or deleted
-    foreign = []
-    for rel in names:
-        target = out_dir / rel
-        resolve_under_root(out_dir, rel, source=out_dir)  # a symlinked folder must not lead outside
-        if target.is_dir() and not target.is_symlink():
-            raise BadInputError(f"{target}: is a folder where publish writes a file; refusing")
-        for parent in target.relative_to(out_dir).parents:
-            if str(parent) != "." and (out_dir / parent).is_file():
-                raise BadInputError(f"{out_dir / parent}: is a file where publish needs a folder; refusing")
-        if (target.exists() or target.is_symlink()) and rel not in record.own:
-            foreign.append(rel)
-    refuse_foreign(foreign, out_dir, overwrite=overwrite)
-
-
-def _check_report_output(target: Path, record: Record, *, overwrite: bool) -> None:
-    """Before any work: report/ must be new, publish's own or an earlier report's (reshape.report)."""
-    from reshape import report
-
-    prefix = report.REPORT_DIR + "/"
-    listed = {n[len(prefix) :]: d for n, d in record.digests.items() if n.startswith(prefix)}
-    record_of_report = report.owned_record(target, listed)
-    report.check_output(target, list(report.FIXED_NAMES), record_of_report, overwrite=overwrite)
-
-
 # ----------------------------------------------------------------------------------------------- writing
-class _Undo:
-    """Files and folders one publish created, removed again if it fails (what existed before stays)."""
-
-    def __init__(self, out_dir: Path):
-        self.out_dir = out_dir
-        self.files: list[Path] = []
-        self.folders: list[Path] = []
-
-    def will_write(self, path: Path) -> Path:
-        missing = []
-        parent = path.parent
-        while not parent.exists():
-            missing.append(parent)
-            parent = parent.parent
-        for folder in reversed(missing):
-            folder.mkdir(exist_ok=True)  # mode 0777 less the umask
-            self.folders.append(folder)
-        if not path.exists() and not path.is_symlink():
-            self.files.append(path)
-        return path
-
-    def undo(self) -> None:
-        for path in self.files:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        for folder in reversed(self.folders):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-
-
 def _place(src: Path, dst: Path, *, link: bool) -> None:
     """Copy (default) or hard-link ``src`` to ``dst`` through a temporary name (never half-written)."""
     with atomic_path(dst) as tmp:
@@ -758,8 +614,9 @@ def _place(src: Path, dst: Path, *, link: bool) -> None:
         shutil.copyfile(src, tmp)
 
 
-def _place_images(out_dir: Path, plan: PublishPlan, record: Record, undo: _Undo, config: PublishConfig):
-    """Put every shipped image in place (unchanged own files are left alone); checksums of all images."""
+def _place_images(out_dir: Path, plan: PublishPlan, state: _State, txn: Transaction, config: PublishConfig):
+    """Put every shipped image in place (unchanged own files are left alone); checksums of all images.
+    Shipped images were read, checksummed and decoded in the preflight (``plan.digests``)."""
     from tqdm import tqdm
 
     sums: dict[str, str] = {}
@@ -767,7 +624,7 @@ def _place_images(out_dir: Path, plan: PublishPlan, record: Record, undo: _Undo,
     placed = unchanged = 0
     items = sorted(plan.placements.items())
     for pub, (src, kind) in tqdm(items, desc="publish", unit="file", disable=not config.progress):
-        digest = sha256_file(src)
+        digest = plan.digests.get(pub) or sha256_file(src)
         if kind == "new":
             want = plan.expected.get(str(PurePosixPath(pub).relative_to(NEW_DIR)))
             if want is not None and want != digest:
@@ -775,55 +632,38 @@ def _place_images(out_dir: Path, plan: PublishPlan, record: Record, undo: _Undo,
         if kind == "source" and not plan.copy_source:
             source_sums[pub] = digest
             continue
-        dst = out_dir / pub
-        same = pub in record.own and dst.is_file() and not dst.is_symlink() and sha256_file(dst) == digest
-        if same:
+        if state.current_digest(out_dir, pub) == digest:
             unchanged += 1
         else:
-            _place(src, undo.will_write(dst), link=config.link)
+            _place(src, txn.will_write(out_dir / pub), link=config.link)
             placed += 1
         sums[pub] = digest
     return sums, source_sums, placed, unchanged
 
 
-def _hub_metadata(published: pd.DataFrame) -> pd.DataFrame:
-    """images/metadata.csv: the rows whose image is in the folder, file_name relative to images/."""
-    inside = published[published["dist_img"].str.startswith(IMAGES_DIR + "/")]
-    return pd.DataFrame(
-        {
-            "file_name": [str(PurePosixPath(p).relative_to(IMAGES_DIR)) for p in inside["dist_img"]],
-            "dmos": inside["dmos"].to_numpy(dtype=float),
-            "origin": inside["origin"].to_numpy(),
-            "ref_img": inside["ref_img"].to_numpy(),
-            "dist_type": inside["dist_type"].to_numpy(dtype=np.int64),
-            "dist_level": inside["dist_level"].to_numpy(dtype=np.int64),
-        }
-    )
-
-
-def _write_tables(out_dir: Path, plan: PublishPlan, inputs: PublishInputs, undo: _Undo) -> pd.DataFrame:
+def _write_tables(out_dir: Path, plan: PublishPlan, inputs: PublishInputs, txn: Transaction) -> pd.DataFrame:
     published = plan.train.drop(columns=["orig_dist_img", "orig_ref_img"])
-    write_csv(undo.will_write(out_dir / TRAIN_CSV), published, "train")
-    meta = pd.DataFrame({"path": published["dist_img"], "score": published["dmos"]})
-    write_csv(undo.will_write(out_dir / META_CSV), meta, "pyiqa_meta")
+    write_csv(txn.will_write(out_dir / TRAIN_CSV), published, "train")
+    # every derived file is made from the table as written, so `reshape verify` can derive it again
+    published = published_table(read_csv(out_dir / TRAIN_CSV, "train"))
+    _write_text(txn.will_write(out_dir / META_CSV), csv_text(meta_table(published), "pyiqa_meta"))
     if inputs.labels is not None:
         labels = read_csv(inputs.labels, "labels")
         labels["dist_img"] = [f"{NEW_DIR}/{p}" for p in labels["dist_img"]]
         labels["ref_img"] = [f"{REFS_DIR}/{p}" for p in labels["ref_img"]]
         labels = labels[labels["dist_img"].isin(set(published["dist_img"]))]
-        write_csv(undo.will_write(out_dir / LABELS_CSV), labels, "labels")
-    with atomic_open(undo.will_write(out_dir / HF_METADATA), "w") as fh:
-        _hub_metadata(published).to_csv(fh, index=False, float_format="%.6g", lineterminator="\n")
+        write_csv(txn.will_write(out_dir / LABELS_CSV), labels, "labels")
+    _write_text(txn.will_write(out_dir / HF_METADATA), hub_metadata_text(published))
     return published
 
 
-def _write_plots(out_dir: Path, plan: PublishPlan, inputs: PublishInputs, undo: _Undo) -> list[str]:
+def _write_plots(out_dir: Path, plan: PublishPlan, inputs: PublishInputs, txn: Transaction) -> list[str]:
     lo, hi = plan.label_range
     published = plan.train
-    _plot_histogram(undo.will_write(out_dir / HISTOGRAM_PNG), published, lo, hi)
+    plot_histogram(txn.will_write(out_dir / HISTOGRAM_PNG), published, lo, hi)
     plots = [HISTOGRAM_PNG]
     if inputs.train_features and inputs.candidate_features and inputs.selection:
-        _plot_selection(undo.will_write(out_dir / SELECTION_PNG), inputs)
+        plot_selection(txn.will_write(out_dir / SELECTION_PNG), inputs)
         plots.append(SELECTION_PNG)
     return plots
 
@@ -884,7 +724,7 @@ def _card(
     return card
 
 
-def _write_provenance(out_dir: Path, provenance: Provenance, undo: _Undo) -> None:
+def _write_provenance(out_dir: Path, provenance: Provenance, txn: Transaction) -> None:
     from reshape import report_data
 
     tables = (
@@ -894,12 +734,14 @@ def _write_provenance(out_dir: Path, provenance: Provenance, undo: _Undo) -> Non
     )
     for name, table in tables:
         if table is not None:
-            report_data.write_table(undo.will_write(out_dir / name), table)
+            report_data.write_table(txn.will_write(out_dir / name), table)
     for name, src in sorted(provenance.dropped.items()):
-        report_data.write_thumbnail(src, undo.will_write(out_dir / name))
+        report_data.write_thumbnail(src, txn.will_write(out_dir / name))
 
 
-def _write_report(out_dir: Path, digests: dict[str, str], config: PublishConfig) -> dict[str, str]:
+def _write_report(
+    out_dir: Path, digests: dict[str, str], config: PublishConfig, txn: Transaction
+) -> dict[str, str]:
     """Build report/ from the folder just written; returns its files' checksums (publish owns them too)."""
     from reshape import report
 
@@ -907,7 +749,9 @@ def _write_report(out_dir: Path, digests: dict[str, str], config: PublishConfig)
     target = out_dir / report.REPORT_DIR
     listed = report.listed_in_dataset(out_dir, target)  # SHA256SUMS is still the previous publish's here
     plan = report.plan_files(pub)
-    built = report.write_report(out_dir, target, plan, overwrite=config.overwrite, listed=listed)
+    built = report.write_report(
+        out_dir, target, plan, overwrite=config.overwrite, listed=listed, guard=txn.will_write
+    )
     return {f"{report.REPORT_DIR}/{n}": d for n, d in built.digests.items()}
 
 
@@ -930,18 +774,20 @@ def _write_text(path: Path, text: str) -> None:
         fh.write(text)
 
 
-def _write_descriptions(out_dir: Path, plan: PublishPlan, card: dict, undo: _Undo) -> None:
-    """dataset.json, README.md, the pyiqa options and launcher."""
-    lo, hi = plan.label_range
-    write_json(undo.will_write(out_dir / DATASET_JSON), card)
-    _write_text(undo.will_write(out_dir / CARD), render_card(card))
-    note = f"range [{lo:g}, {hi:g}], scale {plan.scale or 'source'}"
-    for rel, text in pyiqa_files(card["name"], plan.train, note, plan.val_roots).items():
-        _write_text(undo.will_write(out_dir / rel), text)
+def _write_descriptions(
+    out_dir: Path, plan: PublishPlan, card: dict, published: pd.DataFrame, txn: Transaction
+) -> dict:
+    """dataset.json, README.md, the pyiqa options and launcher; returns the card as written."""
+    write_json(txn.will_write(out_dir / DATASET_JSON), card)
+    card = json.loads((out_dir / DATASET_JSON).read_text("utf-8"))  # as verify reads it (keys sorted)
+    _write_text(txn.will_write(out_dir / CARD), render_card(card))
+    for rel, text in pyiqa_files(card["name"], published, label_note(card), plan.val_roots).items():
+        _write_text(txn.will_write(out_dir / rel), text)
+    return card
 
 
 def _write_croissant(
-    out_dir: Path, card: dict, published: pd.DataFrame, config: PublishConfig, undo: _Undo
+    out_dir: Path, card: dict, published: pd.DataFrame, config: PublishConfig, txn: Transaction
 ) -> dict[str, str]:
     """croissant.json (reshape.croissant): the folder in Croissant 1.1 with the RAI fields. Returns the
     checksums of the tables it describes (SHA256SUMS lists the same)."""
@@ -953,7 +799,7 @@ def _write_croissant(
     if config.push_to_hub:
         url = f"{os.environ.get('HF_ENDPOINT') or 'https://huggingface.co'}/datasets/{config.push_to_hub}"
     doc = croissant.build(card, published, table_sums, url=url)
-    _write_text(undo.will_write(out_dir / CROISSANT_JSON), croissant.render(doc))
+    _write_text(txn.will_write(out_dir / CROISSANT_JSON), croissant.render(doc))
     return table_sums
 
 
@@ -991,43 +837,84 @@ class _Written:
     removed: list[str]
 
 
+@dataclass
+class _State:
+    """What the preflight found in the output folder: the record, and the sha256 of each recorded file it
+    read for the edit rule (reused, so no image is hashed twice)."""
+
+    record: Record
+    current: dict[str, str] = field(default_factory=dict)
+
+    def current_digest(self, out_dir: Path, rel: str) -> str | None:
+        """The sha256 of an own file now in place (None when it is not publish's or not a regular file)."""
+        if rel not in self.record.own:
+            return None
+        if rel not in self.current:
+            path = out_dir / rel
+            if not path.is_file() or path.is_symlink():
+                return None
+            self.current[rel] = sha256_file(path)
+        return self.current[rel]
+
+
+def _write_all(out_dir: Path, plan: PublishPlan, inputs: PublishInputs, config: PublishConfig, state, txn):
+    """Every phase of a publish (images, tables, provenance, plots, card, croissant, report, sums)."""
+    sums, source_sums, placed, unchanged = _place_images(out_dir, plan, state, txn, config)
+    published = _write_tables(out_dir, plan, inputs, txn)
+    _write_provenance(out_dir, plan.provenance, txn)
+    sums.update({n: sha256_file(out_dir / n) for n in plan.provenance.dropped})
+    plots = _write_plots(out_dir, plan, inputs, txn)
+    extra = {"published": published, "source_sums": source_sums, "plots": plots}
+    card = _card(out_dir, plan, inputs, config, extra)
+    card = _write_descriptions(out_dir, plan, card, published, txn)
+    sums.update(_write_croissant(out_dir, card, published, config, txn))
+    sums.update(_write_report(out_dir, {**source_sums, **sums}, config, txn))
+    if source_sums:
+        _write_text(txn.will_write(out_dir / SOURCE_SUMS), sha256sums_text(source_sums))
+    return sums, published, card, plots, placed, unchanged
+
+
 def write_dataset(
-    out_dir: Path, plan: PublishPlan, inputs: PublishInputs, config: PublishConfig, names: list[str]
+    out_dir: Path,
+    plan: PublishPlan,
+    inputs: PublishInputs,
+    config: PublishConfig,
+    names: list[str],
+    state: _State | None = None,
 ) -> _Written:
     """Write the dataset into ``out_dir`` (called holding its lock). Own files are replaced or deleted; any
     other file stays. SHA256SUMS, the ownership record, is written last; until then a pending list names
-    what this run writes, so an interrupted run's files are still known as publish's own on the rerun."""
-    record = read_record(out_dir)
+    what this run writes, so an interrupted run's files are still known as publish's own on the rerun.
+
+    Transactional (reshape.publish_txn.Transaction): a file replaced is kept aside until SHA256SUMS is
+    written; if any phase fails, every file is put back as it was and the files created are removed."""
+    state = state or _State(read_record(out_dir))
+    record = state.record
     check_collisions(out_dir, names, record, overwrite=config.overwrite)
     for folder in {(out_dir / n).parent for n in names}:
         if folder.is_dir():
             remove_stale_temps(folder, names=[PurePosixPath(n).name for n in names])
-    undo = _Undo(out_dir)
+    txn = Transaction(out_dir)
+    txn.begin()
     pending_existed = (out_dir / PENDING).exists()
     try:
         atomic_write_text(out_dir / PENDING, json.dumps(sorted(set(names) | record.own - {PENDING})))
-        sums, source_sums, placed, unchanged = _place_images(out_dir, plan, record, undo, config)
-        published = _write_tables(out_dir, plan, inputs, undo)
-        _write_provenance(out_dir, plan.provenance, undo)
-        sums.update({n: sha256_file(out_dir / n) for n in plan.provenance.dropped})
-        plots = _write_plots(out_dir, plan, inputs, undo)
-        extra = {"published": published, "source_sums": source_sums, "plots": plots}
-        card = _card(out_dir, plan, inputs, config, extra)
-        _write_descriptions(out_dir, plan, card, undo)
-        sums.update(_write_croissant(out_dir, card, published, config, undo))
-        sums.update(_write_report(out_dir, {**source_sums, **sums}, config))
-        if source_sums:
-            _write_text(undo.will_write(out_dir / SOURCE_SUMS), sha256sums_text(source_sums))
+        sums, published, card, plots, placed, unchanged = _write_all(
+            out_dir, plan, inputs, config, state, txn
+        )
         for rel in names:
             if rel != SUMS and rel not in sums:
                 sums[rel] = sha256_file(out_dir / rel)
-        _write_text(undo.will_write(out_dir / SUMS), sha256sums_text(sums))
-    except BaseException:
-        undo.undo()
-        if not pending_existed:
+        _write_text(txn.will_write(out_dir / SUMS), sha256sums_text(sums))
+    except BaseException as exc:
+        restored = txn.rollback()
+        if restored and not pending_existed:  # a pending list stays while anything could not be put back
             with contextlib.suppress(FileNotFoundError):
                 (out_dir / PENDING).unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, ReshapeError):
+            raise txn.fault(exc) from None
         raise
+    txn.commit()
     removed = _remove_stale(out_dir, record.own - set(sums) - {SUMS, PENDING}, record.digests)
     (out_dir / PENDING).unlink()
     return _Written(sums, published, card, plots, placed, unchanged, removed)
@@ -1072,11 +959,16 @@ def run(config: PublishConfig) -> PublishResult:
     names = planned_names(plan, inputs)
     record = read_record(out_dir)
     check_collisions(out_dir, names, record, overwrite=config.overwrite)
-    _check_report_output(out_dir / "report", record, overwrite=config.overwrite)
+    check_report_output(out_dir / "report", record, overwrite=config.overwrite)
+    state = _State(record)
+    rewritten = [*names, *(n for n in record.digests if n.startswith("report/"))]
+    edited, state.current = edited_outputs(out_dir, rewritten, record)
+    apply_edit_rule(out_dir, edited, overwrite=config.overwrite)
+    plan.digests = check_shipped_images(plan)  # before the dataset is touched
     check_writable(out_dir, need_bytes=plan.bytes_to_copy(link=config.link))
     with created_folders(out_dir.parent, out_dir), locked_outputs(out_dir, wait=config.wait):
         announce("publishing %d file(s) into %s", len(names), out_dir)
-        written = write_dataset(out_dir, plan, inputs, config, names)
+        written = write_dataset(out_dir, plan, inputs, config, names, state)
         hub_url = None
         if config.push_to_hub:  # still holding the lock: nothing changes the folder while it uploads
             from reshape.hub import push_folder

@@ -37,7 +37,7 @@ import html
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
@@ -55,6 +55,10 @@ from reshape.layout import (
     SOURCE_SUMS,
     SUMS,
     TRAIN_CSV,
+    card_shape_problems,
+    is_regular,
+    read_regular_bytes,
+    read_regular_json,
     read_sha256sums,
     sha256sums_text,
 )
@@ -77,6 +81,11 @@ ASSETS = ("report.css", "report.js")
 #: files every report has, whatever the data (checked before any work by publish)
 FIXED_NAMES = ("index.html", "data/summary.js", *ASSETS, RECORD)
 _NOTHING_LISTED: Mapping[str, str] = {}
+
+
+def _keep_nothing(path: Path) -> Path:
+    """The default guard of a write: nothing to keep aside (publish passes its transaction's)."""
+    return path
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -130,14 +139,16 @@ def read_published(root: Path, digests: dict[str, str] | None = None) -> Publish
     if not root.is_dir():
         raise BadInputError(f"{root}: not a folder")
     card_path = root / DATASET_JSON
-    try:
-        card = json.loads(card_path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise BadInputError(f"{root}: not a published dataset (no dataset.json)") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"{card_path}: invalid JSON ({exc})") from None
-    if not isinstance(card, dict) or "reshape_version" not in card:
+    if not card_path.exists():
+        raise BadInputError(f"{root}: not a published dataset (no dataset.json)")
+    card = read_regular_json(card_path)  # a FIFO there is refused, never opened blocking
+    if isinstance(card, dict) and "reshape_version" not in card:
         raise BadInputError(f"{card_path}: not written by `reshape publish`")
+    for problem in card_shape_problems(card):
+        raise BadInputError(f"{card_path}: {problem}")
+    for rel in (TRAIN_CSV, LABELS_CSV):
+        if (root / rel).exists() and not is_regular(root / rel):
+            raise BadInputError(f"{root / rel}: is not a regular file; refusing to read it")
     train = read_csv(root / TRAIN_CSV, "train")
     labels = read_csv(root / LABELS_CSV, "labels") if (root / LABELS_CSV).is_file() else None
     if digests is None:
@@ -541,8 +552,10 @@ class ReportRecord:
 def read_record(out: Path) -> ReportRecord:
     """What an earlier report wrote in ``out`` (its report.json); an unreadable record owns nothing."""
     path = out / RECORD
+    if not is_regular(path):  # a FIFO there is never opened (check_output refuses it in one line)
+        return ReportRecord(set(), {}, False)
     try:
-        data = json.loads(path.read_text("utf-8"))
+        data = json.loads(read_regular_bytes(path).decode("utf-8"))
     except (OSError, ValueError):
         return ReportRecord(set(), {}, False)
     if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
@@ -550,6 +563,11 @@ def read_record(out: Path) -> ReportRecord:
     from reshape.fileio import check_relative
 
     own = set()
+    if not all(
+        isinstance(data.get(k, {}), kind)
+        for k, kind in (("files", list), ("thumbs", dict), ("digests", dict))
+    ):
+        return ReportRecord(set(), {}, False)
     for name in data.get("files", []):
         with contextlib.suppress(BadInputError):
             own.add(check_relative(str(name)))
@@ -635,6 +653,45 @@ def _write_record(
     atomic_write_text(out / RECORD, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
+def check_thumbnail_source(path: Path) -> None:
+    """Before a thumbnail is decoded: a regular, non-empty image whose header size is within the
+    decompression-bomb limit (OpenCV would allocate whatever a header claims); one line naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    from reshape.errors import ResourceError
+    from reshape.imageio import DEFAULT_MAX_PIXELS
+
+    if not is_regular(path):
+        raise BadInputError(f"{path}: is not a regular file; no thumbnail can be made")
+    if path.stat().st_size == 0:
+        raise BadInputError(f"{path}: empty image file (0 bytes) in the dataset; no thumbnail can be made")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Image.DecompressionBombError as exc:
+        raise ResourceError(f"{path}: decompression bomb refused ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise BadInputError(
+            f"{path}: not a readable image ({str(exc).splitlines()[0] if str(exc) else exc!r})"
+        ) from None
+    if w * h > DEFAULT_MAX_PIXELS:
+        raise ResourceError(
+            f"{path}: {w}x{h} = {w * h} pixels exceeds the limit of {DEFAULT_MAX_PIXELS} (decompression bomb?)"
+        )
+
+
+def safe_thumbnail(path: Path, side: int, quality: int) -> bytes:
+    """:func:`reshape.report_data.thumbnail_jpeg` behind :func:`check_thumbnail_source`; an OpenCV fault on
+    a corrupt file is one line naming it."""
+    import cv2
+
+    check_thumbnail_source(path)
+    try:
+        return thumbnail_jpeg(path, side, quality)
+    except cv2.error as exc:
+        raise BadInputError(f"{path}: not a decodable image ({str(exc).strip().splitlines()[-1]})") from None
+
+
 def _make_thumbs(out: Path, root: Path, todo: list[tuple[str, str]], workers: int) -> dict[str, str]:
     """Thumbnails (JPEG, <= THUMB_SIDE px) of ``todo`` (thumbnail, published image), in threads: OpenCV
     releases the GIL while decoding, resizing and encoding (its own thread pool is set to one thread
@@ -647,7 +704,7 @@ def _make_thumbs(out: Path, root: Path, todo: list[tuple[str, str]], workers: in
 
     def one(item: tuple[str, str]) -> tuple[str, str]:
         thumb, image = item
-        data = thumbnail_jpeg(root / image, THUMB_SIDE, THUMB_QUALITY)
+        data = safe_thumbnail(root / image, THUMB_SIDE, THUMB_QUALITY)
         atomic_write_bytes(out / thumb, data, sync=False)  # one sync for all of them below
         return thumb, hashlib.sha256(data).hexdigest()
 
@@ -668,7 +725,9 @@ def _make_thumbs(out: Path, root: Path, todo: list[tuple[str, str]], workers: in
     return written
 
 
-def _remove_stale(out: Path, stale: set[str], digests: Mapping[str, str]) -> int:
+def _remove_stale(
+    out: Path, stale: set[str], digests: Mapping[str, str], guard: Callable[[Path], Path] = _keep_nothing
+) -> int:
     """Delete files an earlier report wrote that this one does not, only while each still is what was
     recorded (reshape.fileio.remove_recorded: a regular file, reached without a link leading out of ``out``,
     holding the recorded bytes), then the folders that leaves empty."""
@@ -676,6 +735,8 @@ def _remove_stale(out: Path, stale: set[str], digests: Mapping[str, str]) -> int
 
     removed = 0
     for rel in sorted(stale):
+        if is_regular(out / rel):
+            guard(out / rel)
         removed += remove_recorded(out, rel, digests.get(rel))
         for parent in PurePosixPath(rel).parents:
             if str(parent) == "." or (out / parent).is_symlink():
@@ -690,7 +751,7 @@ def _update_dataset_sums(dataset: Path, out: Path, digests: dict[str, str]) -> N
     from reshape.fileio import atomic_write_text
 
     sums = read_sha256sums(dataset / SUMS)
-    prefix = out.relative_to(dataset).as_posix() + "/"
+    prefix = out.resolve().relative_to(dataset.resolve()).as_posix() + "/"
     sums = {k: v for k, v in sums.items() if not k.startswith(prefix)}
     sums.update({prefix + n: d for n, d in digests.items()})
     atomic_write_text(dataset / SUMS, sha256sums_text(sums))
@@ -717,6 +778,19 @@ class ReportResult:
         ]
 
 
+def report_edits(out: Path, names: list[str], record: ReportRecord) -> list[str]:
+    """Files the report would replace whose bytes no longer match its record (edited by their user)."""
+    from reshape.fileio import sha256_file
+
+    edited = []
+    for rel in sorted(set(names)):  # a stale file is deleted only while unedited: never replaced
+        want = record.digests.get(rel)
+        path = out / rel
+        if want is not None and is_regular(path) and not path.is_symlink() and sha256_file(path) != want:
+            edited.append(rel)
+    return edited
+
+
 def write_report(
     dataset: Path,
     out: Path,
@@ -725,30 +799,41 @@ def write_report(
     overwrite: bool = False,
     workers: int | None = None,
     listed: Mapping[str, str] = _NOTHING_LISTED,
+    guard: Callable[[Path], Path] = _keep_nothing,
 ) -> ReportResult:
     """Write ``plan`` into ``out`` (the caller holds the lock): the record first (naming every file it will
     write), then the files, the thumbnails not already made, the final record, and last the removal of
-    files an earlier report wrote that this one does not."""
+    files an earlier report wrote that this one does not. ``guard`` is called with each path before it is
+    written or deleted (publish's transaction keeps the old file aside there)."""
     from reshape.fileio import atomic_write_bytes, remove_stale_temps, sha256_file
 
     start = time.perf_counter()
     names = plan.names()
     record = owned_record(out, listed)
     check_output(out, names, record, overwrite=overwrite)
+    guard(out / RECORD)
     out.mkdir(parents=True, exist_ok=True)
-    reuse = {t: d for t, (_, d) in plan.thumbs.items() if record.thumbs.get(t) == d and (out / t).is_file()}
+    reuse = {}
+    for t, (_, d) in plan.thumbs.items():
+        if record.thumbs.get(t) == d and is_regular(out / t) and not (out / t).is_symlink():
+            now = sha256_file(out / t)
+            if record.digests.get(t) in (None, now):  # an edited thumbnail is made anew
+                reuse[t] = now
     _write_record(out, sorted(set(names) | (record.own - {RECORD})), reuse, record.digests)
     for folder in {(out / n).parent for n in names if (out / n).parent.is_dir()}:
         remove_stale_temps(folder, names=[PurePosixPath(n).name for n in names])
     digests = {}
     for rel, data in sorted(plan.files.items()):
-        atomic_write_bytes(out / rel, data)
+        atomic_write_bytes(guard(out / rel), data)
         digests[rel] = hashlib.sha256(data).hexdigest()
     todo = [(t, image) for t, (image, _) in sorted(plan.thumbs.items()) if t not in reuse]
+    for thumb, _ in todo:
+        guard(out / thumb)
     digests |= _make_thumbs(out, dataset, todo, workers or default_workers())
-    digests |= {t: sha256_file(out / t) for t in reuse}  # as they are on disk: SHA256SUMS lists these
-    _write_record(out, names, {t: d for t, (_, d) in plan.thumbs.items()}, digests)
-    removed = _remove_stale(out, record.own - set(names), record.digests)
+    digests |= reuse  # as they are on disk: SHA256SUMS lists these
+    thumbs_made = {t: d for t, (_, d) in plan.thumbs.items()}
+    _write_record(out, names, thumbs_made, digests)
+    removed = _remove_stale(out, record.own - set(names), record.digests, guard)
     digests[RECORD] = sha256_file(out / RECORD)
     seconds = time.perf_counter() - start
     return ReportResult(out, names, len(todo), len(reuse), removed, seconds, digests)
@@ -777,6 +862,16 @@ def default_out(dataset: Path) -> Path:
     return dataset / REPORT_DIR
 
 
+def _home_dataset(dataset: Path, target: Path) -> Path | None:
+    """The published dataset the report is written into (its lock is taken, its SHA256SUMS updated): the
+    one ``target`` lies in, or ``dataset`` for its default ``DATASET/report``; None for a folder elsewhere."""
+    from reshape.dataset_lock import enclosing_dataset
+
+    if target.resolve() == default_out(dataset).resolve():
+        return dataset
+    return enclosing_dataset(target.resolve())
+
+
 def run(
     dataset: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
@@ -787,31 +882,51 @@ def run(
 ) -> ReportResult:
     """`reshape report DATASET [--out DIR]`: (re)build the report of a published folder from it alone.
 
-    Inside the dataset (the default ``DATASET/report``) the dataset's own lock is held and its SHA256SUMS
-    is updated; elsewhere ``DIR`` gets its own lock and the dataset is only read."""
-    from reshape.outputs import check_inputs_not_outputs, check_writable, created_folders, locked_outputs
+    Written into a published dataset (the default ``DATASET/report``, or ``--out`` inside another one)
+    that dataset's lock is held exclusively and its SHA256SUMS updated; the dataset read is held shared
+    (reshape.dataset_lock), so a publish is never read half-way."""
+    from reshape.dataset_lock import dataset_locks
+    from reshape.outputs import check_inputs_not_outputs, check_writable, created_folders
 
     dataset = Path(dataset)
     if not dataset.is_dir():
         raise BadInputError(f"{dataset}: not a folder (expected a dataset written by `reshape publish`)")
     target = Path(out) if out is not None else default_out(dataset)
-    inside = target.resolve() == default_out(dataset).resolve()
-    if not inside:
+    home = _home_dataset(dataset, target)
+    if home is not None and target.resolve() == home.resolve():
+        raise BadInputError(
+            f"{target}: is a published dataset; give a folder for the report (e.g. {target / REPORT_DIR})"
+        )
+    if home is None or home.resolve() != dataset.resolve():
         check_inputs_not_outputs([dataset], folder_outputs=[target])
 
     def prepare() -> tuple[ReportPlan, dict[str, str]]:
         plan = plan_files(read_published(dataset))
-        listed = listed_in_dataset(dataset, target) if inside else {}
-        check_output(target, plan.names(), owned_record(target, listed), overwrite=overwrite)
+        listed = listed_in_dataset(home, target) if home is not None else {}
+        record = owned_record(target, listed)
+        check_output(target, plan.names(), record, overwrite=overwrite)
+        edited = report_edits(target, plan.names(), record)
+        if edited and not overwrite:
+            from reshape.publish_txn import shown_names
+
+            raise BadInputError(
+                f"{target}: {len(edited)} report file(s) edited since they were written would be replaced "
+                f"({shown_names(edited)}); refusing (pass --overwrite to replace them)"
+            )
         return plan, listed
 
     read_as = _published_state(dataset)
-    plan, listed = prepare()  # every check before waiting for, or taking, the lock
+    try:
+        prepared: tuple[ReportPlan, dict[str, str]] | None = prepare()  # checks before taking the locks
+    except BadInputError:
+        prepared = None  # perhaps read half-way through a publish: read again under the lock
     check_writable(target)
-    with created_folders(target), locked_outputs(dataset if inside else target, wait=wait):
-        if _published_state(dataset) != read_as:  # a publish finished while --wait waited: read it anew
-            plan, listed = prepare()
+    locks = {"exclusive": [home if home is not None else target], "shared": [dataset]}
+    with created_folders(target), dataset_locks(**locks, wait=wait):
+        if prepared is None or _published_state(dataset) != read_as:  # a publish finished meanwhile
+            prepared = prepare()
+        plan, listed = prepared
         result = write_report(dataset, target, plan, overwrite=overwrite, workers=workers, listed=listed)
-        if inside and (dataset / SUMS).is_file():
-            _update_dataset_sums(dataset, target, result.digests)
+        if home is not None and (home / SUMS).is_file():
+            _update_dataset_sums(home, target, result.digests)
     return result

@@ -163,8 +163,15 @@ def test_second_publish_on_a_held_output_is_refused(pipeline_output: dict[str, P
 
 def test_failed_publish_leaves_nothing_behind(pipeline_output: dict[str, Path]) -> None:  # noqa: F811
     out, run = pipeline_output["tmp"] / "dataset", pipeline_output["run"]
-    # The last new image no longer matches its manifest checksum: found while copying, after others.
-    (pipeline_output["dist"] / "c3_02_03.png").write_bytes(b"corrupted")
+    # The last new image no longer matches its manifest checksum (a valid image, other bytes: an
+    # undecodable one is refused in the preflight): found while copying, after others.
+    from PIL import Image
+
+    changed = pipeline_output["dist"] / "c3_02_03.png"
+    with Image.open(changed) as im:
+        im = im.convert("RGB")
+    im.putpixel((0, 0), tuple(255 - v for v in im.getpixel((0, 0))))
+    im.save(changed, format="PNG")
     res = _invoke(out, "--from-run", run)
     assert res.exit_code == 1
     assert "sha256 differs from the distortion manifest" in res.output
