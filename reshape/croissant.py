@@ -122,7 +122,12 @@ _LABEL_FIELDS = [
     ("var", "sc:Float", "Weighted variance of the neighbours' labels."),
     ("dist_type", "sc:Integer", "KADID-10k distortion type, 1..25."),
     ("dist_level", "sc:Integer", "Distortion level, 1..5."),
-    ("neighbours", "sc:Text", "The k source references whose labels made the pseudo label, ';'-separated."),
+    (
+        "neighbours",
+        "sc:Text",
+        "The k source references whose labels made the pseudo label, a JSON array of names "
+        "(docs/artifacts.md, list-valued cells).",
+    ),
     ("weights", "sc:Text", "Their softmax weights, ';'-separated, same order."),
     ("distances", "sc:Text", "Their feature distances to the new reference, ';'-separated, same order."),
 ]

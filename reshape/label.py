@@ -34,7 +34,7 @@ from reshape.artifacts import (
     write_csv,
 )
 from reshape.errors import BadInputError
-from reshape.fileio import check_relative, list_cell, remove_stale_temps
+from reshape.fileio import check_relative, list_cell, remove_stale_temps, resolves_inside
 from reshape.outputs import (
     check_file_output,
     check_inputs_not_outputs,
@@ -714,7 +714,7 @@ def meta_prefixes(config: LabelConfig, has_source: bool) -> tuple[str | None, st
         return config.image_prefix, config.source_prefix, None
     roots = [images_root(config)] + ([source_root(config)] if has_source else [])
     meta_dir = Path(config.pyiqa_meta).resolve().parent
-    if all(r == meta_dir or meta_dir in r.parents for r in roots):
+    if all(resolves_inside(meta_dir, r) for r in roots):
         root = meta_dir
     else:
         try:
