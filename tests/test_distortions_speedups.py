@@ -219,16 +219,39 @@ def _jitter_reference(image: np.ndarray, sigma: float, rng: np.random.Generator)
     return np.moveaxis(planar, 0, 2).astype(np.float64)
 
 
+#: jitter's two implementations: numba's loops (the ``fast`` extra) and numpy's
+PATHS = [pytest.param(True, id="numba"), pytest.param(False, id="numpy")]
+
+
+def _skip_without_numba(compiled: bool) -> None:
+    if compiled and warp._compiled_round() is None:
+        pytest.skip("numba is not installed (pip install 'reshape-iqa[fast]')")
+
+
+@pytest.mark.parametrize("compiled", PATHS)
 @pytest.mark.parametrize("level", [1, 3, 5])
-def test_jitter_equals_its_definition(refs, level):
+def test_jitter_equals_its_definition(refs, level, compiled):
+    _skip_without_numba(compiled)
     sigma = distortions.parameter(19, level)
     x = stretched_input(refs["chelsea"][100:164, 150:246])
     expected = _jitter_reference(x, sigma, np.random.default_rng(19_000 + level))
-    np.testing.assert_array_equal(warp.jitter(x, sigma, np.random.default_rng(19_000 + level)), expected)
+    got = warp.jitter_rounds(x, sigma, np.random.default_rng(19_000 + level), compiled=compiled)
+    np.testing.assert_array_equal(got, expected)
 
 
-def test_jitter_equals_its_definition_with_wide_displacements():
+@pytest.mark.parametrize("compiled", PATHS)
+def test_jitter_equals_its_definition_with_wide_displacements(compiled):
     # sigma 3: tap windows span more than MAX_SHIFT_SPAN offsets, so rows sum in pairs; odd channel counts
+    _skip_without_numba(compiled)
     x = np.random.default_rng(4).random((29, 37, 5))
     expected = _jitter_reference(x, 3.0, np.random.default_rng(8))
-    np.testing.assert_array_equal(warp.jitter(x, 3.0, np.random.default_rng(8)), expected)
+    got = warp.jitter_rounds(x, 3.0, np.random.default_rng(8), compiled=compiled)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_jitter_kernel_equals_the_numpy_path(refs):
+    _skip_without_numba(True)
+    x = stretched_input(refs["coffee"][:40, :56])
+    fast = distortions.apply(refs["coffee"][:40, :56], 19, 4, rng=np.random.default_rng(2))
+    numpy_only = warp.jitter_rounds(x, distortions.parameter(19, 4), np.random.default_rng(2), compiled=False)
+    np.testing.assert_array_equal(fast, distortions.registry.stretched_output(numpy_only))
