@@ -110,7 +110,8 @@ def _distort(refs: Path, out: Path, weights: Path, env: dict[str, str], extra: l
     command = [sys.executable, "-m", "reshape.cli.main", "distort", str(refs), "--out", str(out)]
     command += ["--types", "denoise", "--levels", "3", "--dncnn-weights", str(weights), *extra]
     start = time.perf_counter()
-    subprocess.run(command, env=env, check=True, capture_output=True)
+    # cwd: the temporary folder, so no checkout's distortions/ shadows the one PYTHONPATH names
+    subprocess.run(command, env=env, check=True, capture_output=True, cwd=refs.parent)
     return time.perf_counter() - start
 
 
@@ -145,6 +146,7 @@ def time_denoise(pkg_root: Path, folder: Path, n_images: int, repeats: int, bf16
     old_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pkg_root), os.environ.get("PYTHONPATH", "")])}
     seen = subprocess.run(
         [sys.executable, "-c", "import distortions; print(distortions.__file__)"],
+        cwd=folder,
         env=old_env,
         capture_output=True,
         text=True,

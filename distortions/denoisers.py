@@ -255,6 +255,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN has native bf16 kernels on this CPU (AVX512-BF16 or AMX); False if torch cannot say."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
@@ -432,6 +442,13 @@ def load_denoiser(
     layers, path = _read_layers(weights)
     depth = sum(1 for layer in layers if layer[0] == "conv")
     resolved = resolve_device(device)
+    if precision == "bf16" and resolved == "cpu" and not cpu_has_native_bf16():
+        warnings.warn(
+            "DnCNN precision 'bf16' on a CPU without native bf16 (AVX512-BF16/AMX): oneDNN emulates it, "
+            "which is slower than fp32 here; bf16 pays off on GPUs and bf16-capable CPUs",
+            UserWarning,
+            stacklevel=2,
+        )
     name = f"dncnn(depth={depth}, weights={path.name}{_variant(resolved, precision)})"
     return DnCNN(layers, name=name, device=resolved, precision=precision, threads=threads)
 
