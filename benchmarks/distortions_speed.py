@@ -86,6 +86,8 @@ def time_kernels(base: object, types: list[int], repeats: int) -> dict[int, tupl
     results = {}
     for tid in types:
         old_ms, new_ms, same = [], [], True
+        for apply in (base.apply, distortions.apply):  # warm-up: lazy imports, numba's compile or cache load
+            apply(images[0], tid, 1, rng=np.random.default_rng(0))
         for rep in range(repeats):
             for level in range(1, 6):
                 image = images[(rep + level) % len(images)]
