@@ -16,8 +16,8 @@ from distortions.registry import stretched_input
 torch = pytest.importorskip("torch")
 
 #: bf16's documented deviation from fp32 (docs/distortions.md), in 8-bit steps of the denoised plane
-BF16_MAX_8BIT = 3
-BF16_MEAN_8BIT = 0.25
+BF16_MAX_8BIT = 2
+BF16_MEAN_8BIT = 0.15
 
 
 @pytest.fixture(scope="module")
