@@ -81,7 +81,7 @@ def photos() -> list[np.ndarray]:
 
 
 def time_kernels(base: object, types: list[int], repeats: int) -> dict[int, tuple[float, float, bool]]:
-    """Median ms per call of old and new for each type, and whether every output pair was identical."""
+    """Fastest ms per call of old and new for each type, and whether every output pair was identical."""
     images = photos()
     results = {}
     for tid in types:
@@ -217,7 +217,7 @@ def main() -> None:
         base = import_renamed(pkg_root, folder)
         print(f"old code: distortions/ at {args.base_commit[:12]}; machine: {os.cpu_count()} CPUs")
         if not args.skip_kernels:
-            print(f"kernels, 512x384, median ms per call over {5 * args.repeats} calls:")
+            print(f"kernels, 512x384, fastest of {5 * args.repeats} calls (ms):")
             kernels = time_kernels(base, types, args.repeats)
             slower = [t for t, (old, new, _) in kernels.items() if old / new < SLOWER_BELOW]
             if 19 in kernels:
