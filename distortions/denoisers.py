@@ -284,8 +284,9 @@ def _channel_affine() -> Any:
     from torch import nn
 
     class ChannelAffine(nn.Module):
-        """``shift + x * scale`` per channel, computed in place by one torch.addcmul: the same rounding as
-        the depthwise 1x1 convolution this replaces, without that convolution's per-group copies."""
+        """``shift + x * scale`` per channel, in place by one torch.addcmul (a fused multiply-add, as the
+        depthwise 1x1 convolution this replaces computed it in the default memory format), without that
+        convolution's per-group copies."""
 
         def __init__(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
             super().__init__()
