@@ -3,6 +3,8 @@ deviation, and jitter against its definition written out tap by tap."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -262,3 +264,23 @@ def test_jitter_kernel_equals_the_numpy_path(refs):
     fast = distortions.apply(refs["coffee"][:40, :56], 19, 4, rng=np.random.default_rng(2))
     numpy_only = warp.jitter_rounds(x, distortions.parameter(19, 4), np.random.default_rng(2), compiled=False)
     np.testing.assert_array_equal(fast, distortions.registry.stretched_output(numpy_only))
+
+
+def test_jitter_without_numba_gives_the_same_bytes(tmp_path):
+    # the base install (no 'fast' extra): numba hidden the way a missing package behaves, in a fresh
+    # interpreter; jitter still runs, on the numpy path, and matches this process's result
+    script = (
+        "import sys; sys.modules['numba'] = None\n"
+        "import numpy as np, distortions\n"
+        "from distortions import warp\n"
+        "x = np.random.default_rng(6).random((33, 45, 3))\n"
+        "assert warp._compiled_round() is None\n"
+        "np.save(sys.argv[1], distortions.apply(x, 19, 5, rng=np.random.default_rng(3)))\n"
+    )
+    out = tmp_path / "jitter.npy"
+    res = subprocess.run(
+        [sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, res.stderr
+    x = np.random.default_rng(6).random((33, 45, 3))
+    np.testing.assert_array_equal(np.load(out), distortions.apply(x, 19, 5, rng=np.random.default_rng(3)))
