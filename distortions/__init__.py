@@ -11,13 +11,14 @@ the *parameter* (not the level), like the generator's per-type functions.
 
 from distortions.denoisers import load_denoiser
 from distortions.params import TABLE, DistortionSpec, parameter
-from distortions.registry import KERNELS, apply, get_kernel, names, resolve_type
+from distortions.registry import KERNELS, apply, apply_batch, get_kernel, names, resolve_type
 
 __all__ = [
     "KERNELS",
     "TABLE",
     "DistortionSpec",
     "apply",
+    "apply_batch",
     "get_kernel",
     "load_denoiser",
     "names",

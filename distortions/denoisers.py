@@ -9,8 +9,10 @@ says so in its ``name`` so the distort manifest records which denoiser made each
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,10 @@ class NLMeansDenoiser:
         grey8 = np.floor(np.clip(grey, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         out = cv2.fastNlMeansDenoising(grey8, None, h=float(h), templateWindowSize=7, searchWindowSize=21)
         return out.astype(np.float64) / 255.0
+
+    def denoise_batch(self, planes: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The planes one by one (non-local means has nothing to share between planes)."""
+        return [self(p) for p in planes]
 
 
 def _unwrap(value: Any) -> Any:
@@ -226,59 +232,206 @@ def layers_from_state_dict(state: dict[str, Any], source: str = "state_dict") ->
     return with_relu
 
 
+#: where the DnCNN runs: ``auto`` is ``cuda`` when torch sees a CUDA device, else ``cpu``
+DEVICES = ("cpu", "cuda", "auto")
+#: arithmetic of the DnCNN forward pass; ``bf16`` is opt-in (see docs/distortions.md for its deviation)
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_device(device: str) -> str:
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))}, got {device!r}")
+    return device
+
+
+def resolve_device(device: str) -> str:
+    """``"cpu"`` or ``"cuda"`` for a ``device`` argument of :func:`load_denoiser`; ValueError otherwise."""
+    import torch
+
+    if check_device(device) == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' requested, but this torch sees no CUDA device (use 'cpu' or 'auto')")
+    return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN has native bf16 kernels on this CPU (AVX512-BF16 or AMX); False if torch cannot say."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    return precision
+
+
+def check_threads(threads: int | None) -> int | None:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    return threads
+
+
+@functools.cache
+def _channel_affine() -> Any:
+    """The inference batch-norm module class (built on first use: torch is imported lazily)."""
+    import torch
+    from torch import nn
+
+    class ChannelAffine(nn.Module):
+        """``shift + x * scale`` per channel, in place by one torch.addcmul (a fused multiply-add, as the
+        depthwise 1x1 convolution this replaces computed it in the default memory format), without that
+        convolution's per-group copies."""
+
+        def __init__(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+            super().__init__()
+            self.register_buffer("scale", scale.view(1, -1, 1, 1))
+            self.register_buffer("shift", shift.view(1, -1, 1, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.addcmul(self.shift, x, self.scale, out=x)
+
+    return ChannelAffine
+
+
+def _network(layers: Sequence[Layer]) -> Any:
+    """The layer list as a torch ``nn.Sequential`` (fp32, CPU, eval mode)."""
+    import torch
+    from torch import nn
+
+    affine = _channel_affine()
+    modules: list[nn.Module] = []
+    for layer in layers:
+        if layer[0] == "conv":
+            weight = torch.from_numpy(np.ascontiguousarray(layer[1], np.float32))
+            cout, cin, kh, kw = weight.shape
+            conv = nn.Conv2d(cin, cout, (kh, kw), padding=(kh // 2, kw // 2), bias=True)
+            conv.weight.data.copy_(weight)
+            conv.bias.data.copy_(torch.from_numpy(np.ascontiguousarray(layer[2], np.float32)))
+            modules.append(conv)
+        elif layer[0] == "bn":
+            modules.append(
+                affine(
+                    torch.from_numpy(np.ascontiguousarray(layer[1], np.float32)),
+                    torch.from_numpy(np.ascontiguousarray(layer[2], np.float32)),
+                )
+            )
+        elif layer[0] == "relu":
+            modules.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*modules).eval().requires_grad_(False)
+
+
 class DnCNN:
     """DnCNN (Zhang et al. 2017): conv+ReLU, (conv+BN+ReLU) x (depth-2), conv; predicts the noise residual.
 
     Built from a framework-neutral layer list so MatConvNet and torch weights share one network; 17 layers
     of 64 channels is DnCNN-S, 20 is DnCNN-B (the blind grey model the generator used).
+
+    The forward passes run channels-last under ``torch.inference_mode``, the batch norms as one fused
+    multiply-add each (:meth:`denoise_batch` takes many planes under one setup); on CUDA with deterministic
+    cuDNN and TF32 off. ``threads`` (None: leave torch's setting) is the torch thread count used during the
+    passes: the caller's share of the machine.
     """
 
-    def __init__(self, layers: Sequence[Layer], name: str, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        name: str,
+        device: str = "cpu",
+        precision: str = "fp32",
+        *,
+        threads: int | None = None,
+    ) -> None:
         import torch
-        from torch import nn
 
-        modules: list[nn.Module] = []
-        for layer in layers:
-            if layer[0] == "conv":
-                weight = torch.from_numpy(np.ascontiguousarray(layer[1], np.float32))
-                cout, cin, kh, kw = weight.shape
-                conv = nn.Conv2d(cin, cout, (kh, kw), padding=(kh // 2, kw // 2), bias=True)
-                conv.weight.data.copy_(weight)
-                conv.bias.data.copy_(torch.from_numpy(np.ascontiguousarray(layer[2], np.float32)))
-                modules.append(conv)
-            elif layer[0] == "bn":
-                channels = len(layer[1])
-                affine = nn.Conv2d(channels, channels, 1, groups=channels, bias=True)
-                affine.weight.data.copy_(
-                    torch.from_numpy(np.ascontiguousarray(layer[1], np.float32)).view(-1, 1, 1, 1)
-                )
-                affine.bias.data.copy_(torch.from_numpy(np.ascontiguousarray(layer[2], np.float32)))
-                modules.append(affine)
-            elif layer[0] == "relu":
-                modules.append(nn.ReLU(inplace=True))
-        self.network = nn.Sequential(*modules).eval().to(device)
-        self.device = device
+        self.device = resolve_device(device)
+        self.precision = check_precision(precision)
+        self.threads = check_threads(threads)
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.network = _network(layers).to(device=self.device, dtype=dtype, memory_format=torch.channels_last)
+        self._dtype = dtype
         self.name = name
         self.depth = sum(1 for layer in layers if layer[0] == "conv")
 
     def __call__(self, grey: np.ndarray) -> np.ndarray:
+        return self.denoise_batch([grey])[0]
+
+    def denoise_batch(self, planes: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Denoise 2-D grey planes (floats, ~[0, 1]); one float64 plane per input, in order.
+
+        Each result is ``plane - residual`` in float32, exactly what ``self(plane)`` gives: every plane is
+        its own forward pass, because oneDNN (CPU) and cuDNN pick their kernels by batch size, and a plane
+        sharing a pass could then be rounded differently than alone (measured: 31x23 planes through a
+        16-channel net), so a worker's grouping would leak into the bytes of its images.
+        """
+        arrays = [np.asarray(p, dtype=np.float32) for p in planes]
+        for p in arrays:
+            if p.ndim != 2:
+                raise ValueError(f"DnCNN denoises grey planes (HxW), got shape {p.shape}")
+        with self._torch_settings():
+            return [self._forward(p[None])[0] for p in arrays]
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """N x H x W float32 -> N x H x W float64 denoised planes."""
         import torch
 
-        grey = np.asarray(grey, dtype=np.float64)
-        if grey.ndim != 2:
-            raise ValueError(f"DnCNN denoises one grey plane at a time, got shape {grey.shape}")
-        x = torch.from_numpy(grey.astype(np.float32))[None, None].to(self.device)
-        with torch.inference_mode():
-            residual = self.network(x)
-        return (x - residual)[0, 0].cpu().numpy().astype(np.float64)
+        x = torch.from_numpy(batch)[:, None].to(self.device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        residual = self.network(x.to(self._dtype)).to(torch.float32)
+        return (x - residual)[:, 0].cpu().numpy().astype(np.float64)
+
+    @contextlib.contextmanager
+    def _torch_settings(self) -> Iterator[None]:
+        """inference_mode, the thread count, and on CUDA deterministic cuDNN without TF32."""
+        import torch
+
+        previous = torch.get_num_threads()
+        if self.threads is not None and self.threads != previous:
+            torch.set_num_threads(self.threads)
+        try:
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(torch.inference_mode())
+                if self.device == "cuda":
+                    stack.enter_context(
+                        torch.backends.cudnn.flags(
+                            enabled=True, benchmark=False, deterministic=True, allow_tf32=False
+                        )
+                    )
+                yield
+        finally:
+            if torch.get_num_threads() != previous:
+                torch.set_num_threads(previous)
 
 
-def load_denoiser(weights: str | Path | None = None, device: str = "cpu") -> NLMeansDenoiser | DnCNN:
+def _variant(device: str, precision: str) -> str:
+    """What a manifest label adds for a non-default variant (outputs differ per device kind and precision)."""
+    parts = [p for p in (device if device != "cpu" else "", precision if precision != "fp32" else "") if p]
+    return "".join(f", {p}" for p in parts)
+
+
+def load_denoiser(
+    weights: str | Path | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    *,
+    threads: int | None = None,
+) -> NLMeansDenoiser | DnCNN:
     """The type-15 denoiser: DnCNN from ``weights`` (MatConvNet .mat, .pth/.pt, .safetensors) or a fallback.
 
-    With ``weights=None`` returns :class:`NLMeansDenoiser` and emits a ``UserWarning``: the result then is not
-    the reference generator's denoiser, and its ``name`` says so.
+    ``device`` is ``"cpu"``, ``"cuda"`` or ``"auto"``; ``precision`` ``"fp32"`` or ``"bf16"`` (opt-in);
+    ``threads`` the torch thread count of the forward passes (None: torch's setting). Bad values raise
+    ValueError. With ``weights=None`` returns :class:`NLMeansDenoiser` and emits a ``UserWarning``: the result
+    then is not the reference generator's denoiser, and its ``name`` says so (device and precision are
+    checked, then not used: the fallback runs on the CPU in float64).
     """
+    check_device(device)
+    check_precision(precision)
+    check_threads(threads)
     if weights is None:
         warnings.warn(
             "type 15 (denoise): no DnCNN weights given (--dncnn-weights); using OpenCV non-local means "
@@ -287,6 +440,22 @@ def load_denoiser(weights: str | Path | None = None, device: str = "cpu") -> NLM
             stacklevel=2,
         )
         return NLMeansDenoiser()
+    layers, path = _read_layers(weights)
+    depth = sum(1 for layer in layers if layer[0] == "conv")
+    resolved = resolve_device(device)
+    if precision == "bf16" and resolved == "cpu" and not cpu_has_native_bf16():
+        warnings.warn(
+            "DnCNN precision 'bf16' on a CPU without native bf16 (AVX512-BF16/AMX): oneDNN emulates it, "
+            "which is slower than fp32 here; bf16 pays off on GPUs and bf16-capable CPUs",
+            UserWarning,
+            stacklevel=2,
+        )
+    name = f"dncnn(depth={depth}, weights={path.name}{_variant(resolved, precision)})"
+    return DnCNN(layers, name=name, device=resolved, precision=precision, threads=threads)
+
+
+def _read_layers(weights: str | Path) -> tuple[list[Layer], Path]:
+    """The layer list of a weights file (format by suffix) and its path."""
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: DnCNN weights file not found")
@@ -316,5 +485,54 @@ def load_denoiser(weights: str | Path | None = None, device: str = "cpu") -> NLM
         layers = layers_from_state_dict(state, str(path))
     if not any(layer[0] == "conv" for layer in layers):
         raise ValueError(f"{path}: no convolution layers found")
-    depth = sum(1 for layer in layers if layer[0] == "conv")
-    return DnCNN(layers, name=f"dncnn(depth={depth}, weights={path.name})", device=device)
+    return layers, path
+
+
+def denoise_planes(denoiser: Any, planes: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``denoiser`` applied to each plane (float64 results): one :meth:`DnCNN.denoise_batch` call when the
+    denoiser has one, else plane by plane (any callable ``grey -> grey`` works)."""
+    batch = getattr(denoiser, "denoise_batch", None)
+    if batch is not None:
+        return [np.asarray(p, dtype=np.float64) for p in batch(planes)]
+    return [np.asarray(denoiser(p), dtype=np.float64) for p in planes]
+
+
+def random_dncnn_state_dict(
+    depth: int = 20, channels: int = 64, seed: int = 0, residual_scale: float = 0.05
+) -> dict[str, Any]:
+    """A DnCNN state_dict of the real shape with random weights (DnCNN-B: depth 20, 64 channels), for
+    benchmarks and tests: MATLAB's trained weights are not public.
+
+    Layout ``model.<i>.*`` of ``nn.Sequential(conv, relu, (conv, bn, relu) x (depth - 2), conv)``, which
+    :func:`load_denoiser` reads from a ``.pth``. Convolutions are He-normal (activations keep their scale
+    through the ReLUs), batch norms have moderate random statistics, and the last convolution is scaled by
+    ``residual_scale`` so the predicted residual is of the order of type 15's noise, not of the image.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+
+    def normal(*shape: int, std: float) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator) * std
+
+    def uniform(n: int, low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(n, generator=generator)
+
+    state: dict[str, Any] = {}
+    index = 0
+    for layer in range(depth):
+        cin = 1 if layer == 0 else channels
+        cout = 1 if layer == depth - 1 else channels
+        std = (2.0 / (9 * cin)) ** 0.5 * (residual_scale if layer == depth - 1 else 1.0)
+        state[f"model.{index}.weight"] = normal(cout, cin, 3, 3, std=std)
+        if layer in (0, depth - 1):
+            state[f"model.{index}.bias"] = normal(cout, std=0.01)
+            index += 2 if layer == 0 else 1  # conv (+ relu)
+            continue
+        index += 1
+        state[f"model.{index}.weight"] = uniform(cout, 0.5, 1.5)
+        state[f"model.{index}.bias"] = normal(cout, std=0.1)
+        state[f"model.{index}.running_mean"] = normal(cout, std=0.1)
+        state[f"model.{index}.running_var"] = uniform(cout, 0.5, 2.0)
+        index += 2  # bn, relu
+    return state

@@ -6,6 +6,7 @@ reproduced, only their distributions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -89,14 +90,22 @@ def multiplicative_noise(image: np.ndarray, variance: float, rng: np.random.Gene
 def denoise(
     image: np.ndarray, variance: float, rng: np.random.Generator, denoiser: GreyDenoiser | None = None
 ) -> np.ndarray:
-    """Type 15: white noise of variance v (as type 11), then each channel denoised as a grey image."""
-    if denoiser is None:
-        from distortions.denoisers import load_denoiser
+    """Type 15: white noise of variance v (as type 11), then each channel denoised as a grey image.
 
+    The three planes go to the denoiser together (one ``denoise_batch`` call where it has one).
+    """
+    return denoise_noisy([gaussian_noise(image, variance, rng)], denoiser)[0]
+
+
+def denoise_noisy(noisy_images: Sequence[np.ndarray], denoiser: GreyDenoiser | None) -> list[np.ndarray]:
+    """The second half of type 15 for several noisy HxWxC images: all their planes in one batch."""
+    from distortions.denoisers import denoise_planes, load_denoiser
+
+    if denoiser is None:
         denoiser = load_denoiser(None)
-    noisy = gaussian_noise(image, variance, rng)
-    channels = [np.asarray(denoiser(noisy[..., c]), dtype=np.float64) for c in range(noisy.shape[2])]
-    return np.stack(channels, axis=2)
+    planes = [image[..., c] for image in noisy_images for c in range(image.shape[2])]
+    denoised = iter(denoise_planes(denoiser, planes))
+    return [np.stack([next(denoised) for _ in range(image.shape[2])], axis=2) for image in noisy_images]
 
 
 register(15)(denoise)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -161,8 +161,7 @@ def apply(
     ``load_denoiser(None)``, which warns. Returns float32 HxWx3 in [0, 1].
     """
     tid = resolve_type(dist_type)
-    if isinstance(level, bool) or int(level) != level or not 1 <= int(level) <= 5:
-        raise ValueError(f"level must be 1..5, got {level!r}")
+    _check_level(level)
     kernel = get_kernel(tid)
     rng = np.random.default_rng() if rng is None else rng
     x = stretched_input(image)
@@ -171,6 +170,45 @@ def apply(
     else:
         y = kernel(x, TABLE[tid].levels[int(level) - 1], rng)
     return stretched_output(y)
+
+
+#: one request of :func:`apply_batch`: (image, dist_type, level, rng)
+Request = tuple[np.ndarray, "int | str", int, "np.random.Generator | None"]
+
+
+def apply_batch(
+    requests: Sequence[Request], *, denoiser: Callable[[np.ndarray], np.ndarray] | None = None
+) -> list[np.ndarray]:
+    """``[apply(image, t, level, rng=rng, denoiser=denoiser) for image, t, level, rng in requests]``, with
+    the denoising of every type-15 request done in one batch (``denoiser.denoise_batch``).
+
+    Each request's rng is consumed as ``apply`` consumes it, in request order; the results are those of
+    ``apply`` (with a DnCNN on the CPU in fp32, bit for bit: a plane's result does not depend on its batch).
+    """
+    results: list[np.ndarray | None] = [None] * len(requests)
+    pending: list[tuple[int, np.ndarray]] = []  # (request index, noisy image) of the type-15 requests
+    for index, (image, dist_type, level, rng) in enumerate(requests):
+        tid = resolve_type(dist_type)
+        if tid != DENOISE_TYPE:
+            results[index] = apply(image, tid, level, rng=rng, denoiser=denoiser)
+            continue
+        _check_level(level)
+        from distortions.noise import gaussian_noise
+
+        rng = np.random.default_rng() if rng is None else rng
+        variance = TABLE[tid].levels[int(level) - 1]
+        pending.append((index, gaussian_noise(stretched_input(image), variance, rng)))
+    if pending:
+        from distortions.noise import denoise_noisy
+
+        for (index, _), denoised in zip(pending, denoise_noisy([noisy for _, noisy in pending], denoiser)):
+            results[index] = stretched_output(denoised)
+    return [r for r in results if r is not None]
+
+
+def _check_level(level: int) -> None:
+    if isinstance(level, bool) or int(level) != level or not 1 <= int(level) <= 5:
+        raise ValueError(f"level must be 1..5, got {level!r}")
 
 
 _LOADED = False

@@ -8,6 +8,9 @@ float32's error (~1e-7) is far below one 8-bit step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from distortions.registry import register
@@ -130,17 +133,123 @@ def _keys_sum(padded, top_left, wy, wx, pairwise: bool, scratch: _Scratch) -> np
     return scratch.out
 
 
+def _compiled_round() -> tuple[Callable[..., bool], Callable[..., None]] | None:
+    """The numba version of one jitter round (the summation-order choice, the resampling), compiled on first
+    use; None without numba (then the numpy path runs).
+
+    It is the same computation as :func:`_resample` with ``method="auto"``, pixel by pixel: the float32
+    operations and their order are those written out in :func:`keys_weights` and :func:`_keys_sum`
+    (``fastmath`` off, so no reassociation or fused multiply-adds), and a clamped row/column index reads the
+    same value as the edge-replicated padding. numba is optional: ``pip install 'reshape-iqa[fast]'``.
+    """
+    global _COMPILED, _keys_weights_inline
+    if _COMPILED is None:
+        try:
+            import numba
+        except ImportError:
+            _COMPILED = False
+        else:
+            # the loops call the weights through this module name: compiled, they inline the compiled one
+            _keys_weights_inline = numba.njit(cache=True, inline="always")(_keys_weights_scalar)
+            _COMPILED = (
+                numba.njit(cache=True, nogil=True)(_pairwise_loops),
+                numba.njit(cache=True, nogil=True)(_keys_round_loops),
+            )
+    return _COMPILED or None
+
+
+_COMPILED: Any = None
+
+
+def _keys_weights_scalar(offset: float) -> tuple[Any, Any, Any, Any, int]:  # pragma: no cover - compiled
+    """:func:`keys_weights` of one position's fractional part, in float32, and the position's floor."""
+    floor = np.floor(offset)
+    t = np.float32(offset - floor)
+    t2 = t * t
+    t3 = t2 * t
+    half = np.float32(0.5)
+    return (
+        half * ((-t3 + np.float32(2.0) * t2) - t),
+        half * ((np.float32(3.0) * t3 - np.float32(5.0) * t2) + np.float32(2.0)),
+        half * ((np.float32(-3.0) * t3 + np.float32(4.0) * t2) + t),
+        half * (t3 - t2),
+        int(floor),
+    )
+
+
+_keys_weights_inline = _keys_weights_scalar
+
+
+def _keys_round_loops(planar, offsets, pairwise, out) -> None:  # pragma: no cover - runs compiled
+    """out[c, y, x] = Keys sample of ``planar`` (CxHxW float32) at (y + offsets[y, x, 0], x + offsets[y, x, 1])."""
+    channels, h, w = planar.shape
+    for y in range(h):
+        for x in range(w):
+            wy0, wy1, wy2, wy3, fy = _keys_weights_inline(offsets[y, x, 0])
+            wx0, wx1, wx2, wx3, fx = _keys_weights_inline(offsets[y, x, 1])
+            r0 = min(max(y + fy - 1, 0), h - 1)
+            r1 = min(max(y + fy, 0), h - 1)
+            r2 = min(max(y + fy + 1, 0), h - 1)
+            r3 = min(max(y + fy + 2, 0), h - 1)
+            c0 = min(max(x + fx - 1, 0), w - 1)
+            c1 = min(max(x + fx, 0), w - 1)
+            c2 = min(max(x + fx + 1, 0), w - 1)
+            c3 = min(max(x + fx + 2, 0), w - 1)
+            for c in range(channels):
+                acc = np.float32(0.0)
+                for m in range(4):
+                    r = r0 if m == 0 else r1 if m == 1 else r2 if m == 2 else r3
+                    wm = wy0 if m == 0 else wy1 if m == 1 else wy2 if m == 2 else wy3
+                    p0 = planar[c, r, c0] * wx0
+                    p1 = planar[c, r, c1] * wx1
+                    p2 = planar[c, r, c2] * wx2
+                    p3 = planar[c, r, c3] * wx3
+                    row_sum = (p0 + p1) + (p2 + p3) if pairwise else ((p0 + p1) + p2) + p3
+                    acc = acc + row_sum * wm
+                out[c, y, x] = acc
+
+
+def _pairwise_loops(offsets) -> bool:  # pragma: no cover - runs compiled
+    """``method="auto"``'s choice for these offsets: rows sum in pairs when the taps span > MAX_SHIFT_SPAN
+    (the bounds of :func:`_resample`: floors of the extreme offsets, taps one before and two after)."""
+    lo_y = hi_y = offsets[0, 0, 0]
+    lo_x = hi_x = offsets[0, 0, 1]
+    for y in range(offsets.shape[0]):
+        for x in range(offsets.shape[1]):
+            lo_y = min(lo_y, offsets[y, x, 0])
+            hi_y = max(hi_y, offsets[y, x, 0])
+            lo_x = min(lo_x, offsets[y, x, 1])
+            hi_x = max(hi_x, offsets[y, x, 1])
+    span = (np.floor(hi_y) - np.floor(lo_y) + 4) * (np.floor(hi_x) - np.floor(lo_x) + 4)
+    return span > MAX_SHIFT_SPAN
+
+
 @register(19)
 def jitter(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Each round: dy, dx ~ N(0, sigma^2) per pixel (shared by the channels); J(y,x) = I(y - dy, x - dx)."""
+    return jitter_rounds(image, sigma, rng, compiled=True)
+
+
+def jitter_rounds(
+    image: np.ndarray, sigma: float, rng: np.random.Generator, compiled: bool = True
+) -> np.ndarray:
+    """:func:`jitter`, with the numba round where numba is installed and ``compiled``, else numpy's (the
+    same numbers either way)."""
     h, w = image.shape[:2]
     # a copy that the rounds overwrite in place (each round pads, i.e. copies, its input first)
     planar = np.array(np.moveaxis(np.asarray(image), 2, 0), dtype=np.float32, order="C")
-    scratch = _Scratch(planar)
+    loops = _compiled_round() if compiled else None
+    spare = np.empty_like(planar) if loops else None
+    scratch = None if loops else _Scratch(planar)
     offsets = np.empty((h, w, 2))
     for _ in range(JITTER_ROUNDS):
         # the draws of rng.standard_normal((h, w, 2)); the sample offset -(sigma * n) is exactly n * -sigma
         rng.standard_normal(out=offsets)
         offsets *= -sigma
-        planar = _resample(planar, offsets[..., 0], offsets[..., 1], "auto", scratch)
+        if loops:
+            pairwise_loops, round_loops = loops
+            round_loops(planar, offsets, pairwise_loops(offsets), spare)
+            planar, spare = spare, planar
+        else:
+            planar = _resample(planar, offsets[..., 0], offsets[..., 1], "auto", scratch)
     return np.moveaxis(planar, 0, 2).astype(np.float64)
