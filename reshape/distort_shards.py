@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,50 +89,16 @@ def load_denoiser(
     """The type-15 denoiser from the distortions library (cached per process and variant)."""
     key = (weights, device, precision, threads)
     if key not in _DENOISERS:
-        loader: Callable[..., Any] | None = getattr(distortions, "load_denoiser", None)
-        if loader is None:
-            raise StageError("the installed distortions library has no load_denoiser (type 15 unavailable)")
-        # only what differs from the defaults is passed, so a distortions library without devices still
-        # serves the default CPU/fp32 denoiser
-        variant = {
-            k: v for k, v in (("device", device), ("precision", precision)) if v not in ("cpu", "fp32")
-        }
-        if threads is not None and _takes_threads(loader):
-            variant["threads"] = threads
-        elif threads is not None and weights is not None:
-            _set_torch_threads(threads)  # a loader without ``threads``: this worker's share, set here
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            try:
-                _DENOISERS[key] = loader(weights, **variant)
-            except TypeError as exc:
-                if not variant or "unexpected keyword" not in str(exc):
-                    raise
-                raise StageError(
-                    f"the installed distortions library cannot run the DnCNN with {variant} "
-                    "(--dncnn-device/--dncnn-precision need a newer one)"
-                ) from None
+            # a bad device, precision or weights file raises here; distort's _load_denoiser makes it one line
+            _DENOISERS[key] = distortions.load_denoiser(
+                weights, device=device, precision=precision, threads=threads
+            )
         if not quiet:  # the fallback's warning, as one log line (workers stay silent: the driver said it)
             for w in caught:
                 log.warning("%s", str(w.message).replace("\n", " "))
     return _DENOISERS[key]
-
-
-def _set_torch_threads(threads: int) -> None:
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(max(1, int(threads)))
-
-
-def _takes_threads(loader: Callable[..., Any]) -> bool:
-    import inspect
-
-    try:
-        return "threads" in inspect.signature(loader).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def denoiser_name(denoiser: Any) -> str:
@@ -253,9 +219,8 @@ def _apply_denoise(
     work: Sequence[tuple[DistortJob, np.ndarray, Any]], options: ShardOptions
 ) -> list[tuple[np.ndarray, str | None]]:
     """Type-15 images of a shard, all planes through one batched denoiser call where the distortions
-    library offers ``apply_batch`` (the same bytes as one call per image, in fp32 on the CPU)."""
-    apply_batch = getattr(distortions, "apply_batch", None)
-    if apply_batch is None or len(work) == 1:
+    library's ``apply_batch`` (the same bytes as one call per image, in fp32 on the CPU)."""
+    if len(work) == 1:
         return [_apply(job, image, options) for job, image, _ in work]
     denoiser = _shard_denoiser(options)
     label = options.denoiser_label or denoiser_name(denoiser)
@@ -263,7 +228,7 @@ def _apply_denoise(
         (image, job.dist_type, job.dist_level, np.random.default_rng(job.seed)) for job, image, _ in work
     ]
     try:
-        results = apply_batch(requests, denoiser=denoiser)
+        results = distortions.apply_batch(requests, denoiser=denoiser)
     except Exception as exc:
         first = work[0][0]
         raise StageError(
