@@ -21,6 +21,7 @@ Test photos are none of KADID's or the pool's. The labels are a proxy, not human
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -190,19 +191,20 @@ def driver_argv(args: dict, driver: str) -> list[str]:
     return [str(x) for key, value in args.items() if key in wanted for x in (key, value)]
 
 
+def commands(built: dict, root: str | Path) -> list[str]:
+    """One command per driver on the stand-in data, each with its own output folder under ``root/out``."""
+    lines = []
+    for driver in DRIVER_TARGETS:
+        extra = list(SMOKE)
+        if driver == "table10_clip_ddcup.py":  # its encoders are the experiment: CLIP against the fallback
+            extra = [*SMOKE[:-2], "--ddcup-encoders", "colour-texture,clip:ViT-B-16"]
+        out = Path(root) / "out" / driver.removesuffix(".py")
+        argv = [*driver_argv(built, driver), "--out", str(out), *extra]
+        lines.append(f"python examples/paper/{driver} " + shlex.join(argv))
+    return lines
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: paper_standin.py DIR")
-    built = build(sys.argv[1])
-    for driver in DRIVER_TARGETS:
-        extra = (
-            SMOKE
-            if driver != "table10_clip_ddcup.py"
-            else SMOKE[:-2] + ["--ddcup-encoders", "colour-texture,clip:ViT-B-16"]
-        )
-        argv = driver_argv(built, driver) + [
-            "--out",
-            str(Path(sys.argv[1]) / "out" / driver.split("_")[0]),
-            *extra,
-        ]
-        print(f"python examples/paper/{driver} " + " ".join(argv))
+    print("\n".join(commands(build(sys.argv[1]), sys.argv[1])))

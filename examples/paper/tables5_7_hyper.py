@@ -71,7 +71,8 @@ def _train(ctx: core.Context, lines: list[str], targets: list[str], tests: dict)
     for target in targets:
         for line in lines:
             label, down, _ = settings(line)
-            tag = f"{target}-k{label['label_k']}-m{label['label_margin']}"
+            k = "ALL" if label["label_k"] == core.ALL_NEIGHBOURS else label["label_k"]
+            tag = f"{target}-k{k}-m{label['label_margin']}"
             recipe = core.Recipe(
                 tag, target, encoder=a.ddcup_encoder, encoder_weights=a.ddcup_weights, **label
             )
