@@ -216,6 +216,16 @@ class Context:
         return self.args.out
 
 
+#: the paper's value of the shared options that are not part of the named protocol (a driver may change
+#: or drop one: ``None`` = not a setting of that table)
+COMMON_DEFAULTS = {
+    "backbone": "resnet50",
+    "ddcup_encoder": "resnet50",
+    "select_epoch": "final",
+    "amp": "False",
+}
+
+
 def start(driver: str, args: argparse.Namespace, defaults: dict[str, str] | None = None) -> Context:
     """Resolve the protocol (syn2real's rules) and record every option that departs from it or from the
     driver's own ``defaults`` (option -> the paper's value) as an override; print the protocol."""
@@ -225,9 +235,9 @@ def start(driver: str, args: argparse.Namespace, defaults: dict[str, str] | None
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format=f"{driver}: %(levelname)s: %(message)s")
     protocol, overrides = syn2real.resolve_protocol(args)
-    for key, paper in (defaults or {}).items():
+    for key, paper in {**COMMON_DEFAULTS, **(defaults or {})}.items():
         value = getattr(args, key)
-        if value is not None and str(value) != paper:
+        if paper is not None and value is not None and str(value) != paper:
             overrides[key] = str(value)
     if args.weights == "none":
         overrides["weights"] = "none (random init: smoke test only)"

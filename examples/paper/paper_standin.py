@@ -4,8 +4,8 @@
 
 Everything is 64x48 (train with ``--patch-size 32``) so that all 25 KADID types can be made quickly:
 
-* KADID-10k (``kadid/dmos.csv`` + ``kadid/images/``, KADID's names): 8 references (crops of the demo's
-  training photos; I06 and I07 are on the official drop list) x all 25 types x levels 1, 3, 5, labelled
+* KADID-10k (``kadid/dmos.csv`` + ``kadid/images/``, KADID's names): 6 references (crops of the demo's
+  training photos; I06 is on the official drop list) x all 25 types x levels 1, 3, 5, labelled
   with the demo's SSIM proxy (1..5, higher = better, as KADID's ``dmos`` column).
 * The candidate pool: crops of the demo's pool photos.
 * LIVE Challenge, KonIQ-10k, BID (authentic stand-ins: one random distortion per photo, MOS higher = better).
@@ -32,9 +32,9 @@ from reshape import demo
 SIZE = (64, 48)
 LEVELS = (1, 3, 5)
 KADID_TYPES = tuple(range(1, 26))
-#: reference -> (photo, crop box); two crops per photo make 8 distinct references
+#: reference -> (photo, crop box); two crops of some photos make 6 distinct references
 KADID_REFS = {
-    f"I{i + 1:02d}": (demo.TRAIN_PHOTOS[i % 4], (0.35 + 0.3 * (i // 4), 0.5, 0.7)) for i in range(8)
+    f"I{i + 1:02d}": (demo.TRAIN_PHOTOS[i % 4], (0.35 + 0.3 * (i // 4), 0.5, 0.7)) for i in range(6)
 }
 POOL = {f"{p}_{j}": (p, (0.3 + 0.4 * j, 0.5, 0.6)) for p in demo.POOL_PHOTOS[:3] for j in range(2)}
 TEST_PHOTOS = ("brick", "grass", "gravel", "moon", "coins", "clock", "page", "text")

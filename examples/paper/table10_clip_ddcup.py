@@ -49,6 +49,7 @@ def run(argv=None) -> None:
         "ddcup_encoders": PAPER_ENCODERS,
         "backbone": "vit_b_16",
         "targets": "livec,koniq,bid",
+        "ddcup_encoder": None,  # the encoders are this table's own option
     }
     ctx = core.start(DRIVER, args, defaults)
     encoders = [e.strip() for e in args.ddcup_encoders.split(",") if e.strip()]

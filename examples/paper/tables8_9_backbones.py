@@ -47,9 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run(argv=None) -> None:
     args = parse_args(argv)
-    ctx = core.start(
-        DRIVER, args, {"rows": "a,f", "backbones": PAPER_BACKBONES, "targets": "livec,koniq,bid"}
-    )
+    defaults = {"rows": "a,f", "backbones": PAPER_BACKBONES, "targets": "livec,koniq,bid", "backbone": None}
+    ctx = core.start(DRIVER, args, defaults)
     backbones = core.split_list(args.backbones, BACKBONES, "backbones")
     files = core.parse_named(args.backbone_weights, "backbone-weights")
     targets = core.split_list(args.targets, list(AUTHENTIC), "targets")
