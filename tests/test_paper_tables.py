@@ -30,7 +30,7 @@ import tables8_9_backbones  # noqa: E402
 
 NUMBER = r"-?\d+\.\d{4}"
 # one torch thread and no loader processes: on a small shared CPU this is the fastest, and deterministic
-FAST = ["--weights", "none", "--epochs", "1", "--patch-size", "32", "--batch-size", "64", "--workers", "0", "--threads", "1",
+FAST = ["--weights", "none", "--epochs", "1", "--patch-size", "16", "--batch-size", "64", "--workers", "0", "--threads", "1",
         "--ddcup-encoder", "colour-texture"]  # fmt: skip
 
 
