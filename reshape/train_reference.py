@@ -259,8 +259,25 @@ def _backbone_state(weights: str, seed: int) -> dict[str, torch.Tensor]:
     return _BACKBONE_STATES[key]
 
 
-def build_model(weights: str = "default", *, seed: int = 0) -> IQARegressor:
-    """ResNet-50 backbone (fc removed) + Linear(2048, 1) head, Kaiming-normal head init and zero bias."""
+def build_model(
+    weights: str = "default", *, seed: int = 0, backbone: str = "resnet50", patch_size: int = 224
+) -> IQARegressor:
+    """``backbone`` (one of :data:`BACKBONES`, head removed) + Linear(width, 1) head, Kaiming-normal head
+    init and zero bias. ResNet-50 is the paper's network; the others are its Appendix F ablations."""
+    if backbone == "resnet50":
+        net, width = _resnet50_backbone(weights, seed), 2048
+    elif backbone in BACKBONES:
+        net, width = _other_backbone(backbone, weights, seed, patch_size)
+    else:
+        raise BadInputError(f"backbone {backbone!r}: choose from {', '.join(BACKBONES)}")
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(width, 1)
+    torch.nn.init.kaiming_normal_(head.weight, nonlinearity="relu")
+    torch.nn.init.zeros_(head.bias)
+    return IQARegressor(net, head)
+
+
+def _resnet50_backbone(weights: str, seed: int):
     import torchvision
 
     state = _backbone_state(weights, seed)
@@ -271,11 +288,115 @@ def build_model(weights: str = "default", *, seed: int = 0) -> IQARegressor:
         backbone.load_state_dict({k: v.clone() for k, v in state.items()}, assign=True)
     except RuntimeError as exc:
         raise BadInputError(f"{weights}: not ResNet-50 weights ({str(exc).splitlines()[0]})") from None
-    torch.manual_seed(seed)
-    head = torch.nn.Linear(2048, 1)
-    torch.nn.init.kaiming_normal_(head.weight, nonlinearity="relu")
-    torch.nn.init.zeros_(head.bias)
-    return IQARegressor(backbone, head)
+    return backbone
+
+
+#: backbone -> (torchvision builder, its ImageNet weights enum, head attribute path, feature width).
+#: VGG-16 keeps its two ImageNet-trained 4096-wide fully connected layers (only the last one goes).
+_TORCHVISION_BACKBONES = {
+    "vit_b_16": ("vit_b_16", "ViT_B_16_Weights", "heads", 768),
+    "swin_t": ("swin_t", "Swin_T_Weights", "head", 768),
+    "vgg16": ("vgg16", "VGG16_Weights", "classifier.6", 4096),
+}
+CLIP_BACKBONE = "clip_vit_b_16"
+#: every backbone ``build_model`` knows: ResNet-50 (the paper's), Appendix F's ViT-B/16, Swin-T, VGG-16
+#: (torchvision) and the CLIP ViT-B/16 image tower (open_clip)
+BACKBONES = ("resnet50", *_TORCHVISION_BACKBONES, CLIP_BACKBONE)
+
+
+def _load_state(weights: str, what: str) -> dict[str, torch.Tensor]:
+    path = Path(weights)
+    if not path.is_file():
+        raise BadInputError(f"{path}: {what} weights file does not exist (use default, none or a file)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise BadInputError(f"{path}: not a loadable state_dict ({str(exc).splitlines()[0]})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise BadInputError(f"{path}: holds a {type(state).__name__}, not a state_dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _other_backbone(backbone: str, weights: str, seed: int, patch_size: int):
+    """A non-ResNet backbone with its classification head replaced by the identity: random init from
+    ``seed`` (``none``), torchvision's/open_clip's ImageNet/OpenAI weights (``default``: their cache, or a
+    download) or a local state_dict file (``PATH``)."""
+    if backbone == CLIP_BACKBONE:
+        return _clip_backbone(weights, seed, patch_size)
+    import torchvision
+
+    builder, enum, head, width = _TORCHVISION_BACKBONES[backbone]
+    extra = {"image_size": patch_size} if backbone == "vit_b_16" else {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = getattr(torchvision.models, builder)(weights=None, **extra)
+    if weights != "none":
+        if weights == "default":
+            try:
+                state = getattr(torchvision.models, enum).IMAGENET1K_V1.get_state_dict(progress=False)
+            except Exception as exc:  # noqa: BLE001 - offline: any download failure means the same
+                raise BadInputError(
+                    f"cannot get torchvision's {enum}.IMAGENET1K_V1 ({str(exc).splitlines()[0]}); offline, "
+                    "pass a local file with --weights PATH"
+                ) from None
+        else:
+            state = _load_state(weights, backbone)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            size = " (ViT-B/16 weights fix the patch size: use --patch-size 224)" if extra else ""
+            raise BadInputError(
+                f"{weights}: not {backbone} weights{size} ({str(exc).splitlines()[0]})"
+            ) from None
+    parent, _, name = head.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, torch.nn.Identity())
+    return model, width
+
+
+class _ImageNetToClip(torch.nn.Module):
+    """CLIP's image tower behind a fixed affine map: the trainer normalises with ImageNet statistics,
+    CLIP was trained with its own, so the input is re-normalised inside the backbone."""
+
+    def __init__(self, visual, mean, std):
+        super().__init__()
+        imagenet_mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        imagenet_std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        clip_mean, clip_std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+        self.register_buffer("scale", imagenet_std / clip_std)
+        self.register_buffer("shift", (imagenet_mean - clip_mean) / clip_std)
+        self.visual = visual
+
+    def forward(self, x):
+        return self.visual(x * self.scale + self.shift)
+
+
+def _clip_backbone(weights: str, seed: int, patch_size: int):
+    try:
+        import open_clip  # type: ignore[import-not-found]
+    except ImportError:
+        raise BadInputError(
+            "backbone clip_vit_b_16 needs open_clip, which is not installed: pip install 'reshape-iqa[clip]'"
+        ) from None
+    pretrained = {"none": None, "default": "openai"}.get(weights, weights)
+    if pretrained not in (None, "openai") and not Path(weights).is_file():
+        raise BadInputError(f"{weights}: CLIP weights file does not exist (use default, none or a file)")
+    size = {} if patch_size == 224 else {"force_image_size": patch_size}
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = open_clip.create_model("ViT-B-16", pretrained=pretrained, **size)
+    except Exception as exc:  # noqa: BLE001 - open_clip raises RuntimeError/HF errors offline
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BadInputError(
+            f"cannot create open_clip ViT-B-16 with weights {pretrained!r} ({msg}); offline, pass a local "
+            "checkpoint with --weights PATH"
+        ) from None
+    visual = model.visual
+    return _ImageNetToClip(
+        visual, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+    ), visual.output_dim
 
 
 class IQARegressor(torch.nn.Module):
@@ -314,6 +435,12 @@ class TrainConfig:
     #: rows only with new rows always kept (the official script prunes only the KADID part)
     down: bool = False
     down_scope: str = "all"
+    #: DRCDown's thresholds (Algorithm 3; Appendix E sweeps them): a pair is redundant when its label
+    #: difference is below ``down_quality_threshold`` and its cosine distance below
+    #: ``down_feature_threshold``; clusters larger than ``down_min_kept`` keep max(down_min_kept, n/2)
+    down_quality_threshold: float = 1.0
+    down_feature_threshold: float = 0.1
+    down_min_kept: int = 20
     #: 0 = report the final epoch; > 0 = hold out this fraction of training references, pick the best epoch
     val_fraction: float = 0.0
     amp: bool = False
@@ -456,14 +583,21 @@ def fit(train_all: LabelledImages, tests: dict[str, LabelledImages], config: Tra
     device = resolve_device(config.device)
     train_idx, val_idx = split_by_reference(train_all, config.val_fraction, config.seed)
     train, val = train_all.subset(train_idx), train_all.subset(val_idx)
-    model = build_model(config.weights, seed=config.seed).to(device)
+    model = build_model(
+        config.weights, seed=config.seed, backbone=config.protocol.backbone, patch_size=config.patch_size
+    ).to(device)
     if device == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config.protocol)
     scope = np.arange(len(train))
     if config.down_scope == "source":
         scope = np.flatnonzero(np.array(train.origins) == "source")
-    sampler = DRCDownSampler(len(scope), seed=config.seed) if config.down and len(scope) else None
+    sampler = None
+    if config.down and len(scope):
+        sampler = DRCDownSampler(
+            len(scope), seed=config.seed, sim_threshold=1.0 - config.down_feature_threshold,
+            label_threshold=config.down_quality_threshold, min_cluster=config.down_min_kept,
+        )  # fmt: skip
     result = TrainResult(scores={}, chosen_epoch=config.epochs - 1, train_size=len(train))
     best = -np.inf
     for epoch in range(config.epochs):
