@@ -28,6 +28,7 @@ REFERENCE_COLUMNS = ("ref_img", "ref_img_path", "reference", "ref")
 TYPE_COLUMNS = ("dist_type", "dis_type", "distortion", "type")
 GROUPINGS = {"reference": REFERENCE_COLUMNS, "type": TYPE_COLUMNS}
 SOURCE_PREFIX = "source/"
+KADID_NAME = re.compile(r"^I\d+_(\d+)_\d+\.[A-Za-z]+$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -114,6 +115,32 @@ def _labels(values: Sequence[str], table: Path, column: str) -> np.ndarray:
     return scale_0_10(numbers, source=table).astype(np.float64)
 
 
+def _groupings(
+    frame: Any, columns: list[str], asked: Sequence[str] | None, found: dict[str, str]
+) -> dict[str, list[str] | None]:
+    """The reference and type of every row. Unasked (``asked`` None), a column with one value (an
+    authentic set's ``dis_type`` = Authentic) is no grouping, and KADID's file names
+    ``I<ref>_<type>_<level>`` give the type when no column does."""
+    groups: dict[str, list[str] | None] = {}
+    for grouping, wanted in GROUPINGS.items():
+        col = _pick(columns, wanted) if asked is None or grouping in asked else None
+        values = None if col is None else frame[col].fillna("").astype(str).tolist()
+        if grouping == "type" and values is None and (asked is None or "type" in asked):
+            names = [Path(str(p).replace("\\", "/")).name for p in frame[found["image"]]]
+            kadid = [KADID_NAME.match(n) for n in names]
+            if names and all(kadid):
+                values, col = (
+                    [m.group(1) for m in kadid],
+                    f"{found['image']} (KADID name I<ref>_<type>_<level>)",
+                )
+        if values is not None and asked is None and len(set(values)) < 2:
+            values = None
+        groups[grouping] = values
+        if values is not None:
+            found[grouping] = str(col)
+    return groups
+
+
 def read_table(
     spec: str,
     *,
@@ -129,7 +156,9 @@ def read_table(
 
     name, given = split_name(spec)
     table, root, published = _locate(given, image_root)
-    frame = read_raw_csv(table, sep=None, engine="python")
+    frame = read_raw_csv(table)
+    if len(frame.columns) == 1 and any(sep in str(frame.columns[0]) for sep in ";\t|"):
+        frame = read_raw_csv(table, sep=None, engine="python")  # another delimiter: let csv sniff it
     columns = [str(c) for c in frame.columns]
     image_col = _pick(columns, IMAGE_COLUMNS)
     if image_col is None:
@@ -142,20 +171,16 @@ def read_table(
     if frame.empty:
         raise BadInputError(f"{table}: has no rows")
     found = {"image": image_col, "label": label_col}
+    unknown = [g for g in groupings or () if g not in GROUPINGS]
+    if unknown:
+        raise BadInputError(f"--by {unknown[0]!r}: choose {' or '.join(GROUPINGS)}")
+    groups = _groupings(frame, columns, groupings, found)
     for grouping in groupings or ():
-        if grouping not in GROUPINGS:
-            raise BadInputError(f"--by {grouping!r}: choose {' or '.join(GROUPINGS)}")
-        if _pick(columns, GROUPINGS[grouping]) is None:
+        if groups[grouping] is None:
             raise BadInputError(
                 f"{table}: --by {grouping} asked for, but the table has no {grouping} column (looked for "
                 f"{', '.join(GROUPINGS[grouping])}; found {', '.join(columns)})"
             )
-    groups: dict[str, list[str] | None] = {}
-    for grouping, wanted in GROUPINGS.items():
-        col = _pick(columns, wanted) if groupings is None or grouping in groupings else None
-        groups[grouping] = None if col is None else frame[col].fillna("").astype(str).tolist()
-        if col is not None:
-            found[grouping] = col
     origin_col = _pick(columns, ("origin",))
     paths = [
         _resolve(root, source_root if published else None, str(rel), table, i + 2)
@@ -206,24 +231,44 @@ def is_trainer_checkpoint(state: dict[str, Any]) -> bool:
     return "head.weight" in state and any(k.startswith("backbone.") for k in state)
 
 
+def _resnet50_on_meta() -> Any:
+    """A ResNet-50 without ``fc`` and without parameters (meta device): its keys and shapes, at no cost."""
+    import torch
+    import torchvision
+
+    with torch.device("meta"):
+        backbone = torchvision.models.resnet50(weights=None)
+    backbone.fc = torch.nn.Identity()
+    return backbone
+
+
+def check_architecture(path: Path, state: dict[str, Any], expected: dict[str, Any], what: str) -> None:
+    """One line when ``state`` lacks a key of ``expected``, has another, or a tensor of another shape."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        k for k in sorted(set(state) & set(expected)) if tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or wrong:
+        if wrong:
+            k = wrong[0]
+            why = f"{k} has shape {tuple(state[k].shape)}, not {tuple(expected[k].shape)}"
+        else:
+            why = f"lacks key {missing[0]!r}" if missing else f"has unexpected key {unexpected[0]!r}"
+        raise BadInputError(f"{path}: not a checkpoint of {what} ({why})")
+
+
 def _trainer_embedder(path: Path, state: dict[str, Any], device: str, patch: int, workers: int) -> Embedder:
     """The penultimate (2048-d pooled) features of a reference-trainer model, on the centre crop the
     trainer's DRCDown reads (:func:`reshape.train_reference.embed`)."""
     import torch
-    import torchvision
 
     from reshape.train_reference import IQARegressor, LabelledImages, TrainConfig, embed
 
-    backbone = torchvision.models.resnet50(weights=None)
-    backbone.fc = torch.nn.Identity()
-    model = IQARegressor(backbone, torch.nn.Linear(2048, 1))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-        raise BadInputError(
-            f"{path}: not a checkpoint of reshape.train_reference's ResNet-50 ({first.rstrip('.')})"
-        ) from None
+    with torch.device("meta"):
+        model = IQARegressor(_resnet50_on_meta(), torch.nn.Linear(2048, 1))
+    check_architecture(path, state, model.state_dict(), "reshape.train_reference's ResNet-50")
+    model.load_state_dict(state, assign=True)
     model.to(device)
     config = TrainConfig(patch_size=patch, workers=workers, device=device)
 
@@ -315,7 +360,11 @@ def build_embedder(
                 f"{path}: is a reshape.train_reference ResNet-50 checkpoint, not an {encoder} one"
             )
         embedder = _trainer_embedder(path, state, device, patch_size, workers)
-    elif encoder == "resnet50" or encoder.startswith("clip:"):
+    elif encoder == "resnet50":
+        backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        check_architecture(path, backbone, _resnet50_on_meta().state_dict(), "a torchvision ResNet-50")
+        embedder = _encoder_embedder(encoder, str(path), device, batch_size, workers)
+    elif encoder.startswith("clip:"):
         embedder = _encoder_embedder(encoder, str(path), device, batch_size, workers)
     else:
         raise BadInputError(f"--checkpoint {path}: encoder {encoder!r} has no weights to load")

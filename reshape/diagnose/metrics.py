@@ -80,21 +80,32 @@ def nearest_neighbours(x: np.ndarray, k: int) -> np.ndarray:
     k = min(k, n - 1)
     if k < 1:
         return np.zeros((n, 0), dtype=np.int64)
-    wanted = min(n, k + 1 + _CANDIDATE_MARGIN)
     index = faiss.IndexFlatIP(u.shape[1])
     index.add(np.ascontiguousarray(u, dtype=np.float32))
-    _, cand = index.search(np.ascontiguousarray(u, dtype=np.float32), wanted)
     out = np.empty((n, k), dtype=np.int64)
-    for start in range(0, n, _CHUNK):
-        rows = np.arange(start, min(n, start + _CHUNK))
-        c = cand[rows]
-        sim = np.einsum("id,ijd->ij", u[rows], u[np.maximum(c, 0)])
-        # 12 decimals: float64 noise (1e-16) never reorders; the row itself and faiss's -1 padding go last
-        key = np.round(sim, 12)
-        key[(c == rows[:, None]) | (c < 0)] = -np.inf
-        order = np.lexsort((c, -key), axis=1)
-        out[rows] = np.take_along_axis(c, order, axis=1)[:, :k]
+    todo, wanted = np.arange(n), min(n, k + 1 + _CANDIDATE_MARGIN)
+    while len(todo):
+        unsure = []
+        for start in range(0, len(todo), _CHUNK):
+            rows = todo[start : start + _CHUNK]
+            _, cand = index.search(np.ascontiguousarray(u[rows], dtype=np.float32), wanted)
+            ranked, key = _rerank(u, rows, cand)
+            out[rows] = ranked[:, :k]
+            # a tie at the k-th place that reaches the last candidate may hide rows of lower index
+            last = np.where(np.isfinite(key), key, np.inf).min(axis=1)
+            unsure.append(rows[(key[:, k - 1] == last) & (wanted < n)])
+        todo, wanted = np.concatenate(unsure), min(n, 2 * wanted)
     return out
+
+
+def _rerank(u: np.ndarray, rows: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates sorted by float64 similarity (12 decimals, so that float64 noise never reorders), then
+    by row index; the row itself and faiss's -1 padding go last. Returns (indices, sorted keys)."""
+    sim = np.einsum("id,ijd->ij", u[rows], u[np.maximum(cand, 0)])
+    key = np.round(sim, 12)
+    key[(cand == rows[:, None]) | (cand < 0)] = -np.inf
+    order = np.lexsort((cand, -key), axis=1)
+    return np.take_along_axis(cand, order, axis=1), np.take_along_axis(key, order, axis=1)
 
 
 def knn_purity(neighbours: np.ndarray, groups: Sequence[object]) -> float | None:
