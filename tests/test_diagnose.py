@@ -76,6 +76,18 @@ def test_neighbours_purity_and_continuity_of_a_toy():
     assert spearman == pytest.approx(7 / np.sqrt(10 * 9.5), abs=1e-12)
 
 
+def test_spearman_with_ties_matches_scipy():
+    from scipy import stats
+
+    from reshape.diagnose.metrics import spearman
+
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(0, 4, 40).astype(float), rng.normal(size=40)
+    b[:12] = 0.5  # ties on both sides
+    assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b)[0], abs=1e-12)
+    assert spearman(a, np.ones(40)) is None
+
+
 def test_neighbours_agree_with_brute_force_and_ignore_duplicates_order():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 8))

@@ -50,8 +50,8 @@ def cosine_silhouette(x: np.ndarray, groups: Sequence[object]) -> float | None:
         return None
     u = unit_rows(x)
     sizes = np.bincount(codes, minlength=g).astype(np.float64)
-    sums = np.zeros((g, u.shape[1]))
-    np.add.at(sums, codes, u)
+    order = np.argsort(codes, kind="stable")
+    sums = np.add.reduceat(u[order], np.r_[0, np.cumsum(sizes[:-1])].astype(np.int64), axis=0)
     self_sim = np.einsum("ij,ij->i", u, u)
     scores = np.empty(n)
     for start in range(0, n, _CHUNK):
@@ -101,7 +101,9 @@ def nearest_neighbours(x: np.ndarray, k: int) -> np.ndarray:
 def _rerank(u: np.ndarray, rows: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Candidates sorted by float64 similarity (12 decimals, so that float64 noise never reorders), then
     by row index; the row itself and faiss's -1 padding go last. Returns (indices, sorted keys)."""
-    sim = np.einsum("id,ijd->ij", u[rows], u[np.maximum(cand, 0)])
+    ur, safe = u[rows], np.maximum(cand, 0)
+    # one candidate column at a time: O(rows x d) memory, not O(rows x candidates x d)
+    sim = np.stack([np.einsum("id,id->i", ur, u[safe[:, j]]) for j in range(cand.shape[1])], axis=1)
     key = np.round(sim, 12)
     key[(cand == rows[:, None]) | (cand < 0)] = -np.inf
     order = np.lexsort((cand, -key), axis=1)
@@ -126,11 +128,29 @@ def chance_purity(groups: Sequence[object]) -> float | None:
     return float((sizes * (sizes - 1)).sum() / (n * (n - 1)))
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, tied values sharing their mean rank (what Spearman's correlation correlates)."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman's rank correlation (Pearson of the average ranks); None when either side is constant."""
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+    return None if denom == 0 else float((ra * rb).sum() / denom)
+
+
 def label_continuity(neighbours: np.ndarray, labels: np.ndarray) -> tuple[float | None, float | None]:
     """(Spearman between each row's label and its neighbours' mean label, mean absolute label gap to the
     neighbours); Spearman is None for a constant label or constant neighbour mean."""
-    from scipy import stats
-
     if neighbours.size == 0:
         return None, None
     labels = np.asarray(labels, dtype=np.float64)
@@ -139,7 +159,7 @@ def label_continuity(neighbours: np.ndarray, labels: np.ndarray) -> tuple[float 
     mean = neighbour_labels.mean(axis=1)
     if np.ptp(labels) == 0 or np.ptp(mean) == 0:
         return None, gap
-    return float(stats.spearmanr(labels, mean)[0]), gap
+    return spearman(labels, mean), gap
 
 
 def terciles(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
