@@ -309,3 +309,31 @@ def test_bad_inputs_are_one_line_exit_2(demo_dataset, tmp_path):
     )
     assert not out.exists() and not (demo_dataset / "d").exists()
     shutil.rmtree(folder)
+
+
+def test_report_tab_and_the_kit_figures_agree(demo_dataset):
+    from reshape.diagnose.inputs import build_embedder
+    from reshape.diagnose.training import TrainingSets, srcc_table
+    from reshape.report import plan_files, read_published
+
+    plan = plan_files(read_published(demo_dataset), "colour-texture")
+    index = plan.files["index.html"].decode()
+    assert 'data-tab="diagnose">Clustered features</a></nav>' in index
+    assert "<section id='diagnose' class='tab' hidden>" in index and "diagnose/plots/dataset.png" in index
+    assert plan.files["diagnose/plots/dataset.png"].startswith(b"\x89PNG")
+    in_report = json.loads(plan.files["diagnose/diagnose.json"])["datasets"]["dataset"]["figures"]
+    # the Table 4 kit's view of the same folder: every row, then the rows a source-only model trains on
+    sets = TrainingSets(build_embedder("colour-texture"), None)
+    assert sets.figures(demo_dataset, ("source", "pseudo"))["figures"] == in_report
+    source_only = sets.figures(demo_dataset, ("source",), drop_refs=("astronaut",))
+    n_astronaut = sum(
+        r.startswith("images/source/astronaut") for r in pd.read_csv(demo_dataset / "train.csv").ref_img
+    )
+    assert source_only["rows"] == 108 - n_astronaut and "pseudo" not in source_only["figures"]
+    text = srcc_table({"a) livec": source_only}, {"a) livec": 0.5123}, {"encoder": "colour-texture"})
+    assert f"| a) livec | {source_only['rows']} | 0.5123 |" in text
+
+
+def test_publish_and_report_take_the_option():
+    for stage in ("publish", "report"):
+        assert "--diagnose-encoder" in CliRunner().invoke(cli, [stage, "--help"]).output

@@ -46,6 +46,7 @@ class Table:
     types: list[str] | None = None
     origins: list[str] | None = None
     columns: dict[str, str] = field(default_factory=dict)
+    left_out: int = 0
 
     @property
     def authentic(self) -> bool:
@@ -147,10 +148,13 @@ def read_table(
     image_root: Path | None = None,
     source_root: Path | None = None,
     groupings: Sequence[str] | None = None,
+    skip_unshipped: bool = False,
 ) -> Table:
     """One DATASET argument (``[NAME=]folder`` or ``[NAME=]table.csv``) as a :class:`Table`.
 
     ``groupings`` (``reference``, ``type``) must exist in the table; None takes whichever it has.
+    ``skip_unshipped`` leaves out the ``source/`` rows of a published folder that does not ship their
+    images (and no ``source_root``), counted in ``left_out``, instead of failing.
     """
     from reshape.artifacts import read_raw_csv
 
@@ -182,20 +186,26 @@ def read_table(
                 f"{', '.join(GROUPINGS[grouping])}; found {', '.join(columns)})"
             )
     origin_col = _pick(columns, ("origin",))
-    paths = [
-        _resolve(root, source_root if published else None, str(rel), table, i + 2)
-        for i, rel in enumerate(frame[image_col].astype(str))
-    ]
+    rels = frame[image_col].astype(str).tolist()
+    keep = list(range(len(rels)))
+    if skip_unshipped and published and source_root is None:  # source/ rows a folder does not ship
+        keep = [i for i in keep if not rels[i].startswith(SOURCE_PREFIX) or (root / rels[i]).is_file()]
+        if not keep:
+            raise BadInputError(
+                f"{table}: ships none of its images (rows under source/ need the source images)"
+            )
+    pick = lambda seq: None if seq is None else [seq[i] for i in keep]  # noqa: E731
     return Table(
         name=name or default_name(Path(given)),
         given=given,
         table=table,
-        paths=paths,
-        labels=_labels(frame[label_col].tolist(), table, label_col),
-        references=groups["reference"],
-        types=groups["type"],
-        origins=None if origin_col is None else frame[origin_col].astype(str).tolist(),
+        paths=[_resolve(root, source_root if published else None, rels[i], table, i + 2) for i in keep],
+        labels=_labels(frame[label_col].tolist(), table, label_col)[keep],
+        references=pick(groups["reference"]),
+        types=pick(groups["type"]),
+        origins=pick(None if origin_col is None else frame[origin_col].astype(str).tolist()),
         columns=found,
+        left_out=len(rels) - len(keep),
     )
 
 

@@ -93,7 +93,9 @@ def to_html(doc: dict[str, Any], image_prefix: str = "") -> str:
         + "</tr>"
         for r in table_rows(doc["datasets"])
     )
-    notes = "".join(f"<p>{html.escape(line)}</p>" for line in header_lines(doc))
+    left = [f"{n}: {d['rows_left_out']} source rows left out (their images are not shipped in the folder)"
+            for n, d in doc["datasets"].items() if d.get("rows_left_out")]  # fmt: skip
+    notes = "".join(f"<p>{html.escape(line)}</p>" for line in [*header_lines(doc), *left])
     images = "".join(
         f"<figure><img src='{html.escape(image_prefix + d['plot'])}' alt='{html.escape(n)} map' "
         f"style='max-width:100%'><figcaption>{html.escape(n)}</figcaption></figure>"

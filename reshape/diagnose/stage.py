@@ -106,6 +106,7 @@ def figures_of(table: Table, embeddings: np.ndarray, config: DiagnoseConfig) -> 
         "kind": "authentic (no reference, no type)" if table.authentic else "synthetic",
         "columns": dict(sorted(table.columns.items())),
         "rows": len(table.labels),
+        **({"rows_left_out": table.left_out} if table.left_out else {}),
         "figures": dataset_figures(rows, table.origins, k=config.k, sample=config.sample, seed=config.seed),
         "plot": plot_name(table.name),
     }
