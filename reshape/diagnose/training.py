@@ -71,7 +71,7 @@ def srcc_table(entries: dict[str, dict[str, Any]], srcc: dict[str, float], prove
         "# Training sets diagnosed (reshape diagnose)",
         "",
         f"Embeddings: {provenance.get('encoder')}; {provenance.get('weights', provenance.get('checkpoint', ''))}. "
-        f"{render.LABEL_NOTE}. SRCC: mean over the seeds of the model trained on that set (final epoch).",
+        f"{render.LABEL_NOTE.capitalize()}. SRCC: mean over the seeds of the model trained on that set (final epoch).",
         "",
         "| training set | rows | SRCC | " + " | ".join(names) + " |",
         "|---|---:|---:|" + "---:|" * len(names),
