@@ -375,7 +375,14 @@ def build_embedder(
         check_architecture(path, backbone, _resnet50_on_meta().state_dict(), "a torchvision ResNet-50")
         embedder = _encoder_embedder(encoder, str(path), device, batch_size, workers)
     elif encoder.startswith("clip:"):
-        embedder = _encoder_embedder(encoder, str(path), device, batch_size, workers)
+        try:
+            embedder = _encoder_embedder(encoder, str(path), device, batch_size, workers)
+        except BadInputError as exc:
+            if "loading state_dict" not in str(exc):
+                raise
+            raise BadInputError(
+                f"{path}: not a checkpoint of open_clip's {encoder[5:]} (its state dict does not load)"
+            ) from None
     else:
         raise BadInputError(f"--checkpoint {path}: encoder {encoder!r} has no weights to load")
     embedder.provenance.update(checkpoint=str(path), checkpoint_sha256=sha256_file(path))
