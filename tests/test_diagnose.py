@@ -321,6 +321,9 @@ def test_report_tab_and_the_kit_figures_agree(demo_dataset):
     assert 'data-tab="diagnose">Clustered features</a></nav>' in index
     assert "<section id='diagnose' class='tab' hidden>" in index and "diagnose/plots/dataset.png" in index
     assert plan.files["diagnose/plots/dataset.png"].startswith(b"\x89PNG")
+    section = index[index.index("<section id='diagnose'") :]
+    assert "style=" not in section and "diagnose/diagnose.css" in section  # the report's CSP: no inline style
+    assert b"img.diagnose-map" in plan.files["diagnose/diagnose.css"]
     in_report = json.loads(plan.files["diagnose/diagnose.json"])["datasets"]["dataset"]["figures"]
     # the Table 4 kit's view of the same folder: every row, then the rows a source-only model trains on
     sets = TrainingSets(build_embedder("colour-texture"), None)

@@ -97,8 +97,9 @@ def to_html(doc: dict[str, Any], image_prefix: str = "") -> str:
             for n, d in doc["datasets"].items() if d.get("rows_left_out")]  # fmt: skip
     notes = "".join(f"<p>{html.escape(line)}</p>" for line in [*header_lines(doc), *left])
     images = "".join(
-        f"<figure><img src='{html.escape(image_prefix + d['plot'])}' alt='{html.escape(n)} map' "
-        f"style='max-width:100%'><figcaption>{html.escape(n)}</figcaption></figure>"
+        f"<figure><a href='{html.escape(image_prefix + d['plot'])}'><img class='diagnose-map' "
+        f"src='{html.escape(image_prefix + d['plot'])}' alt='{html.escape(n)} map'></a>"
+        f"<figcaption>{html.escape(n)}</figcaption></figure>"
         for n, d in doc["datasets"].items()
     )
     return (

@@ -8,6 +8,10 @@ from reshape.diagnose import render
 
 #: where the section's files go inside the report folder
 FOLDER = "diagnose"
+CSS = "diagnose.css"
+#: the report's stylesheet shrinks every image to a thumbnail; the maps are shown at full width (a file,
+#: since the report's Content-Security-Policy refuses inline styles)
+STYLE = "img.diagnose-map { max-width: 100%; max-height: none; }\n#diagnose td.num { text-align: right; }\n"
 TAB = '<a href="#diagnose" data-tab="diagnose">Clustered features</a>'
 
 
@@ -24,12 +28,15 @@ def section_files(
     embedder = build_embedder(encoder, weights=weights, device=config.device)
     doc, pngs, _, _ = diagnose([table], embedder, config)
     files = {
+        f"{FOLDER}/{CSS}": STYLE.encode(),
         f"{FOLDER}/{JSON_NAME}": render.to_json(doc),
         f"{FOLDER}/{MD_NAME}": render.to_markdown(doc).encode(),
     }
     files |= {f"{FOLDER}/{name}": data for name, data in pngs.items()}
     html = render.to_html(doc, image_prefix=f"{FOLDER}/").replace(
-        "<section id='diagnose'>", "<section id='diagnose' class='tab' hidden>", 1
+        "<section id='diagnose'>",
+        f"<section id='diagnose' class='tab' hidden><link rel='stylesheet' href='{FOLDER}/{CSS}'>",
+        1,
     )
     return html, files
 
