@@ -340,3 +340,26 @@ def test_report_tab_and_the_kit_figures_agree(demo_dataset):
 def test_publish_and_report_take_the_option():
     for stage in ("publish", "report"):
         assert "--diagnose-encoder" in CliRunner().invoke(cli, [stage, "--help"]).output
+
+
+def test_source_rows_of_a_folder_without_its_source_images(demo_dataset, tmp_path):
+    from reshape.diagnose.inputs import read_table
+    from reshape.errors import BadInputError
+
+    # a folder published without --copy-source: source rows name source/..., the images live elsewhere
+    folder = tmp_path / "pub"
+    folder.mkdir()
+    train = pd.read_csv(demo_dataset / "train.csv")
+    is_source = train.origin == "source"
+    train.loc[is_source, "dist_img"] = train.loc[is_source, "dist_img"].str.replace(
+        "images/source/", "source/"
+    )
+    train.to_csv(folder / "train.csv", index=False)
+    shutil.copytree(demo_dataset / "images", folder / "images", ignore=shutil.ignore_patterns("source"))
+    with pytest.raises(BadInputError, match="need --source-root"):
+        read_table(str(folder))
+    table = read_table(str(folder), skip_unshipped=True)  # the report's view: what the folder ships
+    assert table.left_out == is_source.sum() and len(table.paths) == (~is_source).sum()
+    assert set(table.origins) == {"pseudo"}
+    full = read_table(str(folder), source_root=demo_dataset / "images" / "source")
+    assert full.left_out == 0 and len(full.paths) == len(train)
