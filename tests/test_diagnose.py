@@ -258,12 +258,21 @@ def test_checkpoint_of_the_reference_trainer_is_diagnosed(demo_dataset, tmp_path
     from reshape import train_reference as tr
 
     train = tr.read_published(demo_dataset)
-    config = tr.TrainConfig(epochs=1, batch_size=16, patch_size=32, weights="none", device="cpu", workers=0)
-    model = tr.build_model("none", seed=0)
-    optimizer = tr.make_optimizer(model, config.protocol)
-    tr.train_epoch(model, optimizer, train, np.arange(16), config, "cpu", 0)  # one step is a trained model
     checkpoint = tmp_path / "model.pt"
-    torch.save(model.state_dict(), checkpoint)
+    config = tr.TrainConfig(
+        epochs=1,
+        batch_size=16,
+        patch_size=32,
+        weights="none",
+        device="cpu",
+        workers=0,
+        save_model=str(checkpoint),
+    )
+    tr.fit(
+        train.subset(range(0, len(train), 5)), {}, config
+    )  # one short epoch (33 images) is a trained model
+    model_state = torch.load(checkpoint, weights_only=True)
+    assert "head.weight" in model_state
     out = tmp_path / "out"
     res = _diagnose(
         demo_dataset, "--checkpoint", checkpoint, "--patch-size", 32, "--out", out, "--by", "type"
@@ -285,7 +294,7 @@ def test_checkpoint_of_the_reference_trainer_is_diagnosed(demo_dataset, tmp_path
     _one_line_error(
         _diagnose(demo_dataset, "--checkpoint", other, "--out", tmp_path / "x"), str(other), "ResNet-50"
     )
-    broken = {k: v for k, v in model.state_dict().items() if k != "backbone.layer4.2.conv3.weight"}
+    broken = {k: v for k, v in model_state.items() if k != "backbone.layer4.2.conv3.weight"}
     torch.save(broken, other)
     _one_line_error(_diagnose(demo_dataset, "--checkpoint", other, "--out", tmp_path / "x"), str(other))
     assert not (tmp_path / "x").exists()
