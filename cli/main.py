@@ -12,6 +12,7 @@ from reshape import __version__
 from reshape.cli.common import ReshapeGroup, Terminated, setup_logging
 
 STAGES = ["features", "select", "distort", "label", "prune", "publish", "verify", "run", "demo", "report"]
+STAGES += ["diagnose"]  # reshape diagnose (issue 29): how clustered the features are
 
 
 @click.group(

@@ -109,6 +109,11 @@ _DIR = click.Path(file_okay=False, path_type=Path)
 )
 @click.option("--private", is_flag=True, help="Create the Hub repository private (with --push-to-hub).")
 @click.option("--revision", default=None, help="Hub branch to push to, created if missing [default: main].")
+@click.option(
+    "--diagnose-encoder",
+    default=None,
+    help="Add a Clustered features tab to the report (reshape diagnose) embedding the rows with this encoder.",
+)
 @output_options
 @fingerprint_option
 def command(**options) -> None:

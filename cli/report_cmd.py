@@ -23,8 +23,20 @@ from reshape.cli.common import is_quiet, output_options
     default=None,
     help="Threads making thumbnails [default: two per core, at most 8].",
 )
+@click.option(
+    "--diagnose-encoder",
+    default=None,
+    help="Add a Clustered features tab (reshape diagnose) embedding the rows with this encoder spec.",
+)
 @output_options
-def command(dataset: Path, out: Path | None, workers: int | None, overwrite: bool, wait: bool) -> None:
+def command(
+    dataset: Path,
+    out: Path | None,
+    workers: int | None,
+    overwrite: bool,
+    wait: bool,
+    diagnose_encoder: str | None,
+) -> None:
     """Build report/index.html for DATASET (a folder written by `reshape publish`) from that folder alone:
     overview, DDCUp selection map, new images, pseudo-label provenance, label sanity and DRCDown clusters.
     It opens from file:// offline (local JS/CSS, JPEG thumbnails made once and reused).
@@ -36,7 +48,9 @@ def command(dataset: Path, out: Path | None, workers: int | None, overwrite: boo
     """
     from reshape.report import run
 
-    result = run(dataset, out, overwrite=overwrite, wait=wait, workers=workers)
+    result = run(
+        dataset, out, overwrite=overwrite, wait=wait, workers=workers, diagnose_encoder=diagnose_encoder
+    )
     if not is_quiet():
         for line in result.summary_lines():
             click.echo(line)

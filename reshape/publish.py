@@ -400,6 +400,8 @@ class PublishConfig:
     wait: bool = False
     fingerprint: str | None = None
     progress: bool = False
+    #: issue 29: the report's Clustered features tab through this encoder spec (reshape.diagnose)
+    diagnose_encoder: str | None = None
 
     def inputs(self) -> PublishInputs:
         """The artifacts to read: --from-run's, overridden by the options given explicitly."""
@@ -748,7 +750,7 @@ def _write_report(
     pub = report.read_published(out_dir, digests)
     target = out_dir / report.REPORT_DIR
     listed = report.listed_in_dataset(out_dir, target)  # SHA256SUMS is still the previous publish's here
-    plan = report.plan_files(pub)
+    plan = report.plan_files(pub, config.diagnose_encoder)
     built = report.write_report(
         out_dir, target, plan, overwrite=config.overwrite, listed=listed, guard=txn.will_write
     )

@@ -519,8 +519,9 @@ class ReportPlan:
         return sorted([*self.files, *self.thumbs, RECORD])
 
 
-def plan_files(pub: Published) -> ReportPlan:
-    """Read the folder and decide every file of the report (no thumbnail is made yet)."""
+def plan_files(pub: Published, diagnose_encoder: str | None = None) -> ReportPlan:
+    """Read the folder and decide every file of the report (no thumbnail is made yet); with
+    ``diagnose_encoder``, a "Clustered features" tab from reshape.diagnose too."""
     from reshape.fileio import sha256_file
 
     summary, rows, wanted = report_model(pub)
@@ -537,6 +538,10 @@ def plan_files(pub: Published) -> ReportPlan:
     for thumb, image in sorted(wanted.items()):
         digest = pub.digests.get(image) or sha256_file(pub.root / image)
         plan.thumbs[thumb] = (image, digest)
+    if diagnose_encoder is not None:
+        from reshape.diagnose.report_section import add_section
+
+        add_section(plan.files, pub.root, diagnose_encoder)
     return plan
 
 
@@ -879,6 +884,7 @@ def run(
     overwrite: bool = False,
     wait: bool = False,
     workers: int | None = None,
+    diagnose_encoder: str | None = None,
 ) -> ReportResult:
     """`reshape report DATASET [--out DIR]`: (re)build the report of a published folder from it alone.
 
@@ -901,7 +907,7 @@ def run(
         check_inputs_not_outputs([dataset], folder_outputs=[target])
 
     def prepare() -> tuple[ReportPlan, dict[str, str]]:
-        plan = plan_files(read_published(dataset))
+        plan = plan_files(read_published(dataset), diagnose_encoder)
         listed = listed_in_dataset(home, target) if home is not None else {}
         record = owned_record(target, listed)
         check_output(target, plan.names(), record, overwrite=overwrite)

@@ -444,6 +444,8 @@ class TrainConfig:
     #: 0 = report the final epoch; > 0 = hold out this fraction of training references, pick the best epoch
     val_fraction: float = 0.0
     amp: bool = False
+    #: write the state dict of the model after the final epoch here (`reshape diagnose --checkpoint`)
+    save_model: str | None = None
 
 
 @dataclass
@@ -615,5 +617,10 @@ def fit(train_all: LabelledImages, tests: dict[str, LabelledImages], config: Tra
         log.info("epoch %d: %d images, L1 %.4f", epoch, len(index), result.loss_per_epoch[-1])
     for name in tests:
         result.scores[name] = dict(result.test_per_epoch[name][result.chosen_epoch])
+    if config.save_model:  # issue 29: its penultimate features are what `reshape diagnose` measures
+        from reshape.fileio import atomic_path
+
+        with atomic_path(config.save_model) as tmp:
+            torch.save(model.state_dict(), tmp)
     result.seconds = time.perf_counter() - start
     return result

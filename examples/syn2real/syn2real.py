@@ -95,6 +95,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument(
         "--amp", action="store_true", help="bf16 autocast on CUDA (faster; not the paper's fp32)"
     )
+    run.add_argument(
+        "--diagnose-encoder",
+        help="also write OUT/diagnose.md|json: each row's training set diagnosed (reshape diagnose) with this "
+        "encoder (resnet50, colour-texture, clip:...) beside the SRCC of its model [off]",
+    )
     return p.parse_args(argv)
 
 
@@ -296,6 +301,31 @@ def write_outputs(args, protocol, overrides, results, rows, targets, seeds) -> s
     return text
 
 
+def write_diagnose(args, datasets, rows, targets, seeds, results) -> None:
+    """Issue 29: the clustered-feature figures of each row's training set beside its SRCC."""
+    from reshape.diagnose.inputs import build_embedder
+    from reshape.diagnose.render import to_json
+    from reshape.diagnose.training import TrainingSets, srcc_table
+
+    weights = args.weights if args.diagnose_encoder == "resnet50" else "default"
+    embedder = build_embedder(args.diagnose_encoder, weights=weights, device=args.device)
+    sets = TrainingSets(embedder, args.kadid_images)
+    entries, srcc = {}, {}
+    for target in targets:
+        for key in rows:
+            name = f"{key}) {target}"
+            row = ROWS[key]
+            entries[name] = sets.figures(
+                datasets[row.variant][target], row.origins, _drop_refs(args.drop_refs)
+            )
+            srcc[name] = sum(results[(key, target, s)]["srcc"] for s in seeds) / len(seeds)
+    doc = {"embedding": embedder.provenance, "training_sets": entries, "srcc": srcc}
+    atomic_write_text(args.out / "diagnose.json", to_json(doc).decode())
+    text = srcc_table(entries, srcc, embedder.provenance)
+    atomic_write_text(args.out / "diagnose.md", text)
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="syn2real: %(levelname)s: %(message)s")
@@ -328,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         if any(ROWS[r].variant == "cd" for r in rows):
             datasets["cd"] = build_cd(inputs, targets)
         results = run_trainings(args, protocol, overrides, datasets, tests, rows, targets, seeds)
+        if args.diagnose_encoder:
+            write_diagnose(args, datasets, rows, targets, seeds, results)
     except ReshapeError as exc:
         print(f"syn2real: error: {exc}", file=sys.stderr)
         return exc.exit_code
