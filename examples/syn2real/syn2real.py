@@ -304,7 +304,9 @@ def training_key(settings: dict) -> str:
 
 def _settings(args, protocol, overrides, row, config, dataset, train, test: TestSet, code) -> dict:
     return {
-        "protocol": protocol.record(), "overrides": overrides, "row": asdict(row), "config": asdict(config),
+        # --workers is left out: it changes no score (every draw has its own seeded generator)
+        "protocol": protocol.record(), "overrides": overrides, "row": asdict(row),
+        "config": {k: v for k, v in asdict(config).items() if k != "workers"},
         "drop": list(_drop_refs(args.drop_refs)), "train_csv": sha256_file(dataset / "train.csv"),
         "train_images": files_fingerprint(train.paths), "test_table": sha256_file(test.table),
         "test_images": files_fingerprint(test.images.paths),
