@@ -102,6 +102,20 @@ def test_nan_validation_is_said_and_recorded(images: LabelledImages, caplog) -> 
     assert not ok.val_failed and np.isfinite(ok.val_srcc_per_epoch).all()
 
 
+def test_the_table_says_when_validation_failed(tmp_path: Path) -> None:
+    """Item 4: a training whose validation failed is named in table.md's header, beside the held-out
+    references and how the epoch was chosen."""
+    args = _args("--select-epoch", "val")
+    args.out = tmp_path
+    protocol, overrides = syn2real.resolve_protocol(args)
+    scores = {"srcc": 0.5, "plcc": 0.5, "optimistic_srcc": 0.5, "optimistic_plcc": 0.5, "epoch": 0}
+    results = {("a", "livec", 0): {**scores, "val_failed": True}, ("a", "livec", 1): dict(scores)}
+    syn2real.write_outputs(args, protocol, overrides, results, ["a"], ["livec"], [0, 1], ("I03",))
+    head = (tmp_path / "table.md").read_text("utf-8").split("\n\n")[0]
+    assert "held-out validation references: I03" in head and "reported: final epoch" not in head
+    assert f"WARNING: {syn2real.VAL_FAILED}: a) livec seed 0" in head and "seed 1" not in head
+
+
 def test_official_index_bug_shifts_drcdown_onto_other_references(images: LabelledImages) -> None:
     """Item 8: with I02 dropped, the bug reads DRCDown's kept positions (over I01, I03, I04) in the list of
     every reference: I03's positions land on I02 (discarded), I04's on I03; I04 is never trained on."""

@@ -195,6 +195,19 @@ def resolve_protocol(args: argparse.Namespace):
         overrides["pool"] = f"--pool-size {args.pool_size}"
     elif args.pool_size is None:
         args.pool_size = default_pool
+    _measurement_overrides(args, protocol, overrides)
+    return protocol, overrides
+
+
+#: options of this kit that other drivers reusing :func:`resolve_protocol` may not define, and their defaults
+KIT_DEFAULTS = {"bid_resize": False, "label_softmax": "fixed", "candidate_images": None,
+                "drcdown_index_bug": False, "tf32": False, "amp": False, "select_epoch": "final"}  # fmt: skip
+
+
+def _measurement_overrides(args: argparse.Namespace, protocol, overrides: dict[str, str]) -> None:
+    for key, value in KIT_DEFAULTS.items():
+        if not hasattr(args, key):
+            setattr(args, key, value)
     if args.bid_resize and not protocol.bid.startswith("BID_512"):
         overrides["bid"] = "--bid-resize: BID_512, shorter side 512"
     if args.label_softmax != protocol.label_softmax:
@@ -206,7 +219,6 @@ def resolve_protocol(args: argparse.Namespace):
     precision = [x for x, on in (("TF32 on (--tf32)", args.tf32), ("bf16 autocast (--amp)", args.amp)) if on]
     if precision:
         overrides["precision"] = ", ".join(precision)
-    return protocol, overrides
 
 
 def _train_config(args: argparse.Namespace, protocol):
