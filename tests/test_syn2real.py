@@ -219,6 +219,7 @@ def _weights(labels: Path) -> list[np.ndarray]:
     return [np.array([float(w) for w in text.split(";")]) for text in table.weights]
 
 
+@pytest.mark.slow
 def test_validation_and_official_switches_end_to_end(standin: dict, tmp_path: Path) -> None:
     """--select-epoch val (item 7): the held-out KADID reference is in no DDCUp training reference list,
     selection neighbour or pseudo-label, and the record says how the epoch was chosen (item 4).

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from reshape.errors import BadInputError
 from reshape.prune import official_index_bug
 from reshape.train_reference import LabelledImages, TrainConfig, fit
 
@@ -247,3 +248,22 @@ def test_bid_512_follows_its_originals(tmp_path: Path) -> None:
     with Image.open(copies[0]) as im:
         assert im.size == (512, 700) and im.getpixel((5, 5)) == (0, 0, 250)
     assert copies[1].stat().st_mtime_ns == before[1]
+
+
+def test_candidate_images_read_the_authors_files(tmp_path: Path) -> None:
+    """Item 8: --candidate-images reads every added (pseudo) row from DIR/<same name>.bmp, the KADID rows
+    unchanged; a missing file is one line naming it."""
+    ours = [tmp_path / "images" / "cat_01_01.png", tmp_path / "images" / "cat_25_05.png"]
+    source = tmp_path / "kadid" / "I01_01_01.png"
+    train = LabelledImages([source, *ours], np.zeros(3, np.float32), ["I01.png", "cat.png", "cat.png"],
+                           ["source", "pseudo", "pseudo"])  # fmt: skip
+    authors = tmp_path / "dist_imgs"
+    authors.mkdir()
+    for path in ours:
+        (authors / f"{path.stem}.bmp").write_bytes(b"BM")
+    swapped = syn2real.authors_candidates(train, authors)
+    assert swapped.paths == [source, authors / "cat_01_01.bmp", authors / "cat_25_05.bmp"]
+    assert swapped.labels is train.labels and swapped.groups == train.groups
+    (authors / "cat_25_05.bmp").unlink()
+    with pytest.raises(BadInputError, match=r"no cat_25_05\.bmp \(the authors' image for cat_25_05\.png"):
+        syn2real.authors_candidates(train, authors)
