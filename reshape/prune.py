@@ -20,7 +20,8 @@ smallest member whatever the union order, so clusters, kept sets and output byte
 block size, the backend, the thread count or the CPU.
 
 Indices always refer to the order of the rows passed in (the official code applies them to a differently
-ordered list; a test pins that we do not).
+ordered list; a test pins that we do not). :func:`official_index_bug` reproduces that mistake on request,
+only so that its effect can be measured.
 
 The stage :func:`run` joins a features artifact to a label table by image path and writes the pruned
 table, the per-row decisions (``prune_indices`` schema) and returns cluster statistics.
@@ -575,6 +576,19 @@ def drcdown(
         approximate=approximate, seed=seed, backend=backend, block_size=block_size,
     )  # fmt: skip
     return np.flatnonzero(keep_mask(clusters, min_cluster=min_cluster, seed=seed))
+
+
+def official_index_bug(kept: np.ndarray, all_rows: np.ndarray, dropped: np.ndarray) -> np.ndarray:
+    """The rows the released SynDR-IQA script trains on after DRCDown, bug included (for measurement only).
+
+    DRCDown ran on the rows of the training references only, but ``folders.py`` reads its kept positions
+    as positions in the rows of *every* reference, dropped ones included (``all_rows``, same order). Each
+    kept position ``k`` therefore selects ``all_rows[k]``; rows of a dropped reference (``dropped``, a mask
+    over the rows that ``all_rows`` indexes) are then discarded. From the first dropped reference on, every
+    decision lands on another reference's rows, and the last references' rows are never selected.
+    """
+    rows = np.asarray(all_rows, dtype=np.int64)[np.asarray(kept, dtype=np.int64)]
+    return rows[~np.asarray(dropped, dtype=bool)[rows]]
 
 
 # ----------------------------------------------------------------------------------------------- labels

@@ -191,10 +191,18 @@ def _normalise(image):
     return F.normalize(F.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD).to(torch.float32)
 
 
+def item_generator(*key: int) -> torch.Generator:
+    """A generator of its own for one item, seeded by ``key`` (e.g. seed, epoch, index): the draws for an
+    image do not depend on which process decodes it or what it decoded before, so ``--workers`` cannot
+    change a score (the process-global RNG differs between the main process and each loader worker)."""
+    state = np.random.SeedSequence([int(k) for k in key]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state >> 1))
+
+
 class CropDataset:
-    """``mode``: ``train`` one random crop (+ flip), ``centre`` the centre crop (DRCDown features), ``test``
-    ``crops`` random crops stacked, drawn from a generator seeded by (seed, index) so every model is
-    tested on the same crops."""
+    """``mode``: ``train`` one random crop (+ flip) drawn from a generator seeded by (seed, epoch, index),
+    ``centre`` the centre crop (DRCDown features), ``test`` ``crops`` random crops stacked, drawn from a
+    generator seeded by (seed, index) so every model is tested on the same crops."""
 
     def __init__(
         self,
@@ -205,9 +213,10 @@ class CropDataset:
         hflip: bool = True,
         crops: int = 5,
         seed: int = 0,
+        epoch: int = 0,
     ):
         self.images, self.patch, self.mode = images, patch, mode
-        self.hflip, self.crops, self.seed = hflip, crops, seed
+        self.hflip, self.crops, self.seed, self.epoch = hflip, crops, seed, epoch
 
     def __len__(self) -> int:
         return len(self.images)
@@ -220,17 +229,18 @@ class CropDataset:
         w, h = image.size
         if self.mode == "centre":
             return _normalise(F.center_crop(image, [self.patch, self.patch])), label
-        gen = None
         if self.mode == "test":
             gen = torch.Generator().manual_seed(
                 int(np.random.SeedSequence([self.seed, i]).generate_state(1)[0])
             )
+        else:
+            gen = item_generator(self.seed, self.epoch, i)
         crops = []
         for _ in range(self.crops if self.mode == "test" else 1):
             top = int(torch.randint(0, h - self.patch + 1, (1,), generator=gen))
             left = int(torch.randint(0, w - self.patch + 1, (1,), generator=gen))
             crop = F.crop(image, top, left, self.patch, self.patch)
-            if self.mode == "train" and self.hflip and bool(torch.rand(1) < 0.5):
+            if self.mode == "train" and self.hflip and bool(torch.rand(1, generator=gen) < 0.5):
                 crop = F.hflip(crop)
             crops.append(_normalise(crop))
         return (torch.stack(crops) if self.mode == "test" else crops[0]), label
@@ -443,9 +453,18 @@ class TrainConfig:
     down_min_kept: int = 20
     #: 0 = report the final epoch; > 0 = hold out this fraction of training references, pick the best epoch
     val_fraction: float = 0.0
+    #: the held-out references themselves (names as in ``groups``), instead of drawing ``val_fraction``
+    val_refs: tuple[str, ...] = ()
     amp: bool = False
     #: write the state dict of the model after the final epoch here (`reshape diagnose --checkpoint`)
     save_model: str | None = None
+    #: TF32 matmuls and convolutions on CUDA; off by default so CUDA computes in fp32, as the paper states
+    tf32: bool = False
+    #: references (file stems) never trained on; their rows may be in the training set only so that
+    #: ``drcdown_index_bug`` can index them as the official script does
+    drop_refs: tuple[str, ...] = ()
+    #: reproduce the released script's DRCDown index bug (``reshape.prune.official_index_bug``)
+    drcdown_index_bug: bool = False
 
 
 @dataclass
@@ -460,6 +479,8 @@ class TrainResult:
     #: test name -> one {"srcc", "plcc"} per epoch (for the optimistic figure only; never chooses a model)
     test_per_epoch: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     seconds: float = 0.0
+    #: True when validation was asked for but its SRCC was NaN in every epoch (the final epoch is reported)
+    val_failed: bool = False
 
     @property
     def optimistic(self) -> dict[str, dict[str, float]]:
@@ -511,12 +532,16 @@ def predict(model, images: LabelledImages, config: TrainConfig, device: str, *, 
 
 def correlations(pred: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """SRCC and PLCC (plain Pearson on the raw predictions, as the official script)."""
+    import warnings
+
     from scipy import stats
 
-    return {
-        "srcc": float(stats.spearmanr(pred, labels)[0]),
-        "plcc": float(stats.pearsonr(pred, np.asarray(labels, dtype=np.float64))[0]),
-    }
+    with warnings.catch_warnings():  # a constant input gives NaN, which the callers handle and report
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return {
+            "srcc": float(stats.spearmanr(pred, labels)[0]),
+            "plcc": float(stats.pearsonr(pred, np.asarray(labels, dtype=np.float64))[0]),
+        }
 
 
 def embed(model, images: LabelledImages, config: TrainConfig, device: str):
@@ -533,22 +558,48 @@ def embed(model, images: LabelledImages, config: TrainConfig, device: str):
     return torch.cat(feats)
 
 
+@dataclass(frozen=True)
+class DownScope:
+    """Which rows DRCDown embeds (``scope``), which rows its kept positions are read from (``read_from``:
+    ``scope`` itself, or with the official index bug every scope row *including* dropped references'), the
+    dropped-row mask and the rows outside the scope (always trained on)."""
+
+    scope: np.ndarray
+    read_from: np.ndarray
+    dropped: np.ndarray
+    outside: np.ndarray
+
+    @classmethod
+    def of(cls, train: LabelledImages, config: TrainConfig) -> DownScope:
+        drop = set(config.drop_refs)
+        dropped = np.array([Path(g).stem in drop for g in train.groups], dtype=bool)
+        eligible = np.ones(len(train), dtype=bool)
+        if config.down_scope == "source":
+            eligible = np.array(train.origins) == "source"
+        scope = np.flatnonzero(eligible & ~dropped)
+        read_from = np.flatnonzero(eligible) if config.drcdown_index_bug else scope
+        return cls(scope, read_from, dropped, np.flatnonzero(~eligible & ~dropped))
+
+
 def _epoch_indices(
-    model, train: LabelledImages, sampler, scope: np.ndarray, config, device, epoch
+    model, train: LabelledImages, sampler, down: DownScope, config, device, epoch
 ) -> np.ndarray:
-    """Indices trained on this epoch: DRCDown's kept rows of ``scope`` plus every row outside it."""
+    """Indices trained on this epoch: DRCDown's kept rows of the scope plus every row outside it."""
+    from reshape.prune import official_index_bug
+
     if sampler is None:
-        return np.arange(len(train))
+        return np.flatnonzero(~down.dropped)
+    scope = down.scope
     kept = sampler.update(embed(model, train.subset(scope), config, device), train.labels[scope], epoch=epoch)
-    outside = np.setdiff1d(np.arange(len(train)), scope)
-    return np.sort(np.concatenate([scope[kept], outside]))
+    return np.sort(np.concatenate([official_index_bug(kept, down.read_from, down.dropped), down.outside]))
 
 
 def train_epoch(model, optimizer, train: LabelledImages, index: np.ndarray, config, device, epoch) -> float:
 
-    data = torch.utils.data.Subset(
-        CropDataset(train, config.patch_size, "train", hflip=config.protocol.hflip), index
+    crops = CropDataset(
+        train, config.patch_size, "train", hflip=config.protocol.hflip, seed=config.seed, epoch=epoch
     )
+    data = torch.utils.data.Subset(crops, index)
     # A last batch of one breaks BatchNorm when the final feature map is 1x1 (tiny smoke-test patches).
     loader = _loader(
         data, config.batch_size, config.workers, shuffle=True, seed=config.seed * 1000 + epoch,
@@ -568,11 +619,31 @@ def train_epoch(model, optimizer, train: LabelledImages, index: np.ndarray, conf
     return float(np.mean(losses)) if losses else float("nan")
 
 
-def split_by_reference(images: LabelledImages, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out ``fraction`` of the references (all their images) for model choice; returns (train, val)."""
-    val_refs = validation_references(images.groups, fraction, seed) if fraction > 0 else set()
-    is_val = np.array([g in val_refs for g in images.groups])
+def split_by_reference(
+    images: LabelledImages, fraction: float, seed: int, refs: Sequence[str] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out the references ``refs`` (or, when none are given, ``fraction`` of the references), all
+    their images, for model choice; returns (train, val)."""
+    val_refs = set(refs) or (validation_references(images.groups, fraction, seed) if fraction > 0 else set())
+    is_val = np.array([g in val_refs for g in images.groups], dtype=bool)
+    if val_refs and not is_val.any():
+        raise BadInputError(f"none of the validation references {sorted(val_refs)} is in the training data")
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def set_tf32(enabled: bool) -> None:
+    """TF32 for CUDA matmuls and cuDNN convolutions on or off (PyTorch leaves convolutions on by default)."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def _warn_if_validation_failed(result: TrainResult) -> None:
+    if result.val_srcc_per_epoch and not np.isfinite(result.val_srcc_per_epoch).any():
+        result.val_failed = True
+        log.warning(
+            "validation SRCC is NaN in every epoch (constant predictions or labels on the held-out "
+            "references): no epoch could be chosen on validation, the FINAL epoch is reported"
+        )
 
 
 def fit(train_all: LabelledImages, tests: dict[str, LabelledImages], config: TrainConfig) -> TrainResult:
@@ -583,7 +654,8 @@ def fit(train_all: LabelledImages, tests: dict[str, LabelledImages], config: Tra
 
     start = time.perf_counter()
     device = resolve_device(config.device)
-    train_idx, val_idx = split_by_reference(train_all, config.val_fraction, config.seed)
+    set_tf32(config.tf32)
+    train_idx, val_idx = split_by_reference(train_all, config.val_fraction, config.seed, config.val_refs)
     train, val = train_all.subset(train_idx), train_all.subset(val_idx)
     model = build_model(
         config.weights, seed=config.seed, backbone=config.protocol.backbone, patch_size=config.patch_size
@@ -591,19 +663,18 @@ def fit(train_all: LabelledImages, tests: dict[str, LabelledImages], config: Tra
     if device == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config.protocol)
-    scope = np.arange(len(train))
-    if config.down_scope == "source":
-        scope = np.flatnonzero(np.array(train.origins) == "source")
+    down = DownScope.of(train, config)
     sampler = None
-    if config.down and len(scope):
+    if config.down and len(down.scope):
         sampler = DRCDownSampler(
-            len(scope), seed=config.seed, sim_threshold=1.0 - config.down_feature_threshold,
+            len(down.scope), seed=config.seed, sim_threshold=1.0 - config.down_feature_threshold,
             label_threshold=config.down_quality_threshold, min_cluster=config.down_min_kept,
         )  # fmt: skip
-    result = TrainResult(scores={}, chosen_epoch=config.epochs - 1, train_size=len(train))
+    trained = int((~down.dropped).sum())
+    result = TrainResult(scores={}, chosen_epoch=config.epochs - 1, train_size=trained)
     best = -np.inf
     for epoch in range(config.epochs):
-        index = _epoch_indices(model, train, sampler, scope, config, device, epoch)
+        index = _epoch_indices(model, train, sampler, down, config, device, epoch)
         result.kept_per_epoch.append(len(index))
         result.loss_per_epoch.append(train_epoch(model, optimizer, train, index, config, device, epoch))
         if len(val):
@@ -615,9 +686,10 @@ def fit(train_all: LabelledImages, tests: dict[str, LabelledImages], config: Tra
             scores = correlations(predict(model, test, config, device, seed=config.seed), test.labels)
             result.test_per_epoch.setdefault(name, []).append(scores)
         log.info("epoch %d: %d images, L1 %.4f", epoch, len(index), result.loss_per_epoch[-1])
+    _warn_if_validation_failed(result)
     for name in tests:
         result.scores[name] = dict(result.test_per_epoch[name][result.chosen_epoch])
-    if config.save_model:  # issue 29: its penultimate features are what `reshape diagnose` measures
+    if config.save_model:  # its penultimate features are what `reshape diagnose` measures
         from reshape.fileio import atomic_path
 
         with atomic_path(config.save_model) as tmp:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pandas as pd
 import pytest
 
 from reshape.errors import BadInputError
+from reshape.presets import PRESETS
 from reshape.train_reference import read_mos_table, read_published, scale_0_10, split_by_reference
 from reshape.verify import verify_dataset
 
@@ -24,6 +26,7 @@ EXAMPLE = REPO / "examples" / "syn2real"
 sys.path.insert(0, str(EXAMPLE))
 
 import syn2real  # noqa: E402
+import syn2real_reshape  # noqa: E402
 import syn2real_standin  # noqa: E402
 import syn2real_table  # noqa: E402
 
@@ -41,9 +44,38 @@ def _table_rows(text: str, title: str) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def standin(tmp_path_factory) -> dict:
+def built(tmp_path_factory) -> tuple[Path, list[str]]:
+    """The stand-in builder run as a user runs it: its folder and the command lines it prints."""
     pytest.importorskip("skimage")
-    return syn2real_standin.build(tmp_path_factory.mktemp("standin"), n_pool=6, n_test=8)
+    root = tmp_path_factory.mktemp("standin")
+    res = subprocess.run(
+        [sys.executable, str(EXAMPLE / "syn2real_standin.py"), str(root)], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return root, [line for line in res.stdout.splitlines() if line and not line.startswith("#")]
+
+
+@pytest.fixture(scope="module")
+def standin(built) -> dict:
+    data = built[0] / "data"
+    args = {"--kadid-root": data / "kadid", "--pool": data / "pool"}
+    for name in syn2real_standin.TEST_SETS:
+        args[f"--{name}-root"], args[f"--{name}-mos"] = (
+            data / "tests" / name,
+            data / "tests" / f"{name}_mos.csv",
+        )
+    return args
+
+
+def _as_printed(line: str, *extra: str) -> subprocess.CompletedProcess:
+    """Run a printed command line exactly as a shell would (``python`` = this interpreter's)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    res = subprocess.run(
+        ["bash", "-c", line + "".join(f" {shlex.quote(x)}" for x in extra)],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
 
 
 def _run_ablation(
@@ -130,15 +162,17 @@ def test_standin_data_exercises_every_mechanism(standin: dict) -> None:
         assert np.abs(np.asarray(Image.open(images / name), dtype=np.int16) - first).max() <= 4
 
 
-def test_official_protocol_end_to_end_and_cache_key(standin: dict, tmp_path: Path) -> None:
-    """--protocol official, rows a,c,f on LIVEC and BID (BID_512 made by --bid-resize): the drop list
-    removes I06, DRCDown thins the redundant cluster, flips are off; an unchanged rerun reuses every
-    training, a touched test image retrains."""
-    out, targets = tmp_path / "out", ["livec", "bid"]
-    extra = ["--targets", "livec,bid", "--bid-resize"]
+def test_official_protocol_end_to_end_and_cache_key(standin: dict, built, tmp_path: Path) -> None:
+    """The stand-in builder's printed quick command, run as printed (issue 27, item 6): --protocol
+    official, rows a,c,f on LIVEC and BID (BID_512 made by --bid-resize): the drop list removes I06,
+    DRCDown thins the redundant cluster, flips are off; an unchanged rerun reuses every training; a
+    replaced original BID image makes its BID_512 copy again and retrains (item 1)."""
+    targets, quick = ["livec", "bid"], built[1][0]
+    out = built[0] / "runs" / "quick"
+    assert "--rows a,c,f --targets livec,bid" in quick and quick.startswith("python ")
     refused = _run_ablation(standin, tmp_path / "refused", "a", "--targets", "bid", ok=False)
     assert refused.returncode == 2 and "add --bid-resize" in refused.stderr.strip().splitlines()[-1]
-    res = _run_ablation(standin, out, "a,c,f", *extra)
+    res = _as_printed(quick)
     runs = _check_output(res, out, "acf", targets, "official")
     assert "horizontal flip off" in res.stdout and "DRCDown scope: source rows" in res.stdout
     for target in targets:  # what each row trained on, read back from the stored runs
@@ -157,17 +191,84 @@ def test_official_protocol_end_to_end_and_cache_key(standin: dict, tmp_path: Pat
     bid = _image_sizes(out / "bid_512")
     assert bid and all(min(size) == 512 for size in bid)
 
+    import torch
+
+    assert runs["a-livec-seed0"]["settings"]["code"]["torch"] == torch.__version__  # item 2
+    # --label-softmax fixed (the default): softmax(-d), the nearer neighbour weighs more
+    weights = _weights(out / "reshape" / "livec" / "run" / "labels.csv")
+    assert all((np.diff(w) <= 0).all() for w in weights) and any((np.diff(w) < 0).any() for w in weights)
     stored = {p: p.stat().st_mtime_ns for p in (out / "results" / "official").glob("*.json")}
-    again = _run_ablation(standin, out, "a,c,f", *extra)
+    again = _as_printed(quick)
     assert "[train]" not in again.stdout and again.stdout.count("[reuse]") == 6
     assert {p: p.stat().st_mtime_ns for p in stored} == stored
-    photo = next((out / "bid_512").glob("*.png"))
-    os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 10**9))
-    touched = _run_ablation(standin, out, "a", *extra)
-    assert (
-        "[train] row a) target bid seed 0" in touched.stdout
-        and "[reuse] row a) target livec" in touched.stdout
-    )
+    from PIL import Image
+
+    original = sorted(Path(standin["--bid-root"]).glob("*.jpg"))[0]
+    with Image.open(original) as im:
+        Image.new("RGB", im.size, (250, 0, 0)).save(original, quality=95)
+    replaced = _as_printed(quick, "--rows", "a")
+    assert "[train] row a) target bid seed 0" in replaced.stdout
+    assert "[reuse] row a) target livec" in replaced.stdout
+    with Image.open(out / "bid_512" / f"{original.stem}.png") as im:
+        assert np.abs(np.asarray(im, dtype=np.int16) - (250, 0, 0)).max() <= 2  # made from the new original
+
+
+def _weights(labels: Path) -> list[np.ndarray]:
+    """Each new reference's neighbour weights, nearest neighbour first, from a labels.csv."""
+    table = pd.read_csv(labels).drop_duplicates("ref_img")
+    return [np.array([float(w) for w in text.split(";")]) for text in table.weights]
+
+
+@pytest.mark.slow
+def test_validation_and_official_switches_end_to_end(standin: dict, tmp_path: Path) -> None:
+    """--select-epoch val (item 7): the held-out KADID reference is in no DDCUp training reference list,
+    selection neighbour or pseudo-label, and the record says how the epoch was chosen (item 4).
+    --label-softmax official and --candidate-images (item 8): softmax(+d) weighs the farther neighbour
+    more, the added rows are read from the given folder, and both are recorded as overrides."""
+    from PIL import Image
+
+    authors = tmp_path / "dist_imgs"  # stand-ins for the authors' kadid_add81/dist_imgs, one per name
+    authors.mkdir()
+    for ref in syn2real_reshape._list_images(Path(standin["--pool"])):
+        for t in PRESETS["livec"]:
+            for level in (1, 3, 5):
+                Image.new("RGB", (64, 48), (t * 9, level * 40, 90)).save(
+                    authors / f"{Path(ref).stem}_{t:02d}_{level:02d}.bmp"
+                )
+    out = tmp_path / "out"
+    extra = ["--targets", "livec", "--select-epoch", "val", "--label-softmax", "official"]
+    res = _run_ablation(standin, out, "e", *extra, "--candidate-images", str(authors))
+    document = json.loads((out / "results.json").read_text("utf-8"))
+    (held,) = document["validation_references"]
+    assert document["select_epoch"] == "val" and held in {f"I0{i}" for i in range(1, 6)}
+    text = (out / "table.md").read_text("utf-8")
+    assert "reported: final epoch" not in text and f"held-out validation references: {held}" in text
+    assert "(label-softmax overridden: --label-softmax official)" in text
+    assert f"(candidate-images overridden: the authors' images in {authors})" in text
+    refs = pd.read_csv(out / "reshape" / "kadid_refs.csv").image.map(lambda r: Path(r).stem)
+    assert held not in set(refs) and len(refs) == 5
+    run = out / "reshape" / "livec" / "run"
+    selection = pd.read_parquet(run / "selection.parquet")
+    labels = pd.read_csv(run / "labels.csv")
+    named = {Path(n).stem for names in selection.neighbour_images for n in names}
+    named |= {Path(n).stem for text in labels.neighbours for n in text.split(";")}
+    assert named and held not in named
+    weights = _weights(run / "labels.csv")
+    assert all((np.diff(w) >= 0).all() for w in weights) and any((np.diff(w) > 0).any() for w in weights)
+    record = json.loads((out / "results" / "official" / "e-livec-seed0.json").read_text("utf-8"))
+    assert record["settings"]["config"]["val_refs"] == [f"source/{held}.png"]
+    assert len(record["val_srcc_per_epoch"]) == 1
+    ours = read_published(out / "datasets" / "livec-ddcup", Path(standin["--kadid-root"]) / "images")
+    train = syn2real.authors_candidates(ours, authors)
+    pseudo = [p for p, o in zip(train.paths, train.origins) if o == "pseudo"]
+    assert pseudo and all(p.parent == authors and p.suffix == ".bmp" for p in pseudo)
+    assert [p for p, o in zip(train.paths, train.origins) if o == "source"] == [
+        p for p, o in zip(ours.paths, ours.origins) if o == "source"
+    ]
+    pseudo[0].unlink()
+    with pytest.raises(BadInputError, match="the authors' image for"):
+        syn2real.authors_candidates(ours, authors)
+    assert "[train] row e) target livec seed 0" in res.stdout
 
 
 def _image_sizes(folder: Path) -> list[tuple[int, int]]:

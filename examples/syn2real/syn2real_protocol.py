@@ -11,6 +11,7 @@ The numbers both share (network, optimiser, crops, epochs) are ``reshape.protoco
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,10 +39,20 @@ class KitProtocol:
     drop_refs: str  # "official" (the 7 references) or "none"
     bid: str  # "BID_512" (shorter side 512) or "as given"
     koniq: str  # "512x384" (1024x768 refused) or "as given"
+    #: the departures from the released code that a user can switch back on to measure them (README.md)
+    label_softmax: str = "fixed"  # "fixed": softmax(-d); "official": DDCUp.py's softmax(+d)
+    candidate_images: str = "reshape's port of KADID's distortions"
+    drcdown_index_bug: str = "fixed"
+    precision: str = "fp32 (TF32 off)"
 
-    def describe(self, overrides: dict[str, str] | None = None) -> list[str]:
+    def describe(self, overrides: dict[str, str] | None = None, *, select_epoch: str = "final") -> list[str]:
         t = self.training
         marks = {k: f" ({k.replace('_', '-')} overridden: {v})" for k, v in (overrides or {}).items()}
+        reported = {
+            "final": "final epoch",
+            "val": "the epoch with the best SRCC on held-out training references (--select-epoch val; "
+            "their labels are kept out of DDCUp)",
+        }[select_epoch]
         pool = {
             "whole-sorted": "every image of --pool in sorted file-name order (kadid_add81/ref_imgs: 81)",
             "sample": "a seeded sample of --pool as large as the training reference set",
@@ -53,15 +64,25 @@ class KitProtocol:
             f"horizontal flip {'on' if t.hflip else 'off'}",
             f"  DRCDown scope: {self.down_scope} rows{marks.get('down_scope', '')}",
             f"  dropped KADID references: {self.drop_refs}{marks.get('drop_refs', '')}",
-            f"  BID test images: {self.bid}; KonIQ-10k test images: {self.koniq}",
+            f"  BID test images: {self.bid}{marks.get('bid', '')}; KonIQ-10k test images: {self.koniq}",
             f"  schedule: {t.epochs} epochs of batch {t.batch_size}{marks.get('epochs', '')}"
             f"{marks.get('batch_size', '')}{marks.get('patch_size', '')}",
-            "  reported: final epoch; beside it, optimistic best-test-epoch (as the official script selects)",
+            f"  pseudo-label weights: {_SOFTMAX[self.label_softmax]}{marks.get('label_softmax', '')}",
+            f"  candidates' distorted images: {self.candidate_images}{marks.get('candidate_images', '')}",
+            f"  DRCDown index bug of the released script: {self.drcdown_index_bug}"
+            f"{marks.get('drcdown_index_bug', '')}",
+            f"  precision: {self.precision}{marks.get('precision', '')}",
+            f"  reported: {reported}; beside it, optimistic best-test-epoch (as the official script selects)",
         ]
 
     def record(self) -> dict:
         return asdict(self)
 
+
+_SOFTMAX = {
+    "fixed": "softmax(-d), the nearer neighbour weighs more",
+    "official": "softmax(+d) as the released DDCUp.py, the farther neighbour weighs more",
+}
 
 PROTOCOLS = {
     "official": KitProtocol(
@@ -108,26 +129,57 @@ def check_bid(paths: list[Path]) -> None:
 def resize_bid(paths: list[Path], scores: list[str], out: Path) -> Path:
     """Write BID_512 from the original BID: each image resized so its shorter side is 512 (aspect kept,
     longer side rounded, Pillow bicubic), saved losslessly as PNG under ``out``; returns ``out/mos.csv``
-    (``image,score``). An image already there with the same name is kept (the run fingerprint sees its
-    size and mtime)."""
-    from PIL import Image
+    (``image,score``).
 
-    from reshape.fileio import atomic_path, atomic_write_text
+    ``out/originals.json`` records, per written image, the fingerprint (resolved name, size, mtime) of the
+    original it was made from. A copy is kept only while its original still has that fingerprint (and the
+    copy is still the file written); a replaced, edited or touched original, or a copy without a record, is
+    made again.
+    """
+    from reshape.fileio import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
-    lines = ["image,score"]
+    record_path = out / "originals.json"
+    try:
+        record = json.loads(record_path.read_text("utf-8")) if record_path.is_file() else {}
+    except (OSError, ValueError):
+        record = {}
+    lines, made = ["image,score"], {}
     for path, score in zip(paths, scores):
         target = out / (path.stem + ".png")
-        if not target.is_file():
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-            w, h = image.size
-            scale = BID_SHORT_SIDE / min(w, h)
-            size = (BID_SHORT_SIDE, round(h * scale)) if w <= h else (round(w * scale), BID_SHORT_SIDE)
-            with atomic_path(target) as tmp:
-                image.resize(size, Image.Resampling.BICUBIC).save(tmp, format="PNG")
+        source = _fingerprint(path)
+        entry = record.get(target.name, {})
+        if not (
+            target.is_file() and entry.get("original") == source and entry.get("copy") == _fingerprint(target)
+        ):
+            _write_bid_512(path, target)
+        made[target.name] = {"original": source, "copy": _fingerprint(target)}
         lines.append(f"{target.name},{score}")
+    if made != record:
+        atomic_write_text(record_path, json.dumps(made, indent=1, sort_keys=True) + "\n")
     table, text = out / "mos.csv", "\n".join(lines) + "\n"
     if not table.is_file() or table.read_text("utf-8") != text:
         atomic_write_text(table, text)
     return table
+
+
+def _fingerprint(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}\t{st.st_size}\t{st.st_mtime_ns}"
+
+
+def _write_bid_512(path: Path, target: Path) -> None:
+    from PIL import Image
+
+    from reshape.fileio import atomic_path
+
+    try:
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"{path}: cannot read image ({exc})") from None
+    w, h = image.size
+    scale = BID_SHORT_SIDE / min(w, h)
+    size = (BID_SHORT_SIDE, round(h * scale)) if w <= h else (round(w * scale), BID_SHORT_SIDE)
+    with atomic_path(target) as tmp:
+        image.resize(size, Image.Resampling.BICUBIC).save(tmp, format="PNG")

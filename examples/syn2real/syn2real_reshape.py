@@ -46,6 +46,10 @@ class ReshapeInputs:
     pool_size: int | None = None  # 0 = every image in the pool (sorted); None = as many as KADID references
     pool_seed: int = 0
     resize: str | None = None  # e.g. 512x384 when the pool's images are not KADID-sized
+    #: KADID references (file stems) kept out of DDCUp's training references (held out for validation):
+    #: they enter neither tau, nor the distance filter, nor any pseudo-label's neighbours
+    exclude_refs: tuple[str, ...] = ()
+    weighting: str = "closer"  # reshape label --weighting: closer = softmax(-d), official = softmax(+d)
 
 
 def reshape_command(args: list[str], echo=print) -> None:
@@ -90,7 +94,8 @@ def write_reference_lists(inputs: ReshapeInputs) -> tuple[Path, Path]:
     table = pd.read_csv(inputs.kadid_labels, dtype=str)
     if "ref_img" not in table.columns:
         raise BadInputError(f"{inputs.kadid_labels}: not a KADID-10k dmos.csv (no ref_img column)")
-    refs = sorted(set(table["ref_img"]))
+    excluded = set(inputs.exclude_refs)
+    refs = sorted(r for r in set(table["ref_img"]) if Path(r).stem not in excluded)
     missing = [r for r in refs if not (inputs.kadid_images / r).is_file()]
     if missing:
         raise BadInputError(
@@ -119,6 +124,7 @@ def _q(value: object) -> str:
 
 def pipeline_toml(inputs: ReshapeInputs, target: str, refs_csv: Path, pool_csv: Path, dataset: Path) -> str:
     resize = f"resize = {_q(inputs.resize)}\n" if inputs.resize else ""
+    exclude = f"exclude-refs = {_q(','.join(inputs.exclude_refs))}\n" if inputs.exclude_refs else ""
     note = f"Built by examples/syn2real for the Table 4 ablation, target {target} (DGQA type subset)."
     return f"""# Written by examples/syn2real/syn2real.py; `reshape run` on this file rebuilds {dataset.name}.
 [inputs]
@@ -149,7 +155,8 @@ workers = {inputs.workers}
 {resize}
 [label]
 preset = {_q(target)}
-
+weighting = {_q(inputs.weighting)}
+{exclude}
 [publish]
 # publish --from-run takes [inputs] candidates as the candidates' root, which is wrong for a CSV list
 candidate-root = {_q(inputs.pool)}
@@ -214,7 +221,11 @@ def build_cd(inputs: ReshapeInputs, targets: list[str], echo=print) -> dict[str,
             str(work / "train.csv"),
             "--preset",
             target,
+            "--weighting",
+            inputs.weighting,
         ]
+        if inputs.exclude_refs:
+            label += ["--exclude-refs", ",".join(inputs.exclude_refs)]
         label += [
             "--train-features",
             feats["train_features"],

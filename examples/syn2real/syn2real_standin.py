@@ -1,6 +1,6 @@
 """Small stand-in data for every dataset of the ablation, built from scikit-image's bundled photos.
 
-    python examples/syn2real/syn2real_standin.py DIR     # prints the syn2real.py command that uses it
+    python examples/syn2real/syn2real_standin.py DIR  # data in DIR/data; prints syn2real.py commands using it
 
 The data is made so that each mechanism of the kit has something to act on, and a test can see it act:
 
@@ -128,8 +128,30 @@ def as_argv(args: dict) -> list[str]:
     return [str(x) for pair in args.items() for x in pair]
 
 
+#: CPU smoke-test settings: random init, one epoch, tiny crops, decoding in the main process
+SMOKE = ["--weights", "none", "--epochs", "1", "--seeds", "1", "--patch-size", "32", "--workers", "0",
+         "--threads", "1"]  # fmt: skip
+
+
+def commands(args: dict, out: str | Path) -> list[tuple[str, list[str]]]:
+    """(what it is, argv) of the syn2real.py commands that use the stand-in data: a quick one (rows a, c, f
+    on LIVEC and BID) and the default rows on all three targets. Both test BID_512 (``--bid-resize``),
+    which the default official protocol requires."""
+    script = str(Path(__file__).resolve().parent / "syn2real.py")
+    base = ["python", script, *as_argv(args), "--bid-resize", *SMOKE]
+    quick = [*base, "--rows", "a,c,f", "--targets", "livec,bid", "--out", str(Path(out) / "quick")]
+    return [
+        ("quick check: rows a,c,f on LIVEC and BID", quick),
+        ("rows a,c,e,f on all three targets", [*base, "--out", str(Path(out) / "full")]),
+    ]
+
+
 if __name__ == "__main__":
+    import shlex
+
     if len(sys.argv) != 2:
         sys.exit("usage: syn2real_standin.py DIR")
-    argv = as_argv(build(sys.argv[1]))
-    print("python examples/syn2real/syn2real.py " + " ".join(argv) + " --out OUT --weights none --epochs 1")
+    root = Path(sys.argv[1]).resolve()
+    built = build(root / "data")
+    for what, argv in commands(built, root / "runs"):
+        print(f"# {what}\n{shlex.join(argv)}")
