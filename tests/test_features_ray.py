@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from PIL import Image
 from ray_helpers import local_ray, needs_ray
 
-from reshape.features import _on_ray as features_mod
 from reshape import storage
 from reshape.artifacts import Features, read_features, write_features
 from reshape.cli.main import cli
+from reshape.features import _on_ray as features_mod
 from reshape.features import run_features
 
 
