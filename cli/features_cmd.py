@@ -43,8 +43,18 @@ from reshape.cli.common import fingerprint_option, is_quiet, output_options, sho
     type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
     default="auto",
     show_default=True,
-    help="auto = fp16 autocast on CUDA, fp32 on the CPU; bf16 = bfloat16 autocast on either; fp16 needs "
-    "CUDA. Recorded in the metadata; rows embedded at another precision are not reused.",
+    help="auto = bf16 autocast where the hardware computes bfloat16 natively (CPUs with AVX-512 BF16 or "
+    "AMX, GPUs from Ampere on), fp32 elsewhere; bf16 works on either device; fp16 needs CUDA. Recorded in "
+    "the metadata; rows embedded at another precision are not reused.",
+)
+@click.option(
+    "--memory-format",
+    type=click.Choice(["channels-last", "contiguous"]),
+    default="channels-last",
+    show_default=True,
+    help="Layout of convolutional encoders' tensors: channels-last is the fast one on CPUs and GPUs. "
+    "--precision fp32 --memory-format contiguous reproduces the features of earlier reshape versions "
+    "byte for byte.",
 )
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per forward pass."
@@ -52,10 +62,11 @@ from reshape.cli.common import fingerprint_option, is_quiet, output_options, sho
 @click.option(
     "--workers",
     type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="DataLoader worker processes that decode images (0 = in this process). With --backend ray: the "
-    "number of encoder actors (0 = one per GPU, or one per CPU without GPUs).",
+    default=None,
+    help="DataLoader worker processes that decode and crop images while the model runs (0 = in this "
+    "process; the features do not depend on it). With --backend ray: the number of encoder actors (0 = one "
+    "per GPU, or one per CPU without GPUs).  [default: CPU: one per two cores, at most 4; CUDA: all cores "
+    "but one, at most 8; Ray: 0]",
 )
 @click.option(
     "--image-root",

@@ -765,6 +765,7 @@ def _features_info(inputs: PublishInputs) -> dict[str, str] | None:
         if path is not None and Path(path).exists():
             meta = read_artifact_metadata(path)
             info = {k: str(meta.get(k, "")) for k in ("encoder", "weights", "preprocessing")}
+            info.update({k: str(meta[k]) for k in ("precision", "memory_format") if k in meta})  # issue #28
             if info["encoder"] == STATS_ENCODER:
                 info["note"] = "offline fallback encoder (colour and texture statistics), not the paper's"
             return info

@@ -255,10 +255,12 @@ def test_clip_encoder_random_init(photo_dir, tmp_path):
     """clip:<model> through open_clip (the `clip` extra): embeddings equal open_clip's own on its transforms."""
     open_clip = pytest.importorskip("open_clip")
     out = tmp_path / "clip.parquet"
-    res = invoke(str(photo_dir), "--out", str(out), "--encoder", "clip:ViT-B-32", "--weights", "none")
+    clip_fp32 = ("--encoder", "clip:ViT-B-32", "--weights", "none", "--precision", "fp32")
+    res = invoke(str(photo_dir), "--out", str(out), *clip_fp32)
     assert res.exit_code == 0, res.output
     feats = read_features(out)
     assert feats.metadata["encoder"] == "clip:ViT-B-32"
+    assert feats.metadata["memory_format"] == "channels-last"  # its patch embedding is a convolution
     assert feats.embeddings.shape == (4, 512)
     from reshape.features import RANDOM_INIT_SEED
 
@@ -272,10 +274,5 @@ def test_clip_encoder_random_init(photo_dir, tmp_path):
             want = model.encode_image(x).numpy()[0]
         np.testing.assert_allclose(feats.embeddings[i], want, rtol=1e-3, atol=1e-4)
     again = tmp_path / "again.parquet"
-    assert (
-        invoke(
-            str(photo_dir), "--out", str(again), "--encoder", "clip:ViT-B-32", "--weights", "none"
-        ).exit_code
-        == 0
-    )
+    assert invoke(str(photo_dir), "--out", str(again), *clip_fp32).exit_code == 0
     np.testing.assert_array_equal(read_features(again).embeddings, feats.embeddings)

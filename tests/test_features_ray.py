@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from PIL import Image
 from ray_helpers import local_ray, needs_ray
 
-from reshape import features as features_mod
 from reshape import storage
 from reshape.artifacts import Features, read_features, write_features
 from reshape.cli.main import cli
+from reshape.features import _on_ray as features_mod
 from reshape.features import run_features
 
 
@@ -47,14 +47,15 @@ def photo_dir(tmp_path_factory, natural_photos) -> Path:
 @pytest.fixture(scope="module")
 def local_features(tmp_path_factory, photo_dir) -> Features:
     out = tmp_path_factory.mktemp("local") / "refs.parquet"
-    run_features([photo_dir], out, weights="none", device="cpu", batch_size=2)
+    run_features([photo_dir], out, weights="none", device="cpu", precision="fp32", batch_size=2)
     return read_features(out)
 
 
 def assert_same_features(a: Features, b: Features) -> None:
     pd.testing.assert_frame_equal(a.frame.reset_index(drop=True), b.frame.reset_index(drop=True))
     np.testing.assert_array_equal(a.embeddings, b.embeddings)
-    for key in ("encoder", "weights", "preprocessing", "dim", "image_root", "skipped"):
+    for key in ("encoder", "weights", "preprocessing", "dim", "image_root", "skipped", "precision",
+                "memory_format", "batch_size"):  # fmt: skip
         assert a.metadata[key] == b.metadata[key], key
 
 
@@ -66,7 +67,8 @@ def test_ray_actors_give_the_local_artifact(ray_cluster, photo_dir, local_featur
     result = CliRunner().invoke(
         cli,
         ["features", str(photo_dir), "--out", str(out), "--weights", "none", "--device", "cpu"]
-        + ["--batch-size", "2", "--backend", "ray", "--ray-address", ray_cluster, "--workers", "2"],
+        + ["--precision", "fp32", "--batch-size", "2", "--backend", "ray", "--ray-address", ray_cluster]
+        + ["--workers", "2"],
     )
     assert result.exit_code == 0, result.output
     on_ray = read_features(out)
@@ -87,14 +89,16 @@ def test_rerun_reuses_shard_files_left_by_a_crashed_run(
     names = local_features.images
     first = [(n, str(photo_dir / n), local_features.frame["sha256"][i]) for i, n in enumerate(names[:2])]
     spec = features_mod._RayShardSpec(
-        str(out.with_name(out.name + ".shards")), 2, "resnet50", "none", str(photo_dir.resolve())
-    )
+        str(out.with_name(out.name + ".shards")), 2, "resnet50", "none", str(photo_dir.resolve()),
+        precision="fp32", memory_format="channels-last",
+    )  # fmt: skip
     marker = np.full((2, local_features.embeddings.shape[1]), 7.0, dtype=np.float32)
     leftover = local_features.frame.iloc[:2].reset_index(drop=True)
     meta = {k: local_features.metadata[k] for k in ("encoder", "weights", "preprocessing", "image_root")}
     write_features(features_mod._shard_file(spec, first), Features(leftover, marker, {**meta, "skipped": []}))
 
-    run_features([photo_dir], out, weights="none", device="cpu", batch_size=2, backend="ray", workers=2)
+    run_features([photo_dir], out, weights="none", device="cpu", precision="fp32", batch_size=2,
+                 backend="ray", workers=2)  # fmt: skip
     merged = read_features(out)
     np.testing.assert_array_equal(merged.embeddings[:2], marker)  # taken from the leftover shard
     np.testing.assert_array_equal(merged.embeddings[2:], local_features.embeddings[2:])
@@ -150,11 +154,11 @@ def test_backend_ray_without_ray_installed_is_exit_2(monkeypatch, photo_dir, tmp
 def test_out_on_an_object_store_local_backend(photo_dir, local_features):
     """memory:// (fsspec): the artifact is uploaded, and a rerun fetches it to reuse every row."""
     out = f"memory://reshape-features-{id(photo_dir)}/refs.parquet"
-    first = run_features([photo_dir], out, weights="none", device="cpu", batch_size=2)
+    first = run_features([photo_dir], out, weights="none", device="cpu", precision="fp32", batch_size=2)
     assert first.n_embedded == 5
     with storage.local_copy(out) as local:
         assert_same_features(read_features(local), local_features)
-    again = run_features([photo_dir], out, weights="none", device="cpu", batch_size=2)
+    again = run_features([photo_dir], out, weights="none", device="cpu", precision="fp32", batch_size=2)
     assert (again.n_reused, again.n_embedded) == (5, 0)
     assert storage.listdir(out.rsplit("/", 1)[0]) == ["refs.parquet"]
 
@@ -182,7 +186,7 @@ def test_out_on_an_object_store_with_ray(ray_cluster, store_root, photo_dir, loc
             "--batch-size",
             "2",
         ]
-        + ["--backend", "ray", "--workers", "2"],
+        + ["--precision", "fp32", "--backend", "ray", "--workers", "2"],
     )
     assert result.exit_code == 0, result.output
     assert_same_features(read_features(store_root / "bucket" / "pool" / "refs.parquet"), local_features)
