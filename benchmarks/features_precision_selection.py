@@ -28,10 +28,13 @@ but other feature geometry; pass the torchvision IMAGENET1K_V1 file for the pape
 from __future__ import annotations
 
 import argparse
-import importlib
 import subprocess
 import tempfile
 from pathlib import Path
+
+# pickletools is the standard library's pickle *disassembler*: it lists the official files' opcodes and
+# never unpickles, so no object of the file is constructed (the project reads no pickle)
+from pickletools import genops
 
 import numpy as np
 import pandas as pd
@@ -41,10 +44,6 @@ from reshape.artifacts import read_features
 from reshape.features import run_features
 from reshape.prune import drcdown, find_clusters
 from reshape.select import select_candidates
-
-#: the standard library's pickle *disassembler*: it lists the official files' opcodes and never unpickles,
-#: so no object of the file is constructed (the project reads no pickle)
-genops = importlib.import_module("pickletools").genops
 
 SETTINGS = {
     "fp32 contiguous": {"precision": "fp32", "memory_format": "contiguous"},

@@ -10,9 +10,11 @@ from pathlib import Path
 import pandas as pd
 
 from reshape.errors import BadInputError
-from reshape.fileio import check_file_name, resolve_under_root
+from reshape.fileio import check_file_name, printable_path, resolve_under_root
+from reshape.imageio import IMAGE_SUFFIXES
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
+#: the suffixes `features` embeds: the same list `distort` reads references by
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 
 
 def _is_image(p: Path) -> bool:
@@ -58,11 +60,6 @@ def _csv_list(csv_path: Path, image_root: Path | None) -> list[Path]:
                 "in the first column)"
             )
     return out
-
-
-def printable_path(path: str | os.PathLike[str]) -> str:
-    """The path as text that any terminal can print: bytes that are not UTF-8 as ``\\xNN`` escapes."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _check_utf8(path: Path, what: str) -> None:
@@ -118,8 +115,7 @@ def collect_images(inputs: Sequence[str | os.PathLike[str]], image_root: str | o
             root = Path(os.path.commonpath([str(f.parent) for f in found]))
     _check_utf8(root, "the image root")
     rels: dict[str, Path] = {}
-    for f in found:
-        _check_utf8(f, "the file name")
+    for f in found:  # check_file_name refuses a name that is not UTF-8
         try:
             rel = f.relative_to(root).as_posix()
         except ValueError:
