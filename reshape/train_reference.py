@@ -314,21 +314,6 @@ CLIP_BACKBONE = "clip_vit_b_16"
 BACKBONES = ("resnet50", *_TORCHVISION_BACKBONES, CLIP_BACKBONE)
 
 
-def _load_state(weights: str, what: str) -> dict[str, torch.Tensor]:
-    path = Path(weights)
-    if not path.is_file():
-        raise BadInputError(f"{path}: {what} weights file does not exist (use default, none or a file)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise BadInputError(f"{path}: not a loadable state_dict ({str(exc).splitlines()[0]})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise BadInputError(f"{path}: holds a {type(state).__name__}, not a state_dict")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
 def _other_backbone(backbone: str, weights: str, seed: int, patch_size: int):
     """A non-ResNet backbone with its classification head replaced by the identity: random init from
     ``seed`` (``none``), torchvision's/open_clip's ImageNet/OpenAI weights (``default``: their cache, or a
@@ -352,7 +337,9 @@ def _other_backbone(backbone: str, weights: str, seed: int, patch_size: int):
                     "pass a local file with --weights PATH"
                 ) from None
         else:
-            state = _load_state(weights, backbone)
+            from reshape.features import load_state_file
+
+            state = load_state_file(Path(weights), f"{backbone}: default, none or a file")
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:

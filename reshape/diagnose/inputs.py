@@ -218,24 +218,6 @@ class Embedder:
     embed: Callable[[list[Path]], np.ndarray]
 
 
-def _load_state(path: Path) -> dict[str, Any]:
-    import torch
-
-    if not path.is_file():
-        raise BadInputError(f"{path}: checkpoint file does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BadInputError(f"{path}: not a loadable PyTorch state dict ({msg})") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
-        raise BadInputError(f"{path}: holds no state dict of tensors")
-    return {str(k).removeprefix("module."): v for k, v in state.items()}
-
-
 def is_trainer_checkpoint(state: dict[str, Any]) -> bool:
     """True for the state dict of :class:`reshape.train_reference.IQARegressor` (backbone + head)."""
     return "head.weight" in state and any(k.startswith("backbone.") for k in state)
@@ -363,7 +345,9 @@ def build_embedder(
     path = Path(checkpoint)
     if weights != "default":
         raise BadInputError(f"--weights {weights} with --checkpoint {path}: give one of them")
-    state = _load_state(path)
+    from reshape.features import load_state_file
+
+    state = load_state_file(path, "--checkpoint takes a state dict file")
     if is_trainer_checkpoint(state):
         if encoder != "resnet50":
             raise BadInputError(

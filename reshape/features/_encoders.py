@@ -154,6 +154,28 @@ def centre_crop_normalise(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(((crop - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1), dtype=np.float32)
 
 
+def load_state_file(path: Path, hint: str) -> dict[str, Any]:
+    """A PyTorch state dict from a user's file, loaded with ``weights_only=True`` (no pickled code runs):
+    unwrapped from a ``state_dict``/``model`` key, ``module.`` (DataParallel) prefixes dropped; every
+    fault is one line naming the file (``hint`` says what else the option takes). The one loader of
+    ``features``, ``train_reference`` and ``diagnose``."""
+    import torch
+
+    if not path.is_file():
+        raise BadInputError(f"{path}: weights file does not exist ({hint})")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BadInputError(f"{path}: not a loadable PyTorch state_dict ({msg})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
+        raise BadInputError(f"{path}: holds a {type(state).__name__}, not a state_dict of tensors")
+    return {str(k).removeprefix("module."): v for k, v in state.items()}
+
+
 def _resnet50_state(weights: str) -> tuple[dict[str, Any] | None, str]:
     import torch
     from torchvision.models import ResNet50_Weights
@@ -182,18 +204,7 @@ def _resnet50_state(weights: str) -> tuple[dict[str, Any] | None, str]:
             ) from None
         return state, "torchvision ResNet50_Weights.IMAGENET1K_V1"
     path = Path(weights)
-    if not path.is_file():
-        raise BadInputError(f"{path}: weights file does not exist (use --weights default, none or a file)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BadInputError(f"{path}: not a loadable PyTorch state_dict ({msg})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise BadInputError(f"{path}: holds a {type(state).__name__}, not a state_dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = load_state_file(path, "--weights default, none or a file")
     return state, f"file {path.resolve()} (sha256 {sha256_file(path)[:16]})"
 
 
