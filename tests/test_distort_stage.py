@@ -446,33 +446,40 @@ def test_denoiser_is_passed_for_type_15_and_recorded(
     monkeypatch, kernels, refs: Path, tmp_path: Path
 ) -> None:
     class Denoiser:
+        """A plain callable denoiser (identity on each grey plane) counting the planes it is given."""
+
         name = "classical:test"
+        planes = 0
+
+        def __call__(self, grey):
+            Denoiser.planes += 1
+            return grey
 
     seen = []
     real_apply = distortions.apply
 
     def apply(image, dist_type, level, *, rng=None, denoiser=None):
         seen.append((dist_type, denoiser))
-        return real_apply(image, 1 if dist_type == 15 else dist_type, level, rng=rng)
+        return real_apply(image, dist_type, level, rng=rng, denoiser=denoiser)
 
-    monkeypatch.setattr(distortions, "load_denoiser", lambda path: Denoiser(), raising=False)
+    monkeypatch.setattr(distortions, "load_denoiser", lambda path, **options: Denoiser(), raising=False)
     monkeypatch.setattr(distortions, "apply", apply)
     monkeypatch.setattr(distort_shards, "_DENOISERS", {})
-    if 15 not in registry.KERNELS:
-        monkeypatch.setitem(registry.KERNELS, 15, _blur)
     summary = run_distort(refs, tmp_path / "out", types=[15, 18], levels=[2])
     manifest = read_csv(summary.manifest, "distortion_manifest")
     assert set(manifest.loc[manifest.dist_type == 15, "denoiser"]) == {"classical:test"}
     assert manifest.loc[manifest.dist_type == 18, "denoiser"].isna().all()
-    assert {type(d).__name__ for t, d in seen if t == 15} == {"Denoiser"}
+    # every type-15 image's three planes went through the loaded denoiser (batched or one by one)
+    assert Denoiser.planes == 3 * int((manifest.dist_type == 15).sum()) > 0
+    assert {type(d).__name__ for t, d in seen if t == 15} <= {"Denoiser"}
     assert {d for t, d in seen if t == 18} == {None}
     assert read_artifact_metadata(summary.manifest)["denoiser"] == "classical:test"
 
     # another denoiser on the rerun: only the type-15 images are redone
-    class Other:
+    class Other(Denoiser):
         name = "other-denoiser"
 
-    monkeypatch.setattr(distortions, "load_denoiser", lambda path: Other(), raising=False)
+    monkeypatch.setattr(distortions, "load_denoiser", lambda path, **options: Other(), raising=False)
     monkeypatch.setattr(distort_shards, "_DENOISERS", {})
     again = run_distort(refs, tmp_path / "out", types=[15, 18], levels=[2])
     assert (again.n_written, again.n_reused) == (4, 4)
