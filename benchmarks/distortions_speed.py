@@ -3,7 +3,7 @@
     python benchmarks/distortions_speed.py [--base-commit REV] [--repeats 3] [--types 1-25]
         [--denoise-images 2] [--denoise-repeats 1] [--skip-kernels] [--skip-denoise] [--skip-bf16]
 
-The code before the change is taken with ``git archive REV distortions`` into a temporary folder. For the
+The code before the change is taken with ``git archive REV`` (distortions, reshape, cli) into a temporary folder. For the
 kernels it is imported there under the name ``distortions_base`` (its imports rewritten) and timed call by
 call, interleaved with the current code, on 512x384 photos, every level in turn, the same seed for both;
 each pair of outputs is also compared (``same`` = identical float32 arrays).
@@ -11,7 +11,7 @@ each pair of outputs is also compared (``same`` = identical float32 arrays).
 Type 15 is timed as the stage runs it: whole ``reshape distort --types denoise --levels 3`` processes on
 ``--denoise-images`` references, with a random-weight DnCNN-B of the real shape (20 layers, 64 channels,
 written as a torch state_dict in the temporary folder); the old code's process sees the archived
-``distortions`` first on PYTHONPATH. The new code's bf16 is timed through ``--dncnn-precision bf16`` when the
+``distortions`` and ``reshape`` (with its CLI) first on PYTHONPATH. The new code's bf16 is timed through ``--dncnn-precision bf16`` when the
 CLI has it, else in-process against the old code in-process (said in the output). Goals (issue 30): type 15
 fp32 >= 1.6x, bf16 >= 3x, jitter >= 2x, no kernel slower. Measure on an idle machine: timings on a shared
 one are noise.
@@ -48,13 +48,19 @@ SLOWER_BELOW = 0.95
 
 
 def archive_base(commit: str, folder: Path) -> Path:
-    """``git archive`` of distortions/ at ``commit`` into ``folder/pkg/distortions``; returns ``folder/pkg``."""
+    """``git archive`` of distortions/, reshape/ and cli/ at ``commit`` into ``folder/pkg``; returns it.
+
+    cli/ goes to ``pkg/reshape/cli`` (where the install puts it), so the old process runs the old stage
+    and CLI with the old library, not today's CLI over the old library."""
     tar = subprocess.run(
-        ["git", "archive", "--format=tar", commit, "distortions"], cwd=REPO, check=True, capture_output=True
-    ).stdout
+        ["git", "archive", "--format=tar", commit, "distortions", "reshape", "cli", "data_manifests"],
+        cwd=REPO, check=True, capture_output=True,
+    ).stdout  # fmt: skip
     root = folder / "pkg"
     with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
         archive.extractall(root, filter="data")
+    (root / "cli").rename(root / "reshape" / "cli")
+    (root / "data_manifests").rename(root / "reshape" / "data_manifests")
     return root
 
 
@@ -147,14 +153,18 @@ def time_denoise(pkg_root: Path, folder: Path, n_images: int, repeats: int, bf16
     torch.save(random_dncnn_state_dict(depth=20, channels=64), weights)
     old_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pkg_root), os.environ.get("PYTHONPATH", "")])}
     seen = subprocess.run(
-        [sys.executable, "-c", "import distortions; print(distortions.__file__)"],
+        [
+            sys.executable,
+            "-c",
+            "import distortions, reshape.distort; print(distortions.__file__, reshape.distort.__file__)",
+        ],
         cwd=folder,
         env=old_env,
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    if not seen.startswith(str(pkg_root)):
+    if not all(path.startswith(str(pkg_root)) for path in seen.split()):
         raise SystemExit(f"the old code's process imported {seen}, not the archived copy")
     runs = [("old fp32", old_env, []), ("new fp32", dict(os.environ), [])]
     cli_bf16 = bf16 and _cli_has("--dncnn-precision")
