@@ -126,7 +126,7 @@ def _split(text: str, allowed, what: str) -> list[str]:
     items = list(allowed) if text == "all" else [x.strip() for x in text.split(",") if x.strip()]
     bad = [x for x in items if x not in allowed]
     if bad or not items:
-        raise BadInputError(f"--{what} {text!r}: choose from {', '.join(allowed)}")
+        raise BadInputError(f"--{what} {text!r}: choose from {', '.join(map(str, allowed))}")
     return items
 
 
