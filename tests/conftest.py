@@ -88,3 +88,15 @@ def pinned_clock(monkeypatch):
     """Artifacts record their creation time; SOURCE_DATE_EPOCH pins it, so whole files compare byte for
     byte (the reproducible-builds convention reshape honours)."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1735689600")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module that trains or embeds: on a small shared CPU, OpenMP threads competing
+    with other jobs are many times slower (tests/test_syn2real.py's runs pass --threads 1 likewise)."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

@@ -27,6 +27,8 @@ from reshape.diagnose import (
 )
 from reshape.diagnose.plots import map_2d
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # ------------------------------------------------------------------------------------ toys, by hand
 E1, E2 = [1.0, 0.0], [0.0, 1.0]
 
@@ -177,15 +179,6 @@ def test_pca_map_is_signed_the_same_whatever_the_row_signs():
 
 
 # --------------------------------------------------------------------------------- end to end
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread: on a small shared CPU, threads competing with other jobs were many times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -26,18 +26,10 @@ import syn2real  # noqa: E402
 import syn2real_protocol  # noqa: E402
 import syn2real_reshape  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REFS = ("I01", "I02", "I03", "I04")
 ROWS_PER_REF = 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: on a small shared CPU, OpenMP threads competing with other jobs are many times
-    slower (as in tests/test_syn2real.py's runs, which pass --threads 1)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module")
