@@ -24,8 +24,11 @@ shared machine the numbers move with the load; say so when quoting them.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +36,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from distortions_speed import archive_base  # this folder's benchmark: its git-archive helper
 from PIL import Image
 
 KADIS_REFS = 140_000
@@ -191,6 +195,185 @@ def synthetic_take_over(root: Path, entries: int) -> dict[str, float]:
     return timings
 
 
+#: Run in a child process: the CLI as a user runs it, with every file it opens for reading counted (an
+#: audit hook on ``open``), printed at exit (the CLI ends with ``os._exit`` after the atexit handlers).
+_COUNTING_CLI = """
+import atexit, sys
+opened = {"image": 0, "other": 0}
+def hook(event, args):
+    if event == "open" and isinstance(args[0], str):
+        mode = args[1] if len(args) > 1 and isinstance(args[1], str) else "r"
+        kind = "image" if args[0].lower().endswith((".png", ".bmp")) else "other"
+        if "r" in mode or mode == "":
+            opened[kind] += 1
+sys.addaudithook(hook)
+atexit.register(lambda: print(f"OPENED images={opened['image']} other={opened['other']}", file=sys.stderr))
+from reshape.cli.main import main
+sys.argv = ["reshape", *sys.argv[1:]]
+main()
+"""
+
+
+def _file_state(folder: Path) -> dict[str, tuple[int, int]]:
+    return {e.name: (e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder) if e.is_file()}
+
+
+def _timed_rerun(command: list[str], out: Path, env: dict[str, str], cwd: Path) -> tuple[float, int, int]:
+    """(seconds, images opened, files written or changed) of one whole rerun process."""
+    before = _file_state(out), (out / "manifest.csv").read_bytes()
+    start = time.perf_counter()
+    rerun = subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=cwd)
+    seconds = time.perf_counter() - start
+    after = _file_state(out), (out / "manifest.csv").read_bytes()
+    opened = re.search(r"OPENED images=(\d+) other=(\d+)", rerun.stderr)
+    if not opened or "0 written" not in rerun.stdout:
+        raise SystemExit(f"unexpected rerun output: {rerun.stdout[-500:]} {rerun.stderr[-2000:]}")
+    changed = sum(before[0].get(k) != v for k, v in after[0].items()) + (before[1] != after[1])
+    return seconds, int(opened.group(1)), changed
+
+
+def finished_plan_rerun(
+    root: Path,
+    n_refs: int,
+    workers: int,
+    *,
+    base_pkg: Path | None = None,
+    base_label: str = "",
+    repeats: int = 2,
+) -> dict[str, float]:
+    """The rerun of a finished ``n_refs``-reference plan (x 5 levels), as a whole ``reshape distort``
+    process: seconds, images opened (goal 0), files written (goal 0).
+
+    The finished state is made without distorting ``n_refs`` x 5 images: the CLI makes the first
+    reference's five images for real (so the records are the stage's own), the other outputs are empty
+    files recorded in the journal with the fields the stage records (``distort_shards._manifest_row``,
+    the reference's size and mtime, the run's settings tag read from the real records), and one CLI run
+    then finds everything done and writes the manifest. Nothing in the timed rerun reads the outputs'
+    bytes (size and mtime are compared), so their content does not matter to what is measured."""
+    from reshape.distort_plan import plan_jobs_per_reference, read_plan
+    from reshape.distort_shards import _manifest_row
+    from reshape.writer import FileRecord, Journal, OutputFolder
+
+    refs, out = root / "rerun-refs", root / "rerun-out"
+    refs.mkdir()
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    one = make_references(refs, 1, (64, 48))[0]
+    data = (refs / one).read_bytes()
+    names = [one] + [f"r{i:06d}.png" for i in range(1, n_refs)]
+    for name in names[1:]:
+        (refs / name).write_bytes(data)
+    write_plan(root / "rerun-plan.csv", names, [t for t in range(1, 26) if t != 15], seed=2)
+    first = root / "rerun-first.csv"
+    first.write_text("ref_im,dist_type\n" + (root / "rerun-plan.csv").read_text().splitlines()[1] + "\n")
+    cli = [sys.executable, "-c", _COUNTING_CLI, "distort", str(refs), "--format", "bmp", "--out", str(out),
+           "--workers", str(workers)]  # fmt: skip
+    made = subprocess.run([*cli, "--plan", str(first)], check=True, capture_output=True, text=True, cwd=root)
+    if "OPENED images=0 " in made.stderr:  # it read the reference: the counting hook must have seen it
+        raise SystemExit("the audit hook counted no image read by a run that made five images")
+    folder = OutputFolder(out)
+    journal = Journal(folder)
+    real = journal.load()
+    tag = next(iter(real.values())).meta["settings"]
+    plan = read_plan(root / "rerun-plan.csv", refs)
+    jobs = plan_jobs_per_reference(plan, plan.paths, [1, 2, 3, 4, 5], 0, "bmp")
+    empty = hashlib.sha256(b"").hexdigest()
+    records = []
+    for job in jobs:
+        if job.dist_img in real:
+            continue
+        target = out / job.dist_img
+        target.touch()
+        ref = os.stat(job.ref_path)
+        meta = {
+            **_manifest_row(job, empty, None),
+            "ref_stat": [ref.st_size, ref.st_mtime_ns],
+            "settings": tag,
+        }
+        records.append(FileRecord(job.dist_img, empty, 0, target.stat().st_mtime_ns, meta))
+    journal.append(records)
+    del records, jobs, plan
+    timings["make the finished state (not reshape)"] = time.perf_counter() - start
+
+    full = [*cli, "--plan", str(root / "rerun-plan.csv")]
+    start = time.perf_counter()
+    finishing = subprocess.run(full, check=True, capture_output=True, text=True, cwd=root)
+    timings["first full run: everything recorded, manifest written"] = time.perf_counter() - start
+    print("  " + finishing.stdout.strip().splitlines()[-1])
+    codes = {"today's code": dict(os.environ)}
+    if base_pkg is not None:
+        codes[f"code at {base_label}"] = {**os.environ, "PYTHONPATH": str(base_pkg)}
+    best: dict[str, float] = {}
+    for _ in range(repeats):  # interleaved, best of each
+        for label, env in codes.items():
+            seconds, opened, changed = _timed_rerun(full, out, env, root)
+            best[label] = min(best.get(label, seconds), seconds)
+            if opened or changed:
+                raise SystemExit(f"{label}: the rerun opened {opened} image(s) and changed {changed} file(s)")
+    for label, seconds in best.items():
+        timings[f"RERUN of the finished plan, whole process, {label} (best of {repeats}; 0 images opened, "
+                "0 files written)"] = seconds  # fmt: skip
+    if len(best) == 2:
+        new, old = best.values()
+        timings["  ratio (earlier code / today's)"] = old / new
+    return timings
+
+
+def throughput_and_projection(root: Path, args: argparse.Namespace) -> None:
+    """Parts 1-4 of the module notes: images/s per core, type 15, the projection, the small resume."""
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    cores = args.workers
+    refs = root / "refs"
+    refs.mkdir()
+    start = time.perf_counter()
+    names = make_references(refs, args.refs, size)
+    print(f"synthesised {args.refs} references {args.size} in {time.perf_counter() - start:.1f} s")
+    others = [t for t in range(1, 26) if t != 15]
+    write_plan(root / "plan.csv", names, others, seed=1)
+    per_core: dict[str, float] = {}
+    for fmt in ("png", "bmp"):
+        seconds, result = timed_run(refs, root / "plan.csv", root / f"out-{fmt}", fmt, cores)
+        per_core[fmt] = result.n_images / seconds / cores
+        print(f"{fmt}: {result.n_images} images (24 types, no 15) in {seconds:.1f} s: "
+              f"{per_core[fmt]:.1f} images/s per core")  # fmt: skip
+    seconds, result = timed_run(refs, root / "plan.csv", root / "out-png", "png", cores)
+    print(f"resume of the finished png run: {seconds:.2f} s, {result.n_written} written "
+          f"({result.n_reused} reused)  [goal: seconds, 0 written]")  # fmt: skip
+
+    weights = root / "dncnn_b_random.pth"
+    random_dncnn(weights)
+    denoise_names = names[: args.denoise_refs]
+    (root / "plan15.csv").write_text("ref_im,dist_type\n" + "".join(f"{n},15\n" for n in denoise_names))
+    seconds, result = timed_run(
+        refs, root / "plan15.csv", root / "out-15", "bmp", cores, dncnn_weights=weights,
+        dncnn_device=args.dncnn_device, dncnn_precision=args.dncnn_precision,
+    )  # fmt: skip
+    s15 = seconds / result.n_images
+    print(f"type 15 ({args.dncnn_device}, {args.dncnn_precision}, {result.denoiser}): {result.n_images} "
+          f"images in {seconds:.1f} s: {s15:.2f} s/image with {cores} worker(s)")  # fmt: skip
+
+    other_core_s = 1.0 / per_core["bmp"]
+    print("\nprojection, full KADIS-700k plan as BMP (140,000 references; linear scaling assumed):")
+    print(f"  the 24 other types: {KADIS_OTHER_IMAGES} images, {other_core_s * 1000:.0f} ms/image/core")
+    if args.dncnn_device == "cpu":
+        s15_core = s15 * cores
+        print(f"  type 15 on CPU: {KADIS_DENOISE_IMAGES} images, {s15_core:.2f} s/image/core")
+        for n in (1, 8, 64):
+            other = KADIS_OTHER_IMAGES * other_core_s / n
+            den = KADIS_DENOISE_IMAGES * s15_core / n
+            print(f"  {n:2d} cores: others {hours(other)} + type 15 {hours(den)} = {hours(other + den)}")
+        gpu_s = 3 * size[0] * size[1] * DNCNN_FLOPS_PER_PIXEL / ASSUMED_GPU_FLOPS
+        gpu_label = f"ESTIMATE ({ASSUMED_GPU_FLOPS / 1e12:.0f} TFLOP/s assumed, not measured)"
+    else:
+        gpu_s, gpu_label = s15, "measured here"
+    for n in (1, 8, 64):
+        other = KADIS_OTHER_IMAGES * other_core_s / n
+        den = KADIS_DENOISE_IMAGES * gpu_s
+        print(f"  {n:2d} cores + 1 GPU for type 15: max(others {hours(other)}, type 15 {hours(den)}) "
+              f"= {hours(max(other, den))}  [GPU {gpu_s * 1000:.0f} ms/image, {gpu_label}]")  # fmt: skip
+    print("  MATLAB generate_kadis700k.m: 'around 1-2 days' (CONTRIQUE issue #26)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--refs", type=int, default=2000, help="synthetic references (default 2000)")
@@ -203,63 +386,32 @@ def main() -> int:
         "--entries", type=int, default=700_000, help="synthetic journal entries (default 700k)"
     )
     parser.add_argument("--skip-entries", action="store_true", help="skip the journal/check_entries part")
+    parser.add_argument(
+        "--rerun-base", metavar="REV", default=None,
+        help="also rerun with the code at this git revision (git archive into a temporary folder), interleaved",
+    )  # fmt: skip
+    parser.add_argument("--only-rerun", action="store_true", help="run only the rerun part")
+    parser.add_argument(
+        "--rerun-refs", type=int, default=KADIS_REFS,
+        help="references of the finished plan rerun as a whole process (default 140,000: 700k images; 0 skips)",
+    )  # fmt: skip
     args = parser.parse_args()
-    size = tuple(int(v) for v in args.size.lower().split("x"))
     cores = args.workers
     root = Path(tempfile.mkdtemp(prefix="kadis-scale-"))
     try:
-        refs = root / "refs"
-        refs.mkdir()
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; workers {cores}")
-        start = time.perf_counter()
-        names = make_references(refs, args.refs, size)
-        print(f"synthesised {args.refs} references {args.size} in {time.perf_counter() - start:.1f} s")
-        others = [t for t in range(1, 26) if t != 15]
-        write_plan(root / "plan.csv", names, others, seed=1)
-        per_core: dict[str, float] = {}
-        for fmt in ("png", "bmp"):
-            seconds, result = timed_run(refs, root / "plan.csv", root / f"out-{fmt}", fmt, cores)
-            per_core[fmt] = result.n_images / seconds / cores
-            print(f"{fmt}: {result.n_images} images (24 types, no 15) in {seconds:.1f} s: "
-                  f"{per_core[fmt]:.1f} images/s per core")  # fmt: skip
-        seconds, result = timed_run(refs, root / "plan.csv", root / "out-png", "png", cores)
-        print(f"resume of the finished png run: {seconds:.2f} s, {result.n_written} written "
-              f"({result.n_reused} reused)  [goal: seconds, 0 written]")  # fmt: skip
+        if not args.only_rerun:
+            throughput_and_projection(root, args)
+        if args.rerun_refs:
+            print(f"\nrerun of a finished {args.rerun_refs}-reference plan ({args.rerun_refs * 5} images):")
+            base = archive_base(args.rerun_base, root) if args.rerun_base else None
+            rerun = finished_plan_rerun(
+                root, args.rerun_refs, cores, base_pkg=base, base_label=args.rerun_base
+            )
+            for what, value in rerun.items():
+                print(f"  {what}: {value:.2f}" + ("" if what.startswith("  ") else " s"))
 
-        weights = root / "dncnn_b_random.pth"
-        random_dncnn(weights)
-        denoise_names = names[: args.denoise_refs]
-        (root / "plan15.csv").write_text("ref_im,dist_type\n" + "".join(f"{n},15\n" for n in denoise_names))
-        seconds, result = timed_run(
-            refs, root / "plan15.csv", root / "out-15", "bmp", cores, dncnn_weights=weights,
-            dncnn_device=args.dncnn_device, dncnn_precision=args.dncnn_precision,
-        )  # fmt: skip
-        s15 = seconds / result.n_images
-        print(f"type 15 ({args.dncnn_device}, {args.dncnn_precision}, {result.denoiser}): {result.n_images} "
-              f"images in {seconds:.1f} s: {s15:.2f} s/image with {cores} worker(s)")  # fmt: skip
-
-        other_core_s = 1.0 / per_core["bmp"]
-        print("\nprojection, full KADIS-700k plan as BMP (140,000 references; linear scaling assumed):")
-        print(f"  the 24 other types: {KADIS_OTHER_IMAGES} images, {other_core_s * 1000:.0f} ms/image/core")
-        if args.dncnn_device == "cpu":
-            s15_core = s15 * cores
-            print(f"  type 15 on CPU: {KADIS_DENOISE_IMAGES} images, {s15_core:.2f} s/image/core")
-            for n in (1, 8, 64):
-                other = KADIS_OTHER_IMAGES * other_core_s / n
-                den = KADIS_DENOISE_IMAGES * s15_core / n
-                print(f"  {n:2d} cores: others {hours(other)} + type 15 {hours(den)} = {hours(other + den)}")
-            gpu_s = 3 * size[0] * size[1] * DNCNN_FLOPS_PER_PIXEL / ASSUMED_GPU_FLOPS
-            gpu_label = f"ESTIMATE ({ASSUMED_GPU_FLOPS / 1e12:.0f} TFLOP/s assumed, not measured)"
-        else:
-            gpu_s, gpu_label = s15, "measured here"
-        for n in (1, 8, 64):
-            other = KADIS_OTHER_IMAGES * other_core_s / n
-            den = KADIS_DENOISE_IMAGES * gpu_s
-            print(f"  {n:2d} cores + 1 GPU for type 15: max(others {hours(other)}, type 15 {hours(den)}) "
-                  f"= {hours(max(other, den))}  [GPU {gpu_s * 1000:.0f} ms/image, {gpu_label}]")  # fmt: skip
-        print("  MATLAB generate_kadis700k.m: 'around 1-2 days' (CONTRIQUE issue #26)")
-
-        if not args.skip_entries:
+        if not args.skip_entries and not args.only_rerun:
             print(f"\n{args.entries} synthetic recorded outputs:")
             for what, value in synthetic_take_over(root, args.entries).items():
                 unit = "" if "MiB" in what else " s"

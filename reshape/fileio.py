@@ -12,7 +12,7 @@ import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import IO
 
@@ -106,6 +106,8 @@ def check_relative(rel: str, *, source: object = None, row: int | None = None) -
     Rejected: empty, absolute (POSIX or Windows, drive letters, UNC), and any ``..`` component, so the
     path can never leave the root it is resolved against.
     """
+    if isinstance(rel, str) and _plain_name(rel):
+        return rel  # the common case, a bare file name: nothing below can reject or change it
     loc = where(source, row) + ": " if source is not None else ""
     if not isinstance(rel, str) or not rel.strip():
         raise BadInputError(f"{loc}empty image path")
@@ -118,6 +120,12 @@ def check_relative(rel: str, *, source: object = None, row: int | None = None) -
     if ".." in parts:
         raise BadInputError(f"{loc}path {rel!r} escapes the dataset root ('..' component)")
     return str(PurePosixPath(*[p for p in parts if p != "."])) if parts else text
+
+
+def _plain_name(rel: str) -> bool:
+    """A single non-blank name with no separator, drive colon, NUL or leading dot: already in the form
+    :func:`check_relative` returns (checked by string tests alone, for plans of 140,000 references)."""
+    return bool(rel.strip()) and not rel.startswith(".") and not any(c in rel for c in "/\\:\x00")
 
 
 def printable_path(path: object) -> str:
@@ -161,6 +169,43 @@ def resolve_under_root(
         loc = where(source, row) + ": " if source is not None else ""
         raise BadInputError(f"{loc}path {rel!r} resolves outside the dataset root {root_resolved}")
     return full
+
+
+def resolve_many_under_root(
+    root: str | os.PathLike[str],
+    rels: Sequence[str],
+    *,
+    source: object = None,
+    rows: Sequence[int] | None = None,
+) -> list[tuple[Path, bool]]:
+    """:func:`resolve_under_root` of many paths already in :func:`check_relative`'s form, each with
+    whether it is a regular file (links followed, as ``Path.is_file``): the same answers and the same
+    one-line refusal, with the root and each folder resolved once and one ``lstat`` per name (a name that
+    is a symbolic link is resolved on its own). A plan of 140,000 references thus costs 140,000 ``lstat``
+    calls, not several path resolutions each."""
+    real_root = os.path.realpath(root)
+    prefix = real_root.rstrip(os.sep) + os.sep
+    real_folders: dict[str, str] = {}
+    resolved: list[tuple[Path, bool]] = []
+    for i, rel in enumerate(rels):
+        folder, _, name = rel.rpartition("/")
+        if folder not in real_folders:
+            real_folders[folder] = os.path.realpath(os.path.join(real_root, folder))
+        full = os.path.join(real_folders[folder], name)
+        try:
+            mode = os.lstat(full).st_mode
+        except OSError:
+            mode = 0
+        if stat.S_ISLNK(mode):
+            full = os.path.realpath(full)
+            is_file = os.path.isfile(full)
+        else:
+            is_file = stat.S_ISREG(mode)
+        if full != real_root and not full.startswith(prefix):
+            loc = where(source, rows[i] if rows is not None else None) + ": " if source is not None else ""
+            raise BadInputError(f"{loc}path {rel!r} resolves outside the dataset root {real_root}")
+        resolved.append((Path(full), is_file))
+    return resolved
 
 
 # ----------------------------------------------------------------------------------------------- links

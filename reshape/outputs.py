@@ -23,13 +23,14 @@ import json
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 
 from reshape.errors import BadInputError, ResourceError
 from reshape.fileio import check_inside, file_kind, resolves_inside, write_no_follow
@@ -232,21 +233,43 @@ def check_entries(folder: Location, names: Iterable[str], *, what: str = "output
     root = Path(folder)
     if not root.is_dir():
         return
-    parents_checked: set[Path] = set()
-    for name in names:
-        p = root / name
-        if p.parent not in parents_checked:  # thousands of images share a few folders
-            check_inside(root, p.parent, what=what)
-            parents_checked.add(p.parent)
-        try:  # the type from lstat alone: the bytes of thousands of existing files are not read here
-            found = file_kind(p.lstat().st_mode)
+    by_folder: dict[str, list[str]] = {}
+    for name in names:  # thousands of images share a few folders
+        parent, _, base = name.rpartition("/")
+        by_folder.setdefault(parent, []).append(base)
+    for parent, bases in by_folder.items():
+        where_ = root / parent if parent else root
+        check_inside(root, where_, what=what)
+        _check_folder_entries(where_, bases)
+
+
+def _check_folder_entries(folder: Path, bases: list[str]) -> None:
+    """The kind of each of ``bases`` in ``folder`` from one directory listing (the entry types the
+    listing carries, no ``lstat`` per name: a KADIS-700k output holds 700,000 files)."""
+    try:
+        with os.scandir(folder) as listing:  # the names that are neither regular files nor folders
+            odd = {
+                e.name
+                for e in listing
+                if not e.is_file(follow_symlinks=False) and not e.is_dir(follow_symlinks=False)
+            }
+        to_check = sorted(odd.intersection(bases))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError:  # a folder that can be entered but not listed: one lstat per name, as before
+        to_check = bases
+    for base in to_check:
+        p = folder / base
+        try:
+            mode = p.lstat().st_mode
         except (FileNotFoundError, NotADirectoryError):
             continue
-        if found == "symbolic link":
+        if stat.S_ISLNK(mode):
             raise BadInputError(
                 f"{p}: is a symbolic link (to {os.readlink(p)}) where reshape writes a file; it never writes "
                 "through or replaces a link (remove it, or choose another --out)"
             )
+        found = file_kind(mode)
         if found in SPECIAL_KINDS:
             raise BadInputError(f"{p}: is a {found} where reshape writes a file; refusing")
 
@@ -334,7 +357,14 @@ def _check_name_lengths(target: Location, folder: Path) -> None:
 def temp_name_bytes(name: str) -> int:
     """Bytes of the longest name a file written as ``name`` gets on the way: its temporary name beside it
     (:func:`reshape.fileio.atomic_path`: prefix, the name, a dot, 8 random characters, the suffix)."""
-    return len(os.fsencode(f"{TMP_PREFIX}{name}.xxxxxxxx{Path(name).suffix}"))
+    dot = name.rfind(".")
+    suffix = name[dot:] if 0 < dot < len(name) - 1 else ""  # Path(name).suffix, without a path object
+    return len(os.fsencode(f"{TMP_PREFIX}{name}.xxxxxxxx{suffix}"))
+
+
+def _last_part(name: str) -> str:
+    """``PurePath(name).name`` of a relative name (a trailing separator ignored, as pathlib does)."""
+    return name.rstrip("/").rpartition("/")[2] or name
 
 
 def check_output_names(folder: Location, names: Iterable[str], *, what: str = "output") -> None:
@@ -348,7 +378,12 @@ def check_output_names(folder: Location, names: Iterable[str], *, what: str = "o
         name_max = os.pathconf(base, "PC_NAME_MAX")
     except (OSError, ValueError):
         name_max = 255
-    longest = max((PurePath(n).name for n in names), key=temp_name_bytes, default=None)
+    names = list(names)
+    # a bound first (a UTF-8 character is at most 4 bytes; the suffix is part of the name), so 700,000
+    # short names cost one pass of len(); string operations, not a path object per name, otherwise
+    if 4 * 2 * max(map(len, names), default=0) + temp_name_bytes("") <= name_max:
+        return
+    longest = max((_last_part(n) for n in names), key=temp_name_bytes, default=None)
     if longest is None or temp_name_bytes(longest) <= name_max:
         return
     size, extra = len(os.fsencode(longest)), temp_name_bytes(longest) - len(os.fsencode(longest))

@@ -17,6 +17,7 @@ from reshape.fileio import (
     atomic_write_text,
     check_relative,
     remove_stale_temps,
+    resolve_many_under_root,
     resolve_under_root,
     sha256_bytes,
     sha256_file,
@@ -104,6 +105,42 @@ def test_symlink_pointing_outside_rejected(tmp_path):
     os.symlink(outside, root / "link.png")
     with pytest.raises(BadInputError, match="outside the dataset root"):
         resolve_under_root(root, "link.png")
+
+
+def test_check_relative_fast_path_gives_the_slow_path_answers():
+    """Bare names skip the path parsing; names it must still refuse or change do not take the fast path."""
+    assert check_relative("I01.png") == "I01.png" and check_relative("a b.png") == "a b.png"
+    assert check_relative("./a.png") == "a.png" and check_relative("a\\b.png") == "a/b.png"
+    for bad, message in [("..", "escapes"), ("C:a.png", "absolute"), ("a\x00.png", "NUL"), ("  ", "empty")]:
+        with pytest.raises(BadInputError, match=message):
+            check_relative(bad)
+
+
+def test_resolve_many_under_root_answers_as_resolve_under_root(tmp_path):
+    """The batch resolver of plans (one lstat per name) gives resolve_under_root's path and is_file, for
+    plain names, nested names, links that stay inside, dangling and missing names and folders; a file or
+    folder link leading out of the root is refused with the same message."""
+    root, away = tmp_path / "root", tmp_path / "away"
+    (root / "sub").mkdir(parents=True)
+    away.mkdir()
+    (root / "a.png").write_bytes(b"a")
+    (root / "sub" / "b.png").write_bytes(b"b")
+    (away / "c.png").write_bytes(b"c")
+    (root / "in_link.png").symlink_to(root / "sub" / "b.png")
+    (root / "dangling.png").symlink_to(root / "nothing.png")
+    (root / "linked_sub").symlink_to(root / "sub", target_is_directory=True)
+    (root / "out_link.png").symlink_to(away / "c.png")
+    (root / "away").symlink_to(away, target_is_directory=True)
+    rels = ["a.png", "sub/b.png", "in_link.png", "dangling.png", "missing.png", "linked_sub/b.png", "sub"]
+    expected = [(resolve_under_root(root, r), resolve_under_root(root, r).is_file()) for r in rels]
+    assert resolve_many_under_root(root, rels) == expected
+    assert [ok for _, ok in expected] == [True, True, True, False, False, True, False]
+    for bad in ["out_link.png", "away/c.png"]:
+        with pytest.raises(BadInputError) as slow:
+            resolve_under_root(root, bad, source="plan.csv", row=3)
+        with pytest.raises(BadInputError) as fast:
+            resolve_many_under_root(root, ["a.png", bad], source="plan.csv", rows=[2, 3])
+        assert str(fast.value) == str(slow.value) and "resolves outside the dataset root" in str(fast.value)
 
 
 # ----------------------------------------------------------------------------------------------- links (issue #21)

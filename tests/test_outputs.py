@@ -20,12 +20,15 @@ from reshape.errors import BadInputError, ResourceError
 from reshape.fileio import atomic_write_text
 from reshape.outputs import (
     OutputLock,
+    check_entries,
     check_file_output,
     check_inputs_not_outputs,
+    check_output_names,
     check_writable,
     created_folders,
     lock_location,
     sniff_format,
+    temp_name_bytes,
 )
 
 HOLD = textwrap.dedent(
@@ -248,3 +251,36 @@ def test_failed_run_removes_its_folder_and_its_lock(tmp_path: Path) -> None:
         assert Path(lock_location(target)).exists()
         raise RuntimeError("stage failed")
     assert not (tmp_path / "new").exists()
+
+
+def test_check_entries_refuses_links_and_special_files_read_from_one_listing(tmp_path):
+    """check_entries reads each folder once (700,000 names at KADIS scale) and still refuses a link or a
+    FIFO at a name the stage writes, and a folder link leading out; regular files, folders and absent
+    names pass."""
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "ok.png").write_bytes(b"x")
+    (out / "folder.png").mkdir()
+    check_entries(out, ["ok.png", "missing.png", "folder.png", "sub/new.png"])
+    (out / "sub" / "link.png").symlink_to(tmp_path / "user.png")
+    with pytest.raises(BadInputError, match=r"sub/link.png: is a symbolic link \(to .*user.png\)"):
+        check_entries(out, ["ok.png", "sub/link.png"])
+    os.mkfifo(out / "fifo.png")
+    with pytest.raises(BadInputError, match=r"fifo.png: is a FIFO \(named pipe\) where reshape writes"):
+        check_entries(out, ["ok.png", "fifo.png"])
+    (out / "away").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(BadInputError, match="leads outside the output"):
+        check_entries(out, ["away/x.png"])
+
+
+def test_output_name_length_check_counts_the_temporary_name_as_pathlib_does(tmp_path):
+    """temp_name_bytes works on strings (no path object per name) and gives the bytes of the temporary
+    name atomic_path makes: prefix, name, dot, 8 characters, pathlib's suffix."""
+    from reshape.fileio import TMP_PREFIX
+
+    for name in ["a.png", "a", "a.b.c", ".hidden", ".hidden.png", "..x", "a.", "x.tar.gz", "é.png", "..."]:
+        assert temp_name_bytes(name) == len(os.fsencode(f"{TMP_PREFIX}{name}.xxxxxxxx{Path(name).suffix}"))
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    check_output_names(tmp_path, ["sub/short.png", "x" * (limit - 40) + ".png"])
+    with pytest.raises(BadInputError, match="file name too long"):
+        check_output_names(tmp_path, ["sub/short.png", "sub/" + "x" * (limit - 20) + ".png"])

@@ -182,3 +182,26 @@ def test_distort_to_real_s3_matches_the_local_folder_and_resumes(s3, natural_pho
     with OutputLock(prefix), pytest.raises(BadInputError, match="another reshape run holds this output"):
         run_distort(refs, prefix, types=[1, 11, 18], seed=3)
     shutil.rmtree(tmp_path / "local")
+
+
+def test_journal_lines_read_the_same_with_orjson_and_json(tmp_path):
+    """The `fast` extra's parser (orjson) and the standard library's give the same records for what the
+    journal writes, a damaged line skipped by both, and a real journal loads the records it was given."""
+    import json
+
+    from reshape.writer import _decode, _encode
+
+    orjson = pytest.importorskip("orjson")
+    records = [
+        FileRecord(
+            "a_01_01.png", "ab" * 32, 12, 1_700_000_000_123_456_789, {"seed": 2**62, "ref_stat": [3, 4]}
+        ),
+        FileRecord("é b_02_05.bmp", deleted=True),
+        FileRecord("claimed.png"),
+        FileRecord("x.png", "cd" * 32, 0, 0, {"parameter": 0.1, "denoiser": None, "name": "\u2028"}),
+    ]
+    data = _encode(records) + b'{"name": "half written", "sha25\n'
+    assert _decode(data, loads=orjson.loads) == _decode(data, loads=json.loads) == records
+    folder = OutputFolder(tmp_path)
+    Journal(folder).append(records)
+    assert Journal(folder).load() == {r.name: r for r in records if not r.deleted}
