@@ -19,7 +19,7 @@ import posixpath
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -169,6 +169,23 @@ def _remote_output(location: Location) -> Iterator[Any]:
         with contextlib.suppress(Exception):
             fs.delete_file(tmp)
         raise
+
+
+def write_chunks(location: Location, chunks: Iterable[bytes]) -> None:
+    """:func:`write_bytes` of the concatenated ``chunks``, streamed: memory holds one chunk at a time."""
+    if is_local(location):
+        with atomic_path(local_path(location)) as tmp, open(tmp, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+        return
+    # an object store publishes whatever a stream held when it closes, even on an error: the chunks go
+    # to a local temporary file first, so a failure while making them leaves the old object whole
+    with tempfile.TemporaryDirectory(prefix=TMP_PREFIX) as tmp:
+        spool = os.path.join(tmp, "chunks")
+        with open(spool, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+        upload_file(spool, location)
 
 
 def upload_file(local: Location, location: Location) -> None:
@@ -338,4 +355,5 @@ __all__ = [
     "stat",
     "upload_file",
     "write_bytes",
+    "write_chunks",
 ]

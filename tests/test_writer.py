@@ -205,3 +205,38 @@ def test_journal_lines_read_the_same_with_orjson_and_json(tmp_path):
     folder = OutputFolder(tmp_path)
     Journal(folder).append(records)
     assert Journal(folder).load() == {r.name: r for r in records if not r.deleted}
+
+
+def test_put_chunks_streams_the_same_file_and_a_failure_keeps_the_old_one(location):
+    """A journal segment is written chunk by chunk (700k records are ~350 MB as one string): the file and
+    its record are those put_bytes gives; a failure in the middle leaves the previous file whole and no
+    temporary file or key behind."""
+    folder = OutputFolder(location)
+    chunks = [b"first chunk\n", b"", b"second \xc3\xa9 chunk\n" * 1000]
+    record = folder.put_chunks("seg.jsonl", iter(chunks), meta={"k": 2})
+    assert folder.read("seg.jsonl") == b"".join(chunks)
+    assert (record.sha256, record.size, record.meta) == (sha256_bytes(b"".join(chunks)), 16012, {"k": 2})
+    assert folder.holds(record, folder.listing()["seg.jsonl"])
+
+    def failing():
+        yield b"half of a new segment\n"
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(ResourceError, match="seg.jsonl: No space left on device"):
+        folder.put_chunks("seg.jsonl", failing())
+    assert folder.read("seg.jsonl") == b"".join(chunks)
+    assert set(folder.listing()) == {"seg.jsonl"}
+
+
+def test_journal_append_writes_a_segment_in_chunks(tmp_path, monkeypatch):
+    """More records than one encoding chunk make one segment whose lines are the records in order."""
+    import reshape.writer as writer
+
+    monkeypatch.setattr(writer, "ENCODE_CHUNK", 3)  # the chunk size, not our code under test: 10 records
+    records = [FileRecord(f"{i}.png", sha256_bytes(str(i).encode()), i, i, {"i": i}) for i in range(10)]
+    folder = OutputFolder(tmp_path)
+    Journal(folder).append(records)
+    segments = list((tmp_path / JOURNAL_DIR).iterdir())
+    assert len(segments) == 1
+    assert segments[0].read_bytes().decode().splitlines() == [r.to_line() for r in records]
+    assert list(Journal(folder).load().values()) == records
