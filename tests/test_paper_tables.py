@@ -233,33 +233,43 @@ def test_tables8_9_train_another_backbone(standin: dict, tmp_path: Path, capsys)
 
 
 def test_table10_changes_the_ddcup_encoder_only(standin: dict, tmp_path: Path, capsys) -> None:
-    """CLIP embeds the references for DDCUp (another dataset), the trainer's config stays the same (the
-    trainer is ResNet-50 here only to keep the test short)."""
+    """The paper's two lines by default: ViT-B/16 (ImageNet) and CLIP embed the references for DDCUp
+    (another dataset each), the trainer's config stays the same (the trainer is ResNet-50 here only to
+    keep the test short)."""
     pytest.importorskip("open_clip")
     out = tmp_path / "t10"
-    extra = [
-        "--ddcup-encoders",
-        "colour-texture,clip:ViT-B-16",
-        "--targets",
-        "livec",
-        "--backbone",
-        "resnet50",
-    ]
-    text = _run(table10_clip_ddcup, standin, out, *extra, capsys=capsys)
+    text = _run(
+        table10_clip_ddcup, standin, out, "--targets", "livec", "--backbone", "resnet50", capsys=capsys
+    )
     runs = {r["encoder"]: json.loads((out / "results" / r["file"]).read_text()) for r in _runs(out)}
-    clip, other = runs["clip:ViT-B-16"]["settings"], runs["colour-texture"]["settings"]
-    assert clip["config"] == other["config"] and clip["config"]["protocol"]["backbone"] == "resnet50"
-    assert "override: backbone = resnet50" in text
-    assert clip["recipe"]["encoder"] == "clip:ViT-B-16" and clip["train_csv"] != other["train_csv"]
-    for tag, encoder in (
-        ("livec-clip-ViT-B-16", "clip:ViT-B-16"),
-        ("livec-colour-texture", "colour-texture"),
-    ):
+    assert sorted(runs) == ["clip:ViT-B-16", "vit_b_16"]
+    clip, vit = runs["clip:ViT-B-16"]["settings"], runs["vit_b_16"]["settings"]
+    assert clip["config"] == vit["config"] and clip["config"]["protocol"]["backbone"] == "resnet50"
+    assert "override: backbone = resnet50" in text and "ddcup_encoders" not in text
+    assert clip["recipe"]["encoder"] == "clip:ViT-B-16" and vit["recipe"]["encoder"] == "vit_b_16"
+    assert vit["recipe"]["encoder_weights"] == "none" and clip["train_csv"] != vit["train_csv"]
+    for tag, encoder in (("livec-clip-ViT-B-16", "clip:ViT-B-16"), ("livec-vit_b_16", "vit_b_16")):
         for name in ("train", "candidates"):  # DDCUp's embeddings of both reference sets
-            features = out / "reshape" / tag / "run" / "features" / f"{name}.parquet"
-            assert read_artifact_metadata(features)["encoder"] == encoder
-    row = _rows(text, "Published figures")["clip:ViT-B-16 / SynDR-IQA"]
-    assert _bracketed(row[1])[1] == 0.739
+            meta = read_artifact_metadata(out / "reshape" / tag / "run" / "features" / f"{name}.parquet")
+            assert meta["encoder"] == encoder
+    rows = _rows(text, "Published figures")
+    assert _bracketed(rows["vit_b_16 / SynDR-IQA"][1])[1] == 0.729  # Table 10, ViT-B/16 (ImageNet), LIVEC
+    assert _bracketed(rows["clip:ViT-B-16 / SynDR-IQA"][1])[1] == 0.739
+
+
+def test_table10_vit_encoder_takes_the_vit_trainers_weights(tmp_path: Path) -> None:
+    """Without --encoder-weights the vit_b_16 encoder uses the ViT-B/16 trainer's --weights file (the same
+    ImageNet network, as the paper's line); another trainer, or --weights none, does not pass it on."""
+    weights = tmp_path / "vit_b_16-c867db91.pth"
+    base = ["--kadid-root", str(tmp_path), "--pool", str(tmp_path), "--out", str(tmp_path / "o")]
+    args = table10_clip_ddcup.parse_args([*base, "--weights", str(weights)])
+    assert args.ddcup_encoders == "vit_b_16,clip:ViT-B-16" and args.backbone == "vit_b_16"
+    assert table10_clip_ddcup.encoder_weights("vit_b_16", args) == str(weights)
+    assert table10_clip_ddcup.encoder_weights("clip:ViT-B-16", args) == "default"
+    other = table10_clip_ddcup.parse_args([*base, "--weights", str(weights), "--backbone", "resnet50"])
+    assert table10_clip_ddcup.encoder_weights("vit_b_16", other) == "default"
+    none = table10_clip_ddcup.parse_args([*base, "--weights", "none"])
+    assert {table10_clip_ddcup.encoder_weights(e, none) for e in ("vit_b_16", "clip:ViT-B-16")} == {"none"}
 
 
 def test_standin_prints_commands_every_driver_parses(standin: dict, tmp_path: Path) -> None:
