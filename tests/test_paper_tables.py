@@ -321,6 +321,8 @@ def test_table10_changes_the_ddcup_encoder_only(printed) -> None:
         for name in ("train", "candidates"):  # DDCUp's embeddings of both reference sets
             meta = read_artifact_metadata(out / "reshape" / tag / "run" / "features" / f"{name}.parquet")
             assert meta["encoder"] == encoder
+        card = json.loads((out / "datasets" / tag / "dataset.json").read_text("utf-8"))
+        assert card["features"]["encoder"] == encoder  # the published dataset names its DDCUp encoder
     rows = _rows(text, "Published figures")
     assert _bracketed(rows["vit_b_16 / SynDR-IQA"][1])[1] == 0.729  # Table 10, ViT-B/16 (ImageNet), LIVEC
     assert _bracketed(rows["clip:ViT-B-16 / SynDR-IQA"][1])[1] == 0.739

@@ -22,11 +22,13 @@ exercises the command end to end.
 
 ``--octave-candidates DIR`` (a folder of KADID generator outputs, e.g. ``../shared/kadid_reference``: the
 reference MATLAB code run in Octave on ``chelsea.png`` and ``coffee.png``, ``<stem>_<tt>_<ll>.png``, and its
-``manifest.csv``) makes the candidate pool those two references, byte for byte, and writes
+``manifest.csv``) adds those two references to the candidate pool, byte for byte, and writes
 ``candidate_images/``: for each of them and every (type, level) the kit can ask for (the three targets'
 types at levels 1, 3, 5), the Octave image under the name the kit's ``--candidate-images`` reads. A (type,
-level) the Octave run did not generate (the manifest's ``generated=false``) is our port's image instead;
-``octave_candidates.json`` lists which file is which. The KADID stand-in then takes two other photos for
+level) the Octave run did not generate (the manifest's ``generated=false``), and every image of the other
+pool references, is the kit's own port image (the same pixels as its distort stage makes);
+``octave_candidates.json`` lists which file is which, and :func:`port_vs_octave` compares a kit dataset's
+added rows with the Octave images. The KADID stand-in then takes two other photos for
 ``I02`` and ``I03`` (chelsea and coffee are candidates now).
 """
 
@@ -170,8 +172,8 @@ def build(
     root: str | Path, *, n_pool: int = 6, n_test: int = 8, seed: int = 0, octave: Path | None = None
 ) -> dict:
     """Write the stand-in data under ``root``; returns the arguments for syn2real.py. With ``octave`` (the
-    KADID generator's outputs) the pool is its two references and ``root/candidate_images`` the authors'
-    images stand-in (:func:`octave_candidates`)."""
+    KADID generator's outputs) the pool also holds its two references, and ``root/candidate_images`` is the
+    authors' images stand-in (:func:`octave_candidates`)."""
     root = Path(root)
     kadid = root / "kadid"
     _kadid(kadid / "images", seed, OCTAVE_KADID_REFS if octave else KADID_REFS)
