@@ -1,4 +1,4 @@
-"""`reshape features`: embed images (ResNet-50 or open_clip) into a features Parquet."""
+"""`reshape features`: embed images (ResNet-50, ViT-B/16 or open_clip) into a features Parquet."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from reshape.cli.common import fingerprint_option, is_quiet, output_options, sho
     "--encoder",
     default="resnet50",
     show_default=True,
-    help="resnet50 (2048-d avgpool, 224 centre crop, no resize) or clip:<model>[:<pretrained>] "
+    help="resnet50 (2048-d avgpool, 224 centre crop, no resize), vit_b_16 (torchvision ViT-B/16, 768-d class "
+    "token, its weights' transforms: resize 256, centre crop 224), clip:<model>[:<pretrained>] "
     "(needs the `clip` extra), or colour-texture (offline fallback without pretrained weights: colour and "
     "texture statistics, not the paper's encoder).",
 )

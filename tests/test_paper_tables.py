@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import json
+import os
 import re
+import runpy
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +36,21 @@ import tables8_9_backbones  # noqa: E402
 
 NUMBER = r"-?\d+\.\d{4}"
 # one torch thread and no loader processes: on a small shared CPU this is the fastest, and deterministic
-FAST = ["--weights", "none", "--epochs", "1", "--patch-size", "16", "--batch-size", "64", "--workers", "0", "--threads", "1",
-        "--ddcup-encoder", "colour-texture"]  # fmt: skip
+FAST = paper_standin.SMOKE
 
 
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory) -> dict:
     pytest.importorskip("skimage")
     return paper_standin.build(tmp_path_factory.mktemp("paper-standin"))
+
+
+def _checked(driver: str, rc: int, stdout: str, stderr: str, out: Path) -> str:
+    assert rc == 0, stderr[-3000:]
+    text = (out / "table.md").read_text("utf-8")
+    assert text.strip() in stdout and text.startswith("protocol official:")
+    assert f"  driver: {driver[:-3]}" in text and "override: weights = none" in text
+    return text
 
 
 def _run(module, standin: dict, out: Path, *extra: str, capsys) -> str:
@@ -49,11 +62,66 @@ def _run(module, standin: dict, out: Path, *extra: str, capsys) -> str:
     finally:
         torch.set_num_threads(threads)
     captured = capsys.readouterr()
-    assert rc == 0, captured.err[-3000:]
-    text = (out / "table.md").read_text("utf-8")
-    assert text.strip() in captured.out and text.startswith("protocol official:")
-    assert f"  driver: {driver[:-3]}" in text and "override: weights = none" in text
-    return text
+    return _checked(driver, rc, captured.out, captured.err, out)
+
+
+@dataclass
+class Printed:
+    """One command the stand-in builder printed, run as printed: its argv, exit status, output folder and
+    the table it printed."""
+
+    argv: list[str]
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def out(self) -> Path:
+        return Path(self.argv[self.argv.index("--out") + 1])
+
+    @property
+    def text(self) -> str:
+        return _checked(Path(self.argv[1]).name, self.rc, self.stdout, self.stderr, self.out)
+
+
+def run_as_printed(line: str) -> Printed:
+    """``python examples/paper/X.py ARGS`` exactly as printed, from the repository root: the script runs as
+    ``__main__`` with ``sys.argv`` = the printed words after ``python``, in this interpreter (a new process
+    would spend most of its time importing torch again)."""
+    argv = shlex.split(line)
+    assert argv[0] == "python" and (REPO / argv[1]).is_file(), line
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved = sys.argv, torch.get_num_threads(), os.getcwd()
+    os.chdir(REPO)
+    sys.argv = argv[1:]
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            runpy.run_path(argv[1], run_name="__main__")
+        rc = 0
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = saved[0]
+        torch.set_num_threads(saved[1])
+        os.chdir(saved[2])
+    return Printed(argv, rc, stdout.getvalue(), stderr.getvalue())
+
+
+@pytest.fixture(scope="module")
+def printed(standin: dict):
+    """The builder's printed command of a driver (by file name), run as printed once per module."""
+    lines = paper_standin.commands(standin, Path(standin["--kadid-root"]).parent)
+    by_driver = {Path(shlex.split(line)[1]).name: line for line in lines}
+    assert len(by_driver) == len(lines) == len(paper_standin.DRIVER_TARGETS)
+    done: dict[str, Printed] = {}
+
+    def run(driver: str) -> Printed:
+        if driver not in done:
+            done[driver] = run_as_printed(by_driver[driver])
+        return done[driver]
+
+    run.drivers = sorted(by_driver)
+    return run
 
 
 def _rows(text: str, caption: str) -> dict[str, list[str]]:
@@ -77,11 +145,13 @@ def _runs(out: Path) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------- Table 2
-def test_table2_tests_each_pipal_type_on_its_own_rows(standin: dict, tmp_path: Path, capsys) -> None:
-    """Type 1 (traditional SR) trains with preset pipal1 and is tested on exactly the PIPAL rows whose file
-    name says type 01; the baseline's cells carry DGQA's published SRCC and PLCC."""
-    out = tmp_path / "t2"
-    text = _run(table2_syn2alg, standin, out, "--types", "1", "--rows", "a", capsys=capsys)
+def test_table2_tests_each_pipal_type_on_its_own_rows(standin: dict, printed, tmp_path: Path) -> None:
+    """The builder's printed command: type 1 (traditional SR) trains with preset pipal1 and is tested on
+    exactly the PIPAL rows whose file name says type 01; the baseline's cells carry DGQA's published SRCC
+    and PLCC."""
+    run_ = printed("table2_syn2alg.py")
+    text, out = run_.text, run_.out
+    assert run_.argv[run_.argv.index("--types") + 1] == "1"
     row = _rows(text, "SRCC and PLCC per algorithmic type")["1 Traditional SR"]
     assert [_bracketed(c)[1] for c in row] == [0.4897, 0.4567]
     table = pd.read_csv(standin["--pipal-mos"])
@@ -131,7 +201,7 @@ def test_table3_intra_keeps_test_references_out_of_training(standin: dict, tmp_p
     assert _bracketed(cell) == (pytest.approx(float(np.median(srcc)), abs=6e-5), 0.8528)
 
 
-def test_table3_cross_flips_dmos_and_tells_tid2013_21_from_24(standin: dict, tmp_path: Path, capsys) -> None:
+def test_table3_cross_flips_dmos_and_tells_tid2013_21_from_24(standin: dict, printed, tmp_path: Path) -> None:
     """LIVE's and CSIQ's DMOS are flipped (higher label = lower DMOS), TID2013's MOS is not; TID2013's
     types come from the file names, so 21 and 24 (one dis_type label in the table) are two test sets."""
     for target, flipped in (("live", True), ("csiq", True), ("tid2013", False)):
@@ -146,8 +216,8 @@ def test_table3_cross_flips_dmos_and_tells_tid2013_21_from_24(standin: dict, tmp
     tid = pd.read_csv(standin["--tid2013-mos"])
     shared = tid[tid.dis_img_path.str.contains(r"_2[14]_")]
     assert shared.dis_type.nunique() == 1  # the table cannot tell them apart
-    out = tmp_path / "t3x"
-    text = _run(table3_syn2syn, standin, out, "--parts", "cross", "--rows", "a", "--per-type", capsys=capsys)
+    run_ = printed("table3_syn2syn.py")  # the builder's printed command: --parts cross --per-type
+    text, out = run_.text, run_.out
     cells = _rows(text, "SRCC and PLCC")["Baseline"]
     assert [_bracketed(c)[1] for c in cells] == [0.9173, 0.8988, 0.7965, 0.8017, 0.7077, 0.7220]
     (run,) = _runs(out)
@@ -159,12 +229,12 @@ def test_table3_cross_flips_dmos_and_tells_tid2013_21_from_24(standin: dict, tmp
 
 
 # ------------------------------------------------------------------------------------------ Tables 5-7
-def test_sweep_values_change_the_dataset_the_key_and_the_table(standin: dict, tmp_path: Path, capsys) -> None:
-    """Table 5's k=ALL, no margin makes another dataset than k=5, margin 0.05; Table 7's minimum kept
-    reaches the trainer's DRCDown; every value is printed; a rerun reuses every training."""
-    out = tmp_path / "t5"
-    sweep = ["--sweep", "5.ours,5.5,7.1", "--targets", "livec"]
-    text = _run(tables5_7_hyper, standin, out, *sweep, capsys=capsys)
+def test_sweep_values_change_the_dataset_the_key_and_the_table(printed) -> None:
+    """The builder's printed command (``--sweep 5.ours,5.5,7.1``): Table 5's k=ALL, no margin makes another
+    dataset than k=5, margin 0.05; Table 7's minimum kept reaches the trainer's DRCDown; every value is
+    printed; a rerun reuses every training."""
+    run_ = printed("tables5_7_hyper.py")
+    text, out = run_.text, run_.out
     ours = pd.read_csv(out / "datasets" / "livec-k5-m0.05" / "train.csv")
     every = pd.read_csv(out / "datasets" / "livec-kALL-m2.0" / "train.csv")
     assert list(ours.dist_img) == list(every.dist_img)  # the same selection and images...
@@ -180,8 +250,8 @@ def test_sweep_values_change_the_dataset_the_key_and_the_table(standin: dict, tm
     assert stored["7.1"]["settings"]["config"]["down_min_kept"] == 10
     assert stored["5.ours"]["settings"]["config"]["down_min_kept"] == 20
     assert len({r["file"] for r in runs.values()}) == 3  # three keys, three trainings
-    _run(tables5_7_hyper, standin, out, *sweep, capsys=capsys)
-    assert {r["file"] for r in _runs(out)} == {r["file"] for r in runs.values()}
+    again = run_as_printed(shlex.join(run_.argv))
+    assert again.text and {r["file"] for r in _runs(out)} == {r["file"] for r in runs.values()}
 
 
 def test_missing_bid_table_is_one_line_and_exit_2(standin: dict, tmp_path: Path, capsys) -> None:
@@ -219,11 +289,11 @@ def test_unknown_backbone_is_a_clear_error() -> None:
         build_model("none", backbone="alexnet")
 
 
-def test_tables8_9_train_another_backbone(standin: dict, tmp_path: Path, capsys) -> None:
-    """Swin-T end to end: built, trained on the baseline rows, recorded in the key, printed as such."""
-    out = tmp_path / "t8"
-    extra = ["--backbones", "swin_t", "--rows", "a", "--targets", "livec"]
-    text = _run(tables8_9_backbones, standin, out, *extra, capsys=capsys)
+def test_tables8_9_train_another_backbone(printed) -> None:
+    """The builder's printed command: Swin-T end to end: built, trained on the baseline rows, recorded in
+    the key, printed as such."""
+    run_ = printed("tables8_9_backbones.py")
+    text, out = run_.text, run_.out
     row = _rows(text, "Published figures")["Swin-T / Baseline"]
     assert [_bracketed(c)[1] for c in row[1:]] == [0.620, 0.620]  # LIVEC and the average over LIVEC
     (run,) = _runs(out)
@@ -232,34 +302,45 @@ def test_tables8_9_train_another_backbone(standin: dict, tmp_path: Path, capsys)
     assert "override: backbones = swin_t" in text
 
 
-def test_table10_changes_the_ddcup_encoder_only(standin: dict, tmp_path: Path, capsys) -> None:
-    """CLIP embeds the references for DDCUp (another dataset), the trainer's config stays the same (the
-    trainer is ResNet-50 here only to keep the test short)."""
+def test_table10_changes_the_ddcup_encoder_only(printed) -> None:
+    """The builder's printed command, the paper's two lines by default: ViT-B/16 (ImageNet) and CLIP embed
+    the references for DDCUp (another dataset each), the trainer's config stays the same (the trainer is
+    ResNet-50 here only to keep the test short)."""
     pytest.importorskip("open_clip")
-    out = tmp_path / "t10"
-    extra = [
-        "--ddcup-encoders",
-        "colour-texture,clip:ViT-B-16",
-        "--targets",
-        "livec",
-        "--backbone",
-        "resnet50",
-    ]
-    text = _run(table10_clip_ddcup, standin, out, *extra, capsys=capsys)
+    run_ = printed("table10_clip_ddcup.py")
+    assert "--ddcup-encoders" not in run_.argv
+    text, out = run_.text, run_.out
     runs = {r["encoder"]: json.loads((out / "results" / r["file"]).read_text()) for r in _runs(out)}
-    clip, other = runs["clip:ViT-B-16"]["settings"], runs["colour-texture"]["settings"]
-    assert clip["config"] == other["config"] and clip["config"]["protocol"]["backbone"] == "resnet50"
-    assert "override: backbone = resnet50" in text
-    assert clip["recipe"]["encoder"] == "clip:ViT-B-16" and clip["train_csv"] != other["train_csv"]
-    for tag, encoder in (
-        ("livec-clip-ViT-B-16", "clip:ViT-B-16"),
-        ("livec-colour-texture", "colour-texture"),
-    ):
+    assert sorted(runs) == ["clip:ViT-B-16", "vit_b_16"]
+    clip, vit = runs["clip:ViT-B-16"]["settings"], runs["vit_b_16"]["settings"]
+    assert clip["config"] == vit["config"] and clip["config"]["protocol"]["backbone"] == "resnet50"
+    assert "override: backbone = resnet50" in text and "ddcup_encoders" not in text
+    assert clip["recipe"]["encoder"] == "clip:ViT-B-16" and vit["recipe"]["encoder"] == "vit_b_16"
+    assert vit["recipe"]["encoder_weights"] == "none" and clip["train_csv"] != vit["train_csv"]
+    for tag, encoder in (("livec-clip-ViT-B-16", "clip:ViT-B-16"), ("livec-vit_b_16", "vit_b_16")):
         for name in ("train", "candidates"):  # DDCUp's embeddings of both reference sets
-            features = out / "reshape" / tag / "run" / "features" / f"{name}.parquet"
-            assert read_artifact_metadata(features)["encoder"] == encoder
-    row = _rows(text, "Published figures")["clip:ViT-B-16 / SynDR-IQA"]
-    assert _bracketed(row[1])[1] == 0.739
+            meta = read_artifact_metadata(out / "reshape" / tag / "run" / "features" / f"{name}.parquet")
+            assert meta["encoder"] == encoder
+        card = json.loads((out / "datasets" / tag / "dataset.json").read_text("utf-8"))
+        assert card["features"]["encoder"] == encoder  # the published dataset names its DDCUp encoder
+    rows = _rows(text, "Published figures")
+    assert _bracketed(rows["vit_b_16 / SynDR-IQA"][1])[1] == 0.729  # Table 10, ViT-B/16 (ImageNet), LIVEC
+    assert _bracketed(rows["clip:ViT-B-16 / SynDR-IQA"][1])[1] == 0.739
+
+
+def test_table10_vit_encoder_takes_the_vit_trainers_weights(tmp_path: Path) -> None:
+    """Without --encoder-weights the vit_b_16 encoder uses the ViT-B/16 trainer's --weights file (the same
+    ImageNet network, as the paper's line); another trainer, or --weights none, does not pass it on."""
+    weights = tmp_path / "vit_b_16-c867db91.pth"
+    base = ["--kadid-root", str(tmp_path), "--pool", str(tmp_path), "--out", str(tmp_path / "o")]
+    args = table10_clip_ddcup.parse_args([*base, "--weights", str(weights)])
+    assert args.ddcup_encoders == "vit_b_16,clip:ViT-B-16" and args.backbone == "vit_b_16"
+    assert table10_clip_ddcup.encoder_weights("vit_b_16", args) == str(weights)
+    assert table10_clip_ddcup.encoder_weights("clip:ViT-B-16", args) == "default"
+    other = table10_clip_ddcup.parse_args([*base, "--weights", str(weights), "--backbone", "resnet50"])
+    assert table10_clip_ddcup.encoder_weights("vit_b_16", other) == "default"
+    none = table10_clip_ddcup.parse_args([*base, "--weights", "none"])
+    assert {table10_clip_ddcup.encoder_weights(e, none) for e in ("vit_b_16", "clip:ViT-B-16")} == {"none"}
 
 
 def test_standin_prints_commands_every_driver_parses(standin: dict, tmp_path: Path) -> None:
@@ -273,3 +354,15 @@ def test_standin_prints_commands_every_driver_parses(standin: dict, tmp_path: Pa
         assert argv[:2] == ["python", f"examples/paper/{Path(argv[1]).name}"]
         args = modules[Path(argv[1]).name].parse_args(argv[2:])
         assert args.kadid_root.is_dir() and args.pool.is_dir() and args.weights == "none"
+
+
+def test_standin_commands_run_as_printed(printed) -> None:
+    """Every command the stand-in builder prints runs exactly as printed and exits 0 with its table (the
+    tests above assert what each one shows; a driver already run there is not run again). Table 10's needs
+    open_clip (the `clip` extra)."""
+    drivers = [
+        d for d in printed.drivers if d != "table10_clip_ddcup.py" or importlib.util.find_spec("open_clip")
+    ]
+    assert len(drivers) >= len(printed.drivers) - 1
+    for driver in drivers:
+        assert printed(driver).text.startswith("protocol official:")

@@ -307,6 +307,16 @@ def test_ablation_with_the_cd_rows(standin: dict, tmp_path: Path) -> None:
         assert (cd.origin == "pseudo").sum() == 6 * 6 * 3  # every candidate x 6 types x 3 levels
 
 
+@pytest.mark.slow  # ~2 min on a busy 2-core CPU
+def test_standin_full_command_runs_as_printed(built) -> None:
+    """The builder's second printed command (the default rows a,c,e,f on all three targets) runs exactly
+    as printed; the quick one is run as printed in the default suite above."""
+    full = built[1][1]
+    assert full.startswith("python ") and "--rows" not in full and "--targets" not in full
+    out = built[0] / "runs" / "full"
+    _check_output(_as_printed(full), out, "acef", ["livec", "koniq", "bid"], "official")
+
+
 def test_cache_key_changes_with_every_input(tmp_path: Path) -> None:
     """The key covers image names, sizes and mtimes, the weights file and every setting."""
     images = [tmp_path / f"{i}.png" for i in range(3)]

@@ -1,4 +1,5 @@
-"""Image embeddings for DDCUp: ResNet-50 (the paper's encoder) or an open_clip model, written to Parquet.
+"""Image embeddings for DDCUp: ResNet-50 (the paper's encoder), ViT-B/16 (Appendix F.2's Table 10) or an
+open_clip model, written to Parquet.
 
 ``colour-texture`` is an offline fallback for machines without pretrained weights (colour and texture
 statistics, no download, :func:`colour_texture_features`); it is not the paper's encoder.
@@ -6,7 +7,9 @@ statistics, no download, :func:`colour_texture_features`); it is not the paper's
 ResNet-50 input follows the paper: the centre 224x224 crop of the image as it is (no resize), normalised
 with the ImageNet mean/std; the output is the 2048-d global-average-pooled feature. Images smaller than
 224 on a side are an error (or skipped with ``skip_bad``): padding would embed a mostly-constant border that
-no real reference has (KADID and KADIS images are 512x384, so the crop always fits).
+no real reference has (KADID and KADIS images are 512x384, so the crop always fits). ViT-B/16 (``vit_b_16``)
+takes its ImageNet weights' own inference transforms (shorter side 256, centre crop 224), so any size works;
+its output is the 768-d class token. No encoder's output is L2-normalised here: DDCUp normalises the rows.
 
 Incremental: when the output already exists with the same encoder, weights and preprocessing, images whose
 (path, sha256) are unchanged keep their stored embedding and only new or changed files are embedded; files no
@@ -41,6 +44,7 @@ from reshape.features._encoders import (
     PRECISIONS,
     RANDOM_INIT_SEED,
     RESNET_PREPROCESSING,
+    VIT_PREPROCESSING,
     Encoder,
     StatsEncoder,
     _resnet50_state,
@@ -48,6 +52,7 @@ from reshape.features._encoders import (
     build_colour_texture,
     build_encoder,
     build_resnet50,
+    build_vit_b_16,
     centre_crop_normalise,
     cpu_flags,
     load_state_file,
@@ -89,6 +94,7 @@ __all__ = [
     "STATS_PREPROCESSING",
     "STATS_SIDE",
     "STATS_WEIGHTS",
+    "VIT_PREPROCESSING",
     "Encoder",
     "FeaturesConfig",
     "FeaturesResult",
@@ -102,6 +108,7 @@ __all__ = [
     "build_colour_texture",
     "build_encoder",
     "build_resnet50",
+    "build_vit_b_16",
     "centre_crop_normalise",
     "collect_images",
     "colour_texture_features",

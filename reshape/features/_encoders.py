@@ -1,4 +1,4 @@
-"""The encoders of `reshape features` (ResNet-50, open_clip, the colour-texture fallback) and how they run:
+"""The encoders of `reshape features` (ResNet-50, ViT-B/16, open_clip, the colour-texture fallback) and how they run:
 device, autocast precision (``auto`` asks the hardware whether bfloat16 is native) and memory format."""
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ CROP = 224
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 RESNET_PREPROCESSING = "centre crop 224x224 of the image as loaded (no resize); ImageNet mean/std"
+VIT_PREPROCESSING = (
+    "ViT_B_16_Weights.IMAGENET1K_V1 transforms: shorter side 256 (bilinear, antialias), centre crop 224x224; "
+    "ImageNet mean/std"
+)
 RANDOM_INIT_SEED = 0
 CLIP_HINT = "pip install 'reshape-iqa[clip]'"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -177,13 +181,20 @@ def load_state_file(path: Path, hint: str) -> dict[str, Any]:
 
 
 def _resnet50_state(weights: str) -> tuple[dict[str, Any] | None, str]:
+    return _torchvision_state(weights, "ResNet50_Weights", "ResNet-50")
+
+
+def _torchvision_state(weights: str, enum: str, label: str) -> tuple[dict[str, Any] | None, str]:
+    """The state dict of a torchvision model for ``--weights``: ``none`` (None: random init), ``default``
+    (torchvision's ``<enum>.IMAGENET1K_V1`` from the torch hub cache, downloaded there when absent) or a
+    local file (:func:`load_state_file`); with a description for the Parquet metadata."""
     import torch
-    from torchvision.models import ResNet50_Weights
+    import torchvision
 
     if weights == "none":
         return None, f"none (random init, torch seed {RANDOM_INIT_SEED})"
     if weights == "default":
-        w = ResNet50_Weights.IMAGENET1K_V1
+        w = getattr(torchvision.models, enum).IMAGENET1K_V1
         cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
         if not cache.is_file():
             try:
@@ -193,16 +204,16 @@ def _resnet50_state(weights: str) -> tuple[dict[str, Any] | None, str]:
             except Exception as exc:  # noqa: BLE001 - any download failure means the same thing to the user
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise BadInputError(
-                    f"cannot get torchvision's ResNet-50 IMAGENET1K_V1 weights ({reason}); offline, download "
+                    f"cannot get torchvision's {label} IMAGENET1K_V1 weights ({reason}); offline, download "
                     f"{w.url} on a connected machine and pass it with --weights PATH (or copy it to {cache})"
                 ) from None
         try:
             state = torch.load(cache, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001
             raise BadInputError(
-                f"{cache}: cached ResNet-50 weights are unreadable ({exc}); delete the file"
+                f"{cache}: cached {label} weights are unreadable ({exc}); delete the file"
             ) from None
-        return state, "torchvision ResNet50_Weights.IMAGENET1K_V1"
+        return state, f"torchvision {enum}.IMAGENET1K_V1"
     path = Path(weights)
     state = load_state_file(path, "--weights default, none or a file")
     return state, f"file {path.resolve()} (sha256 {sha256_file(path)[:16]})"
@@ -217,16 +228,52 @@ def build_resnet50(weights: str, device: str) -> Encoder:
         torch.manual_seed(RANDOM_INIT_SEED)
         model = torchvision.models.resnet50(weights=None)
     if state is not None:
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("fc.")]
-        if missing or unexpected:
-            bad = (missing or unexpected)[0]
-            what = "lacks" if missing else "has unexpected"
-            raise BadInputError(f"{weights}: not ResNet-50 weights ({what} key {bad!r})")
+        _load_without_head(model, state, "fc.", weights, "ResNet-50")
     model.fc = torch.nn.Identity()
     model.eval().to(device)
     return Encoder("resnet50", desc, RESNET_PREPROCESSING, 2048, centre_crop_normalise, model, device, CROP)
+
+
+def _load_without_head(model: Any, state: dict[str, Any], head: str, weights: str, label: str) -> None:
+    """Load ``state`` into ``model`` except the classifier ``head`` (removed afterwards); a file that is not
+    this architecture's weights is one line naming it and the first key that does not fit."""
+    state = {k: v for k, v in state.items() if not k.startswith(head)}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # right keys, wrong shapes
+        raise BadInputError(f"{weights}: not {label} weights ({str(exc).splitlines()[-1].strip()})") from None
+    missing = [k for k in missing if not k.startswith(head)]
+    if missing or unexpected:
+        bad = (missing or unexpected)[0]
+        what = "lacks" if missing else "has unexpected"
+        raise BadInputError(f"{weights}: not {label} weights ({what} key {bad!r})")
+
+
+def vit_prepare(image: np.ndarray) -> np.ndarray:
+    """ViT-B/16 input: the inference transforms of torchvision's ``ViT_B_16_Weights.IMAGENET1K_V1``
+    (shorter side resized to 256, bilinear with antialiasing, centre crop 224, ImageNet mean/std), applied
+    to the float image as loaded; CHW float32."""
+    import torch
+    from torchvision.models import ViT_B_16_Weights
+
+    chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    return ViT_B_16_Weights.IMAGENET1K_V1.transforms()(chw).numpy().astype(np.float32, copy=False)
+
+
+def build_vit_b_16(weights: str, device: str) -> Encoder:
+    """torchvision ViT-B/16 with ``heads`` removed: the 768-d class token after the last layer norm."""
+    import torch
+    import torchvision
+
+    state, desc = _torchvision_state(weights, "ViT_B_16_Weights", "ViT-B/16")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model = torchvision.models.vit_b_16(weights=None)
+    if state is not None:
+        _load_without_head(model, state, "heads.", weights, "ViT-B/16")
+    model.heads = torch.nn.Identity()
+    model.eval().to(device)
+    return Encoder("vit_b_16", desc, VIT_PREPROCESSING, 768, vit_prepare, model, device, None)
 
 
 def build_clip(spec: str, weights: str, device: str) -> Encoder:
@@ -310,7 +357,7 @@ _ENCODER_CACHE: dict[tuple[str, str, str], Encoder] = {}
 
 
 def build_encoder(spec: str, weights: str = "default", device: str = "cpu") -> Encoder:
-    """``resnet50``, ``clip:<model>[:<pretrained>]`` or ``colour-texture`` (the offline fallback, no
+    """``resnet50``, ``vit_b_16``, ``clip:<model>[:<pretrained>]`` or ``colour-texture`` (the offline fallback, no
     weights); ``weights`` is ``default``, ``none`` or a file.
 
     Encoders with library weights are kept for the life of the process (a pipeline embeds the training
@@ -328,10 +375,12 @@ def build_encoder(spec: str, weights: str = "default", device: str = "cpu") -> E
 def _build_encoder(spec: str, weights: str, device: str) -> Encoder:
     if spec == "resnet50":
         return build_resnet50(weights, device)
+    if spec == "vit_b_16":
+        return build_vit_b_16(weights, device)
     if spec.startswith("clip:"):
         return build_clip(spec, weights, device)
     if spec == STATS_ENCODER:
         return build_colour_texture(weights, device)
     raise BadInputError(
-        f"unknown encoder {spec!r}: use resnet50, clip:<model>[:<pretrained>] or {STATS_ENCODER} (offline fallback)"
+        f"unknown encoder {spec!r}: use resnet50, vit_b_16, clip:<model>[:<pretrained>] or {STATS_ENCODER} (offline fallback)"
     )
