@@ -70,7 +70,9 @@ def stand_ins():
 def smoke_demo_build(tmp_path_factory) -> tuple[Path, str]:
     """One `reshape demo --smoke` for the whole session: its folder and what it printed. No test may change
     the folder; a test or module that needs a demo of its own copies it (`copy_smoke_demo`), which is
-    seconds cheaper than building another (the demo's config and outputs are relative to its folder)."""
+    seconds cheaper than building another (the demo's config and outputs are relative to its folder).
+    A copy's artifacts still record this folder's absolute paths as their provenance, so tests of the
+    recorded input folders (the safety suites: `finished_demo`) build a demo of their own."""
     from click.testing import CliRunner
 
     from reshape.cli.main import cli
@@ -93,14 +95,17 @@ def copy_smoke_demo(smoke_demo_build):
 
 
 @pytest.fixture(scope="session")
-def finished_demo(tmp_path_factory, copy_smoke_demo) -> Path:
+def finished_demo(tmp_path_factory) -> Path:
     """A finished `reshape demo --smoke`, rerun with DRCDown on: every artifact a later command reads (the
-    safety suites share it; no test may change it)."""
+    safety suites share it; no test may change it). Built here, not copied: the safety tests check that
+    outputs inside the folders its artifacts record as inputs are refused."""
     from click.testing import CliRunner
 
     from reshape.cli.main import cli
 
-    root = copy_smoke_demo(tmp_path_factory.mktemp("safety") / "demo")
+    root = tmp_path_factory.mktemp("safety") / "demo"
+    res = CliRunner().invoke(cli, ["demo", "--out", str(root), "--smoke"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
     config = root / "pipeline.toml"
     config.write_text(config.read_text() + '\n[prune]\nenabled = true\nlabel-scale = "1-5"\n')
     res = CliRunner().invoke(cli, ["run", str(config)], catch_exceptions=False)
