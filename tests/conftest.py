@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +67,38 @@ def stand_ins():
 
 
 @pytest.fixture(scope="session")
+def smoke_demo_build(tmp_path_factory) -> tuple[Path, str]:
+    """One `reshape demo --smoke` for the whole session: its folder and what it printed. No test may change
+    the folder; a test or module that needs a demo of its own copies it (`copy_smoke_demo`), which is
+    seconds cheaper than building another (the demo's config and outputs are relative to its folder).
+    A copy's artifacts still record this folder's absolute paths as their provenance, so tests of the
+    recorded input folders (the safety suites: `finished_demo`) build a demo of their own."""
+    from click.testing import CliRunner
+
+    from reshape.cli.main import cli
+
+    root = tmp_path_factory.mktemp("smoke-demo") / "demo"
+    res = CliRunner().invoke(cli, ["demo", "--out", str(root), "--smoke"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return root, res.output
+
+
+@pytest.fixture(scope="session")
+def copy_smoke_demo(smoke_demo_build):
+    """``copy_smoke_demo(dest)`` copies the session's smoke demo to ``dest`` (which must not exist)."""
+
+    def copy(dest: Path) -> Path:
+        shutil.copytree(smoke_demo_build[0], dest, symlinks=True)
+        return dest
+
+    return copy
+
+
+@pytest.fixture(scope="session")
 def finished_demo(tmp_path_factory) -> Path:
     """A finished `reshape demo --smoke`, rerun with DRCDown on: every artifact a later command reads (the
-    safety suites share it; no test may change it)."""
+    safety suites share it; no test may change it). Built here, not copied: the safety tests check that
+    outputs inside the folders its artifacts record as inputs are refused."""
     from click.testing import CliRunner
 
     from reshape.cli.main import cli

@@ -40,12 +40,9 @@ RAI_FIELDS = (
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    """The smoke demo's published folder (real stages on scikit-image photos)."""
-    out = tmp_path_factory.mktemp("croissant") / "demo"
-    res = CliRunner().invoke(cli, ["demo", "--out", str(out), "--smoke"], catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    return out / "dataset"
+def dataset(tmp_path_factory, copy_smoke_demo) -> Path:
+    """The smoke demo's published folder (real stages on scikit-image photos), a copy for this module."""
+    return copy_smoke_demo(tmp_path_factory.mktemp("croissant") / "demo") / "dataset"
 
 
 def _doc(folder: Path) -> dict:

@@ -42,13 +42,12 @@ def test_demo_source_labels_follow_the_documented_ssim_proxy(tmp_path: Path) -> 
     assert not {p.split("_")[0] for p in pool} & set(demo.TRAIN_PHOTOS)
 
 
-def test_demo_smoke_end_to_end_then_up_to_date(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
-    res = CliRunner().invoke(cli, ["demo", "--out", str(out), "--smoke"], catch_exceptions=False)
-    assert res.exit_code == 0, res.output
+def test_demo_smoke_end_to_end_then_up_to_date(smoke_demo_build, copy_smoke_demo, tmp_path: Path) -> None:
+    built, output = smoke_demo_build  # the session's `reshape demo --smoke` (conftest), and what it printed
+    assert "passes reshape verify" in output
+    assert str(built / "dataset" / "README.md") in output
+    out = copy_smoke_demo(tmp_path / "demo")  # checked, then rerun, in a copy of its own
     dataset = out / "dataset"
-    assert "passes reshape verify" in res.output
-    assert str(dataset / "README.md") in res.output
     report = verify_dataset(dataset)
     assert report.ok, report.problems
     card = json.loads((dataset / "dataset.json").read_text())
@@ -104,11 +103,9 @@ STAGE_OUTPUTS = {
 
 
 @pytest.fixture(scope="module")
-def smoke_demo(tmp_path_factory) -> Path:
-    """A smoke demo with DRCDown switched on, so that every stage has outputs."""
-    out = tmp_path_factory.mktemp("smoke") / "demo"
-    res = CliRunner().invoke(cli, ["demo", "--out", str(out), "--smoke"], catch_exceptions=False)
-    assert res.exit_code == 0, res.output
+def smoke_demo(tmp_path_factory, copy_smoke_demo) -> Path:
+    """A smoke demo (a copy of the session's) with DRCDown switched on, so that every stage has outputs."""
+    out = copy_smoke_demo(tmp_path_factory.mktemp("smoke") / "demo")
     config = out / "pipeline.toml"
     config.write_text(config.read_text() + '\n[prune]\nenabled = true\nlabel-scale = "1-5"\n')
     assert _rerun(out) == ["features_samples", "prune", "publish"]

@@ -4,8 +4,10 @@ training pipeline and test pipeline.
 The dataset is demo-like but big enough for the paper's batch of 32 and 224 patches: 72 rows of 256x256
 images of 9 references, one of which train.yml holds out for validation (model choice), leaving 64. It is published
 with a small LIVE Challenge stand-in as --val-root, which must land in test.yml only. Training runs pyiqa's
-train_pipeline through the shipped launcher from another working directory, with two changes only: the
-schedule is one epoch (= 2 iterations of 32), and timm finds the ResNet-50 backbone in a local, offline
+train_pipeline through the shipped launcher from another working directory, with three changes only: the
+schedule is one epoch (= 2 iterations of 32), the training patch is 64 instead of 224 (the 224 patches are
+checked by test_build_dataset_loads_every_sample_as_written; ResNet-50 on 64 patches is the same code path at 1/12 of the
+CPU time), and timm finds the ResNet-50 backbone in a local, offline
 Hugging Face cache holding randomly initialised weights instead of downloading the ImageNet ones; then
 pyiqa's test_pipeline scores net_best on the test set through the shipped test launcher.
 """
@@ -220,6 +222,7 @@ def test_pyiqa_trains_then_tests_from_another_directory(
         str(moved_dataset / "pyiqa" / "train.yml"),
     ]
     cmd += ["--force_yml", "train:total_epoch=1", "datasets:train:num_worker_per_gpu=0"]
+    cmd += ["datasets:train:augment:random_crop=64"]  # the schedule and batches stay; the patch shrinks
     done = subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     experiment = elsewhere / "experiments" / "kadid-reshaped_resnet50"

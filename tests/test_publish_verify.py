@@ -33,6 +33,10 @@ def _img(rng: np.random.Generator) -> np.ndarray:
 
 @pytest.fixture
 def pipeline_output(tmp_path: Path) -> dict[str, Path]:
+    return _pipeline_output(tmp_path)
+
+
+def _pipeline_output(tmp_path: Path) -> dict[str, Path]:
     """What the stages before publish leave on disk: source images + labels, features, selection, distorted
     images + manifest, labels.csv and the merged train.csv."""
     rng = np.random.default_rng(0)
@@ -261,10 +265,20 @@ def test_publish_rejects_missing_image_and_escaping_path(pipeline_output: dict[s
 
 
 # ----------------------------------------------------------------------------------------------- verify
+@pytest.fixture(scope="module")
+def published_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Published once for the module (publish takes seconds); each test corrupts a copy of its own."""
+    output = _pipeline_output(tmp_path_factory.mktemp("published"))
+    out = output["tmp"] / "dataset"
+    _publish(out, "--from-run", str(output["run"]), "--copy-source")
+    assert verify_dataset(out).ok
+    return out
+
+
 @pytest.fixture
-def published(pipeline_output: dict[str, Path]) -> Path:
-    out = pipeline_output["tmp"] / "dataset"
-    _publish(out, "--from-run", str(pipeline_output["run"]), "--copy-source")
+def published(published_once: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "dataset"
+    shutil.copytree(published_once, out, symlinks=True)
     assert verify_dataset(out).ok
     return out
 

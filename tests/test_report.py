@@ -27,12 +27,9 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The smoke demo's published dataset (its publish writes report/)."""
-    out = tmp_path_factory.mktemp("report") / "demo"
-    res = CliRunner().invoke(cli, ["demo", "--out", str(out), "--smoke"], catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    return out / "dataset"
+def demo_dataset(tmp_path_factory: pytest.TempPathFactory, copy_smoke_demo) -> Path:
+    """The smoke demo's published dataset (its publish writes report/), a copy for this module."""
+    return copy_smoke_demo(tmp_path_factory.mktemp("report") / "demo") / "dataset"
 
 
 def _browser():

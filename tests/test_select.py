@@ -70,16 +70,21 @@ def official_dense(
             alive = np.delete(alive, row)
         return passed[alive]
     # same loop without the copies: a deleted row/column becomes +inf, which keeps the row-major order of
-    # the remaining entries, so argmin finds the same first minimum
+    # the remaining entries, so the first row-major minimum is in the first row whose minimum is the global
+    # one. Row minima are kept: deleting column ``row`` only raises entries, so only the rows whose minimum
+    # sat in that column need a new one (the parity tests check this against the literal loop).
     alive_mask = np.ones(len(passed), bool)
+    row_min = mat.min(axis=1) if mat.size else np.empty(0)
     while alive_mask.sum() > 1:
-        flat = int(np.argmin(mat))
-        if mat.flat[flat] >= tau:
+        row = int(np.argmin(row_min))
+        if row_min[row] >= tau:
             break
-        row = flat // mat.shape[1]
         mat[row, :] = np.inf
-        mat[:, row] = np.inf
         alive_mask[row] = False
+        row_min[row] = np.inf
+        stale = np.flatnonzero((mat[:, row] == row_min) & alive_mask)
+        mat[:, row] = np.inf
+        row_min[stale] = mat[stale].min(axis=1)
     return passed[alive_mask]
 
 
