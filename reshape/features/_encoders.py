@@ -220,18 +220,27 @@ def _torchvision_state(weights: str, enum: str, label: str) -> tuple[dict[str, A
 
 
 def build_resnet50(weights: str, device: str) -> Encoder:
+    model, desc = _torchvision_trunk("resnet50", "ResNet50_Weights", "ResNet-50", "fc", weights, device)
+    return Encoder("resnet50", desc, RESNET_PREPROCESSING, 2048, centre_crop_normalise, model, device, CROP)
+
+
+def _torchvision_trunk(
+    arch: str, enum: str, label: str, head: str, weights: str, device: str
+) -> tuple[Any, str]:
+    """torchvision's ``arch`` built with seeded random init, ``weights`` loaded (:func:`_torchvision_state`)
+    but its classifier ``head``, which becomes the identity; in eval mode on ``device``; with its
+    description for the metadata."""
     import torch
     import torchvision
 
-    state, desc = _resnet50_state(weights)
+    state, desc = _torchvision_state(weights, enum, label)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
-        model = torchvision.models.resnet50(weights=None)
+        model = getattr(torchvision.models, arch)(weights=None)
     if state is not None:
-        _load_without_head(model, state, "fc.", weights, "ResNet-50")
-    model.fc = torch.nn.Identity()
-    model.eval().to(device)
-    return Encoder("resnet50", desc, RESNET_PREPROCESSING, 2048, centre_crop_normalise, model, device, CROP)
+        _load_without_head(model, state, f"{head}.", weights, label)
+    setattr(model, head, torch.nn.Identity())
+    return model.eval().to(device), desc
 
 
 def _load_without_head(model: Any, state: dict[str, Any], head: str, weights: str, label: str) -> None:
@@ -262,17 +271,7 @@ def vit_prepare(image: np.ndarray) -> np.ndarray:
 
 def build_vit_b_16(weights: str, device: str) -> Encoder:
     """torchvision ViT-B/16 with ``heads`` removed: the 768-d class token after the last layer norm."""
-    import torch
-    import torchvision
-
-    state, desc = _torchvision_state(weights, "ViT_B_16_Weights", "ViT-B/16")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_INIT_SEED)
-        model = torchvision.models.vit_b_16(weights=None)
-    if state is not None:
-        _load_without_head(model, state, "heads.", weights, "ViT-B/16")
-    model.heads = torch.nn.Identity()
-    model.eval().to(device)
+    model, desc = _torchvision_trunk("vit_b_16", "ViT_B_16_Weights", "ViT-B/16", "heads", weights, device)
     return Encoder("vit_b_16", desc, VIT_PREPROCESSING, 768, vit_prepare, model, device, None)
 
 
