@@ -263,7 +263,6 @@ def test_missing_bid_table_is_one_line_and_exit_2(standin: dict, tmp_path: Path,
 
 
 # ------------------------------------------------------------------------------------------ Tables 8-10
-@pytest.mark.slow  # ~25 s of random initialisation; the default suite trains Swin-T through the driver
 @pytest.mark.parametrize("backbone", [b for b in BACKBONES if b not in ("resnet50", "swin_t")])
 def test_each_backbone_builds_and_trains_one_step(backbone: str) -> None:
     """ViT-B/16, VGG-16 and CLIP's tower (ResNet-50 trains in every driver test, Swin-T in Tables 8-9's)."""
