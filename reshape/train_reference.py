@@ -379,17 +379,10 @@ def _clip_backbone(weights: str, seed: int, patch_size: int):
     pretrained = {"none": None, "default": "openai"}.get(weights, weights)
     if pretrained not in (None, "openai") and not Path(weights).is_file():
         raise BadInputError(f"{weights}: CLIP weights file does not exist (use default, none or a file)")
+    from reshape.features import seeded_open_clip
+
     size = {} if patch_size == 224 else {"force_image_size": patch_size}
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = open_clip.create_model("ViT-B-16", pretrained=pretrained, **size)
-    except Exception as exc:  # noqa: BLE001 - open_clip raises RuntimeError/HF errors offline
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BadInputError(
-            f"cannot create open_clip ViT-B-16 with weights {pretrained!r} ({msg}); offline, pass a local "
-            "checkpoint with --weights PATH"
-        ) from None
+    model = seeded_open_clip(open_clip.create_model, "ViT-B-16", pretrained, seed, **size)
     visual = model.visual
     return _ImageNetToClip(
         visual, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD

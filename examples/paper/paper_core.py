@@ -36,7 +36,7 @@ EXAMPLES = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(EXAMPLES / "syn2real"))
 
 import syn2real  # noqa: E402
-from syn2real_reshape import _list_images, reshape_command  # noqa: E402
+from syn2real_reshape import _list_images, _q, reshape_command  # noqa: E402
 from syn2real_table import ROWS  # noqa: E402
 
 from reshape.errors import BadInputError, ReshapeError  # noqa: E402
@@ -279,10 +279,6 @@ class Recipe:
 
     def record(self) -> dict:
         return asdict(self)
-
-
-def _q(value: object) -> str:
-    return json.dumps(str(value))
 
 
 def recipe_toml(ctx: Context, recipe: Recipe, refs_csv: Path, pool_csv: Path, dataset: Path) -> str:

@@ -59,6 +59,7 @@ from reshape.features._encoders import (
     native_bf16,
     resolve_device,
     resolve_precision,
+    seeded_open_clip,
 )
 from reshape.features._inputs import IMAGE_EXTENSIONS, LIST_COLUMNS, collect_images, printable_path
 from reshape.features._loading import available_cpus, default_workers
@@ -103,6 +104,7 @@ __all__ = [
     "StatsEncoder",
     "_resnet50_state",
     "load_state_file",
+    "seeded_open_clip",
     "available_cpus",
     "build_clip",
     "build_colour_texture",

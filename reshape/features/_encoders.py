@@ -275,6 +275,26 @@ def build_vit_b_16(weights: str, device: str) -> Encoder:
     return Encoder("vit_b_16", desc, VIT_PREPROCESSING, 768, vit_prepare, model, device, None)
 
 
+def seeded_open_clip(
+    create: Callable[..., Any], model_name: str, pretrained: str | None, seed: int, **kwargs: Any
+) -> Any:
+    """``create(model_name, pretrained=pretrained, **kwargs)`` (an open_clip factory) with torch's random
+    generator seeded by ``seed`` and restored after, so the randomly initialised parts are the same in every
+    run; any failure (open_clip raises RuntimeError or hub errors offline) is one line naming the model."""
+    import torch
+
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return create(model_name, pretrained=pretrained, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - any failure means the same thing to the user
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BadInputError(
+            f"cannot create open_clip model {model_name!r} with weights {pretrained!r} ({msg}); "
+            "offline, pass a local checkpoint with --weights PATH"
+        ) from None
+
+
 def build_clip(spec: str, weights: str, device: str) -> Encoder:
     try:
         import open_clip  # type: ignore[import-not-found]
@@ -300,18 +320,9 @@ def build_clip(spec: str, weights: str, device: str) -> Encoder:
         if not Path(weights).is_file():
             raise BadInputError(f"{weights}: weights file does not exist")
         pretrained_arg = str(weights)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_INIT_SEED)
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                model_name, pretrained=pretrained_arg
-            )
-    except Exception as exc:  # noqa: BLE001 - open_clip raises RuntimeError/HF errors offline
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BadInputError(
-            f"cannot create open_clip model {model_name!r} with weights {pretrained_arg!r} ({msg}); "
-            "offline, pass a local checkpoint with --weights PATH"
-        ) from None
+    model, _, preprocess = seeded_open_clip(
+        open_clip.create_model_and_transforms, model_name, pretrained_arg, RANDOM_INIT_SEED
+    )
     model.eval().to(device)
 
     def prepare(image: np.ndarray) -> np.ndarray:
