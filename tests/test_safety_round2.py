@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_output import one_line_error
 from click.testing import CliRunner
 from shard_toys import SLOW_CLI
 from test_safety import Demo, argv, assert_refused_cleanly, invoke, snapshot
@@ -32,14 +33,6 @@ from reshape.fileio import sha256_file
 @pytest.fixture(scope="module")
 def demo(finished_demo: Path) -> Demo:
     return Demo(finished_demo)
-
-
-def _one_line_exit_2(res) -> str:
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("reshape: error: "), res.stderr
-    return lines[0]
 
 
 # ----------------------------------------------------------------------------------------------- 1 links
@@ -186,7 +179,7 @@ def test_distort_refuses_a_reference_changed_since_selection(demo: Demo, tmp_pat
     chosen = pd.read_parquet(demo.run / "selection.parquet")["image"].iloc[0]
     (pool / chosen).write_bytes((pool / chosen).read_bytes() + b"\0")  # still a valid PNG, other bytes
     sel = str(demo.run / "selection.parquet")
-    line = _one_line_exit_2(
+    line = one_line_error(
         invoke(["distort", sel, "--ref-root", str(pool), "--out", str(tmp_path / "img"), "--types", "1"])
     )
     assert chosen in line and "sha256 differs" in line
@@ -212,9 +205,9 @@ def test_partial_features_checkpoint_is_refused_by_every_reader(demo: Demo, tmp_
     res = invoke(
         ["select", "--train", str(out), "--candidates", str(out), "--out", str(tmp_path / "s.parquet")]
     )
-    assert "partial" in _one_line_exit_2(res)
+    assert "partial" in one_line_error(res)
     res = invoke(["distort", str(out), "--out", str(tmp_path / "img"), "--types", "1"])
-    assert "partial" in _one_line_exit_2(res)
+    assert "partial" in one_line_error(res)
     (refs / "zz_broken.png").unlink()
     result = run(config)  # resumes: the checkpoint's rows are reused, the artifact is whole
     assert (
@@ -330,7 +323,7 @@ def test_untampered_copy_still_verifies(demo: Demo, tmp_path: Path) -> None:
 def test_infinite_label_range_is_refused(demo: Demo, tmp_path: Path) -> None:
     """--label-range -inf,inf wrote Infinity into dataset.json (not JSON)."""
     res = _publish(demo, tmp_path / "ds", "--label-range", "-inf,inf")
-    assert "finite" in _one_line_exit_2(res)
+    assert "finite" in one_line_error(res)
     assert not (tmp_path / "ds").exists()
 
 
@@ -340,7 +333,7 @@ def test_header_only_csv_to_features(tmp_path: Path) -> None:
     res = invoke(
         ["features", str(tmp_path / "list.csv"), "--out", str(tmp_path / "f.parquet"), "--weights", "none"]
     )
-    assert "no images" in _one_line_exit_2(res)
+    assert "no images" in one_line_error(res)
 
 
 @pytest.mark.parametrize("content", [b"", b"these are not weights\n"], ids=["empty", "text"])
@@ -349,19 +342,19 @@ def test_unusable_dncnn_weights(content: bytes, demo: Demo, tmp_path: Path) -> N
     weights.write_bytes(content)
     res = invoke(["distort", str(demo.refs), "--out", str(tmp_path / "img"), "--types", "15", "--levels", "1",
                   "--dncnn-weights", str(weights)])  # fmt: skip
-    assert str(weights) in _one_line_exit_2(res)
+    assert str(weights) in one_line_error(res)
     assert not (tmp_path / "img").exists()
 
 
 def test_prune_negative_seed(demo: Demo, tmp_path: Path) -> None:
     res = invoke([*argv("prune", demo, tmp_path, tmp_path), "--seed", "-1"])
-    assert "--seed -1" in _one_line_exit_2(res)
+    assert "--seed -1" in one_line_error(res)
 
 
 def test_output_name_too_long_fails_before_any_work(demo: Demo, tmp_path: Path) -> None:
     out = tmp_path / ("x" * 222 + ".parquet")  # fits alone and as a lock file, not as a temporary name
     res = CliRunner().invoke(cli, ["features", str(demo.refs), "--out", str(out), "--weights", "none"])
-    assert "name too long" in _one_line_exit_2(res)
+    assert "name too long" in one_line_error(res)
     assert "encoder" not in res.stderr  # refused before the encoder was even loaded
 
 
@@ -377,7 +370,7 @@ def test_pipeline_faults_before_any_stage_runs(demo: Demo, tmp_path: Path, line:
     config = tmp_path / "pipeline.toml"
     config.write_text("[inputs]\n" + "\n".join(inputs) + "\n" + "\n".join(tables) + "\n")
     res = invoke(["run", str(config)])
-    assert expected in _one_line_exit_2(res)
+    assert expected in one_line_error(res)
     assert not (tmp_path / "run" / "features").exists(), "a stage ran before the fault was found"
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_output import one_line_error
 from click.testing import CliRunner
 from PIL import Image
 
@@ -34,14 +35,6 @@ from reshape.outputs import OutputLock
 
 def invoke(*args: object, quiet: bool = True):
     return CliRunner().invoke(cli, [*(["-q"] if quiet else []), *map(str, args)])
-
-
-def one_line(res, code: int = 2) -> str:
-    assert res.exit_code == code, (res.exit_code, res.output)
-    assert "Traceback" not in res.output
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("reshape: error: "), res.stderr
-    return lines[0]
 
 
 def tree(folder: Path) -> dict[str, str]:
@@ -146,7 +139,7 @@ def test_a_republish_failing_in_any_phase_leaves_the_old_dataset_whole(demo: Pat
 
         with monkeypatch.context() as patched:
             patched.setattr(publish, name, failing)
-            line = one_line(invoke(*publish_args(demo, "--name", "renamed")))
+            line = one_line_error(invoke(*publish_args(demo, "--name", "renamed")))
         assert tree(ds) == before, phase
         assert "No space left on device" in line and str(ds) in line, (phase, line)
     assert (ds / rel).read_bytes() != src.read_bytes()  # the changed image was not left in place
@@ -167,7 +160,7 @@ def test_a_new_publish_failing_in_its_report_phase_leaves_nothing_and_reruns(dem
     monkeypatch.setattr(report, "thumbnail_jpeg", full_disk)
     args = publish_args(demo)
     args[4] = new
-    line = one_line(invoke(*args))
+    line = one_line_error(invoke(*args))
     assert not (new / "report").exists()
     assert f"{new}/report/" in line and "No space left on device" in line
     monkeypatch.undo()
@@ -182,7 +175,7 @@ def test_report_into_another_dataset_takes_that_datasets_lock(demo: Path, tmp_pa
     a, d = demo / "dataset", tmp_path / "D"
     shutil.copytree(a, d)
     with OutputLock(d):  # what a publish into D holds
-        line = one_line(invoke("report", a, "--out", d / "report"))
+        line = one_line_error(invoke("report", a, "--out", d / "report"))
     assert str(d) in line and "holds this output" in line
     shutil.rmtree(d / "report" / "thumbs")  # the report into D must write these again
     assert invoke("verify", d).exit_code == 1
@@ -197,7 +190,7 @@ def test_readers_hold_the_datasets_lock_shared(demo: Path, tmp_path: Path) -> No
     ds = demo / "dataset"
     result: dict[str, object] = {}
     with OutputLock(ds):
-        line = one_line(invoke("report", ds, "--out", tmp_path / "elsewhere"))
+        line = one_line_error(invoke("report", ds, "--out", tmp_path / "elsewhere"))
         assert "writing this dataset" in line
         reader = threading.Thread(target=lambda: result.update(res=invoke("verify", ds)), daemon=True)
         reader.start()
@@ -215,10 +208,10 @@ def test_an_edited_card_is_not_replaced_without_overwrite(demo: Path) -> None:
     with open(ds / "README.md", "a") as fh:
         fh.write("edit\n")
     before = tree(ds)
-    line = one_line(invoke(*publish_args(demo)))
+    line = one_line_error(invoke(*publish_args(demo)))
     assert "README.md" in line and "--overwrite" in line
     assert tree(ds) == before
-    line = one_line(invoke("run", demo / "pipeline.toml"))  # the orchestration stops the same way
+    line = one_line_error(invoke("run", demo / "pipeline.toml"))  # the orchestration stops the same way
     assert "README.md" in line
     assert tree(ds) == before
     res = invoke(*publish_args(demo, "--overwrite"), quiet=False)
@@ -233,7 +226,7 @@ def test_an_edited_published_image_is_not_replaced_on_republish(demo: Path) -> N
     _, rel = a_source_image(demo)
     change_pixel(ds / rel)
     before = tree(ds)
-    line = one_line(invoke(*publish_args(demo)))
+    line = one_line_error(invoke(*publish_args(demo)))
     assert rel in line
     assert tree(ds) == before
 
@@ -242,7 +235,7 @@ def test_an_edited_report_file_is_not_replaced_by_reshape_report(demo: Path) -> 
     ds = demo / "dataset"
     with open(ds / "report" / "index.html", "a") as fh:
         fh.write("<!-- mine -->\n")
-    line = one_line(invoke("report", ds))
+    line = one_line_error(invoke("report", ds))
     assert "index.html" in line
     assert (ds / "report" / "index.html").read_text().endswith("<!-- mine -->\n")
     assert invoke("report", ds, "--overwrite").exit_code == 0
@@ -263,7 +256,7 @@ def test_publish_decodes_every_image_it_copies(fault: str, demo: Path) -> None:
     else:
         bomb_png(src)
     before = tree(ds)
-    line = one_line(invoke(*publish_args(demo)))
+    line = one_line_error(invoke(*publish_args(demo)))
     assert str(src) in line
     assert tree(ds) == before
 
@@ -309,7 +302,7 @@ def test_verify_finds_a_fifo_and_names_differing_only_in_case(demo: Path) -> Non
 
 
 def test_verify_on_a_demo_root_names_the_dataset_inside(demo: Path) -> None:
-    line = one_line(invoke("verify", demo))
+    line = one_line_error(invoke("verify", demo))
     assert "not a published dataset" in line and str(demo / "dataset") in line
 
 
@@ -335,7 +328,7 @@ def test_no_reader_opens_a_fifo(fifo: str, command: str, demo: Path) -> None:
     if command == "verify":
         assert res.exit_code == 1 and f"{fifo}: is a FIFO" in res.output
     else:
-        assert fifo in one_line(res)
+        assert fifo in one_line_error(res)
 
 
 # ----------------------------------------------------------------------------------------------- 11
@@ -346,10 +339,10 @@ def test_an_empty_or_bomb_image_in_a_dataset_is_one_line_for_report(fault: str, 
     _, rel = a_source_image(demo)
     (ds / rel).write_bytes(b"") if fault == "empty" else bomb_png(ds / rel)
     shutil.rmtree(ds / "report" / "thumbs")  # made again
-    line = one_line(invoke("report", ds, "--out", demo / "elsewhere"))
+    line = one_line_error(invoke("report", ds, "--out", demo / "elsewhere"))
     assert rel in line
     # publish over it: the image is an edit of the user's (refused), and with --overwrite it is replaced
-    assert rel in one_line(invoke(*publish_args(demo)))
+    assert rel in one_line_error(invoke(*publish_args(demo)))
     if fault == "empty":
         assert invoke(*publish_args(demo, "--overwrite")).exit_code == 0
 
@@ -374,7 +367,7 @@ def test_json_of_the_wrong_shape_is_one_line(shape: str, demo: Path) -> None:
     (ds / "dataset.json").write_text(json.dumps(card))
     res = invoke("verify", ds, quiet=False)
     assert res.exit_code == 1 and "dataset.json: " in res.output and "Traceback" not in res.output
-    assert "dataset.json" in one_line(invoke("report", ds, "--out", demo / "elsewhere"))
+    assert "dataset.json" in one_line_error(invoke("report", ds, "--out", demo / "elsewhere"))
 
 
 def test_croissant_distribution_of_the_wrong_shape(demo: Path) -> None:
@@ -392,5 +385,5 @@ def test_the_backup_folder_is_never_a_link_out(demo: Path, tmp_path: Path) -> No
     outside = tmp_path / "outside"
     outside.mkdir()
     (demo / "dataset" / ".reshape-publish-backup").symlink_to(outside, target_is_directory=True)
-    assert ".reshape-publish-backup" in one_line(invoke(*publish_args(demo, "--name", "renamed")))
+    assert ".reshape-publish-backup" in one_line_error(invoke(*publish_args(demo, "--name", "renamed")))
     assert not list(outside.iterdir())

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from cli_output import one_line_error
 from click.testing import CliRunner
 
 from reshape.cli.main import cli
@@ -32,15 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 def invoke(args: list[str]):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_exit_2(res) -> str:
-    """The error contract: exit 2, one line on stderr, no traceback; returns the line."""
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("reshape: error: "), res.stderr
-    return lines[0]
 
 
 @pytest.fixture
@@ -63,7 +55,7 @@ def test_run_stops_before_any_stage_on_an_edited_output_and_overwrite_names_it(d
     labels = demo_copy / "run" / "labels.csv"
     labels.write_bytes(labels.read_bytes() + b"my edit\n")
     run_json = (demo_copy / "run" / "run.json").read_bytes()
-    line = one_line_exit_2(invoke(["run", demo_copy / "pipeline.toml"]))
+    line = one_line_error(invoke(["run", demo_copy / "pipeline.toml"]))
     assert "labels.csv" in line and "edited" in line and "--overwrite" in line
     assert labels.read_bytes().endswith(b"my edit\n")  # the user's edit stays
     assert (demo_copy / "run" / "run.json").read_bytes() == run_json  # nothing ran
@@ -84,7 +76,7 @@ def test_run_stops_before_label_on_an_edited_samples_link(demo_copy: Path) -> No
     config.write_text(config.read_text().replace("k = 5", "k = 4"))  # label and everything after it reruns
     labels = demo_copy / "run" / "labels.csv"
     before = sha256_file(labels), labels.stat().st_mtime_ns
-    line = one_line_exit_2(invoke(["run", config]))
+    line = one_line_error(invoke(["run", config]))
     assert f"samples/{sample.relative_to(demo_copy / 'run' / 'samples').as_posix()}" in line
     assert (sha256_file(labels), labels.stat().st_mtime_ns) == before
     assert sample.read_bytes() == data + b"edited"
@@ -97,7 +89,7 @@ def test_distort_keeps_an_edited_image_unless_overwrite(finished_demo: Path, tmp
     assert invoke(args).exit_code == 0
     image = sorted(out.glob("*_01_01.png"))[0]
     image.write_bytes(image.read_bytes() + b"my edit")
-    line = one_line_exit_2(invoke(args))
+    line = one_line_error(invoke(args))
     assert image.name in line and "edited" in line
     assert image.read_bytes().endswith(b"my edit")
     res = invoke([*args, "--overwrite"])
@@ -110,7 +102,7 @@ def test_demo_keeps_an_edited_data_file(demo_copy: Path) -> None:
     edited = sorted((demo_copy / "data" / "source").glob("*_01_*.png"))[0]
     edited.write_bytes(edited.read_bytes() + b"my edit")
     run_json = (demo_copy / "run" / "run.json").read_bytes()
-    line = one_line_exit_2(invoke(["demo", "--out", demo_copy, "--smoke"]))
+    line = one_line_error(invoke(["demo", "--out", demo_copy, "--smoke"]))
     assert f"data/source/{edited.name}" in line and "--overwrite" in line
     assert edited.read_bytes().endswith(b"my edit")
     assert (demo_copy / "run" / "run.json").read_bytes() == run_json
@@ -233,7 +225,7 @@ def test_report_refuses_a_non_numeric_weight_in_one_line(demo_copy: Path, tmp_pa
         for line in sums.read_text().splitlines()
     ]
     sums.write_text("\n".join(lines) + "\n")
-    line = one_line_exit_2(invoke(["report", ds, "--out", tmp_path / "report"]))
+    line = one_line_error(invoke(["report", ds, "--out", tmp_path / "report"]))
     assert "labels.csv" in line and "'abc' is not a finite number" in line
 
 
@@ -244,7 +236,7 @@ def test_distort_refuses_a_name_that_is_not_utf8_before_any_work(finished_demo: 
     bad = os.fsencode(refs) + b"/caf\xe9.png"
     os.rename(os.fsencode(first), bad)
     out = tmp_path / "out"
-    line = one_line_exit_2(invoke(["distort", refs, "--out", out, "--types", "1", "--levels", "1"]))
+    line = one_line_error(invoke(["distort", refs, "--out", out, "--types", "1", "--levels", "1"]))
     assert "caf\\xe9.png" in line and "UTF-8" in line
     assert not out.exists()
 
@@ -268,7 +260,7 @@ def test_bad_late_options_fail_before_any_stage(demo_copy: Path, before: str, af
     config = _fresh_project(demo_copy)
     assert before in config.read_text()
     config.write_text(config.read_text().replace(before, after))
-    assert said in one_line_exit_2(invoke(["run", config]))
+    assert said in one_line_error(invoke(["run", config]))
     assert not (demo_copy / "run").exists()  # no feature stage ran
 
 
@@ -280,14 +272,14 @@ def test_a_reference_stem_too_long_fails_before_any_stage_and_any_image(
         sorted((demo_copy / "data" / "pool").glob("*.png"))[0], demo_copy / "data" / "pool" / long_name
     )
     config = _fresh_project(demo_copy)
-    line = one_line_exit_2(invoke(["run", config]))
+    line = one_line_error(invoke(["run", config]))
     assert "name too long" in line and "p" * 246 + "_25_05.png" in line
     assert not (demo_copy / "run").exists()
 
     refs = _refs(demo_copy, tmp_path / "refs", n=3)
     shutil.copy(demo_copy / "data" / "pool" / long_name, refs / long_name)
     out = tmp_path / "out"
-    line = one_line_exit_2(invoke(["distort", refs, "--out", out, "--types", "1", "--levels", "1"]))
+    line = one_line_error(invoke(["distort", refs, "--out", out, "--types", "1", "--levels", "1"]))
     assert "name too long" in line
     assert not out.exists() or not list(out.glob("*.png"))  # not one image written
 
