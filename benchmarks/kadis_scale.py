@@ -231,23 +231,21 @@ main()
 """
 
 
-def _file_state(folder: Path) -> dict[str, tuple[int, int]]:
-    return {e.name: (e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder) if e.is_file()}
-
-
 def _timed_rerun(
     command: list[str], out: Path, env: dict[str, str], cwd: Path
 ) -> tuple[float, float, int, int]:
     """(wall seconds, CPU seconds, images opened, files written or changed) of one whole rerun process.
     CPU time (user + system of the child) moves less than wall time on a shared machine."""
-    before = _file_state(out), (out / "manifest.csv").read_bytes()
+    from reshape import storage
+
+    before = storage.list_files(out), (out / "manifest.csv").read_bytes()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     rerun = subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=cwd)
     seconds = time.perf_counter() - start
     after_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after_usage.ru_utime + after_usage.ru_stime - usage.ru_utime - usage.ru_stime
-    after = _file_state(out), (out / "manifest.csv").read_bytes()
+    after = storage.list_files(out), (out / "manifest.csv").read_bytes()
     opened = re.search(r"OPENED images=(\d+) other=(\d+)", rerun.stderr)
     if not opened or "0 written" not in rerun.stdout:
         raise SystemExit(f"unexpected rerun output: {rerun.stdout[-500:]} {rerun.stderr[-2000:]}")

@@ -29,7 +29,6 @@ from reshape.artifacts import PARTIAL_KEY, SCHEMA_KEY, read_artifact_metadata, r
 from reshape.errors import BadInputError, StageError
 from reshape.fileio import (
     check_file_name,
-    check_relative,
     resolve_many_under_root,
     resolve_under_root,
     resolves_inside,
@@ -504,6 +503,7 @@ def read_plan(
     root = Path(ref_root).resolve()
     types: dict[str, list[int]] = {}
     first_line: dict[str, int] = {}
+    checked: dict[str, str] = {}  # each reference's path in check_relative's form
     seen: dict[tuple[str, int], int] = {}
     for line, cells in rows:
         where = f"{path}, line {line}"
@@ -520,14 +520,13 @@ def read_plan(
             )
         seen[rel, dist_type] = line
         if rel not in types:
-            check_file_name(rel, where)
+            checked[rel] = check_file_name(rel, where)
             first_line[rel] = line
             types[rel] = []
         types[rel].append(dist_type)
     images = list(types)
-    checked = [check_relative(rel) for rel in images]
     lines = [first_line[rel] for rel in images]
-    resolved = resolve_many_under_root(root, checked, source=path, rows=lines)
+    resolved = resolve_many_under_root(root, [checked[rel] for rel in images], source=path, rows=lines)
     for line, (full, is_file) in zip(lines, resolved, strict=True):
         if not is_file:
             raise BadInputError(f"{path}, line {line}: reference {full} not found (under --ref-root {root})")
