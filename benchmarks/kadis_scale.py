@@ -20,8 +20,10 @@
 
 6. The rerun of a finished ``--rerun-refs``-reference plan (default 140,000: 700,000 outputs) as whole
    ``reshape distort --plan`` processes: wall and CPU seconds, with every file the child opens for reading
-   counted by an audit hook (goal: no image) and the output folder compared before and after (goal: nothing
-   written); with ``--rerun-base REV`` interleaved with the code at REV (git archive).
+   counted by an audit hook (goal: no image; for the sealed rerun, no journal segment either) and the
+   output folder compared before and after (goal: nothing written). Three ways, interleaved: the sealed
+   rerun (reshape.distort_seal), today's full take-over (the seal removed first, as after any change),
+   and with ``--rerun-base REV`` the code at REV (git archive).
 
 The full plan for comparison: the MATLAB script takes "around 1-2 days" (CONTRIQUE issue #26). On a
 shared machine the numbers move with the load; say so when quoting them.
@@ -216,15 +218,18 @@ def synthetic_take_over(root: Path, entries: int) -> dict[str, float]:
 #: audit hook on ``open``), printed at exit (the CLI ends with ``os._exit`` after the atexit handlers).
 _COUNTING_CLI = """
 import atexit, sys
-opened = {"image": 0, "other": 0}
+opened = {"image": 0, "journal": 0, "other": 0}
 def hook(event, args):
     if event == "open" and isinstance(args[0], str):
         mode = args[1] if len(args) > 1 and isinstance(args[1], str) else "r"
-        kind = "image" if args[0].lower().endswith((".png", ".bmp")) else "other"
+        name = args[0].lower()
+        kind = "image" if name.endswith((".png", ".bmp")) else "journal" if name.endswith(".jsonl") else "other"
         if "r" in mode or mode == "":
             opened[kind] += 1
 sys.addaudithook(hook)
-atexit.register(lambda: print(f"OPENED images={opened['image']} other={opened['other']}", file=sys.stderr))
+atexit.register(lambda: print(
+    f"OPENED images={opened['image']} journal={opened['journal']} other={opened['other']}", file=sys.stderr
+))
 from reshape.cli.main import main
 sys.argv = ["reshape", *sys.argv[1:]]
 main()
@@ -232,12 +237,17 @@ main()
 
 
 def _timed_rerun(
-    command: list[str], out: Path, env: dict[str, str], cwd: Path
-) -> tuple[float, float, int, int]:
-    """(wall seconds, CPU seconds, images opened, files written or changed) of one whole rerun process.
-    CPU time (user + system of the child) moves less than wall time on a shared machine."""
+    command: list[str], out: Path, env: dict[str, str], cwd: Path, *, unseal: bool = False
+) -> tuple[float, float, int, int, int]:
+    """(wall seconds, CPU seconds, images opened, journal segments opened, files written or changed) of
+    one whole rerun process. CPU time (user + system of the child) moves less than wall time on a shared
+    machine. ``unseal``: remove the seal first, so that the full take-over runs (it seals again)."""
     from reshape import storage
+    from reshape.distort_seal import SEAL_NAME
+    from reshape.writer import JOURNAL_DIR
 
+    if unseal:
+        (out / JOURNAL_DIR / SEAL_NAME).unlink(missing_ok=True)
     before = storage.list_files(out), (out / "manifest.csv").read_bytes()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -246,11 +256,11 @@ def _timed_rerun(
     after_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after_usage.ru_utime + after_usage.ru_stime - usage.ru_utime - usage.ru_stime
     after = storage.list_files(out), (out / "manifest.csv").read_bytes()
-    opened = re.search(r"OPENED images=(\d+) other=(\d+)", rerun.stderr)
+    opened = re.search(r"OPENED images=(\d+) journal=(\d+) other=(\d+)", rerun.stderr)
     if not opened or "0 written" not in rerun.stdout:
         raise SystemExit(f"unexpected rerun output: {rerun.stdout[-500:]} {rerun.stderr[-2000:]}")
     changed = sum(before[0].get(k) != v for k, v in after[0].items()) + (before[1] != after[1])
-    return seconds, cpu, int(opened.group(1)), changed
+    return seconds, cpu, int(opened.group(1)), int(opened.group(2)), changed
 
 
 def finished_plan_rerun(
@@ -321,24 +331,32 @@ def finished_plan_rerun(
     finishing = subprocess.run(full, check=True, capture_output=True, text=True, cwd=root)
     timings["first full run: everything recorded, manifest written"] = time.perf_counter() - start
     print("  " + finishing.stdout.strip().splitlines()[-1])
-    codes = {"today's code": dict(os.environ)}
+    # (environment, remove the seal first): the sealed rerun, the full take-over of today's code (the seal
+    # removed before each run, as after any change), and the code at --rerun-base
+    codes = {
+        "today's code, sealed": (dict(os.environ), False),
+        "today's code, seal removed (full take-over)": (dict(os.environ), True),
+    }
     if base_pkg is not None:
-        codes[f"code at {base_label}"] = {**os.environ, "PYTHONPATH": str(base_pkg)}
+        codes[f"code at {base_label}"] = ({**os.environ, "PYTHONPATH": str(base_pkg)}, False)
     best: dict[str, tuple[float, float]] = {}
     for _ in range(repeats):  # interleaved, best of each
-        for label, env in codes.items():
-            seconds, cpu, opened, changed = _timed_rerun(full, out, env, root)
+        for label, (env, unseal) in codes.items():
+            seconds, cpu, opened, journal, changed = _timed_rerun(full, out, env, root, unseal=unseal)
             best[label] = min(best.get(label, (seconds, cpu)), (seconds, cpu))
             if opened or changed:
                 raise SystemExit(f"{label}: the rerun opened {opened} image(s) and changed {changed} file(s)")
+            if label.endswith("sealed") and journal:
+                raise SystemExit(f"{label}: the sealed rerun opened {journal} journal segment(s)")
     for label, (seconds, cpu) in best.items():
         timings[f"RERUN of the finished plan, whole process, {label} (best of {repeats}; 0 images opened, "
                 "0 files written)"] = seconds  # fmt: skip
         timings[f"  its CPU time (user + system), {label}"] = cpu
-    if len(best) == 2:
-        new, old = best.values()
-        timings["  ratio (earlier code / today's), wall"] = old[0] / new[0]
-        timings["  ratio (earlier code / today's), CPU"] = old[1] / new[1]
+    sealed = best["today's code, sealed"]
+    for label, (seconds, cpu) in best.items():
+        if label != "today's code, sealed":
+            timings[f"  ratio ({label} / sealed), wall"] = seconds / sealed[0]
+            timings[f"  ratio ({label} / sealed), CPU"] = cpu / sealed[1]
     return timings
 
 

@@ -7,7 +7,9 @@ The stage (:func:`run` on a :class:`DistortConfig`) is a short list of named ste
 * :mod:`reshape.distort_shards` — :func:`distort_shard`, the unit of work every executor runs (in-process,
   a process pool, a Ray task);
 * :mod:`reshape.distort_output` — the output folder's record (through :mod:`reshape.writer`, the same code
-  for a local folder and an object-store prefix): ownership, verification for resume, the manifest.
+  for a local folder and an object-store prefix): ownership, verification for resume, the manifest;
+* :mod:`reshape.distort_seal` — the seal a finished run leaves, so that a rerun with nothing to do ends
+  after one folder listing instead of the record-by-record take-over.
 
 Each output's seed is derived from (global seed, reference path, type, level) only, so the bytes of every
 image are the same whatever the worker count, shard layout or run order. Safety (README, "Your files are
@@ -17,6 +19,7 @@ safe"): inputs are never outputs, files in ``--out`` the stage did not write are
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -24,7 +27,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ import distortions
 from reshape import __version__, storage
 from reshape.backends import check_backend, import_ray, map_shards
 from reshape.distort_output import (
+    LEGACY_JOURNAL_SUFFIX,
     ShardRecords,
     Takeover,
     check_manifest,
@@ -71,6 +75,7 @@ from reshape.distort_plan import (
     shard_by_reference,
     split_list,
 )
+from reshape.distort_seal import Listing, Seal, inputs_digest, reference_stats
 from reshape.distort_shards import (
     ShardOptions,
     centre_crop_box,
@@ -80,8 +85,9 @@ from reshape.distort_shards import (
     prepare_reference,
     shard_plan,
 )
-from reshape.errors import BadInputError, StageError
+from reshape.errors import BadInputError, ResourceError, StageError
 from reshape.fileio import sha256_file
+from reshape.fsbase import META_SUFFIX
 from reshape.imageio import image_size
 from reshape.outputs import (
     check_entries,
@@ -92,7 +98,7 @@ from reshape.outputs import (
     locked_outputs,
 )
 from reshape.steps import announce
-from reshape.writer import Journal, OutputFolder
+from reshape.writer import FileStat, Journal, OutputFolder
 
 log = logging.getLogger("reshape.distort")
 
@@ -222,8 +228,8 @@ class _Plan:
     denoiser: str | None = None
     #: the per-reference types of --plan / --random-types (None for the grid)
     type_plan: TypePlan | None = None
-    #: resolved reference paths, in ``refs.images`` order
-    paths: list[Path] = field(default_factory=list)
+    #: resolved reference paths, in ``refs.images`` order (strings when a plan resolved them)
+    paths: Sequence[str | os.PathLike[str]] = field(default_factory=list)
 
     @property
     def usable(self) -> list[DistortJob]:
@@ -251,23 +257,46 @@ def run(config: DistortConfig) -> DistortResult:
     _check_outputs(config, where)
     plan = _plan(config, refs, settings, type_plan)
     plan_file = _check_plan_file(config, where, plan)
-    check_entries(where.out, [j.dist_img for j in plan.usable])  # no link or special file at an image name
-    check_output_names(where.out, [j.dist_img for j in plan.usable], what="distorted image")
     with (
         created_folders(*where.folders()),
         locked_outputs(*where.folders(), wait=config.wait),
     ):
-        folder = OutputFolder(where.out)
-        state = take_over(
-            folder, Journal(folder), plan.usable, manifest=where.manifest, tag=settings.tag,
-            denoiser=plan.denoiser, overwrite=config.overwrite,
-        )  # fmt: skip
-        _check_references(config, settings, plan, state)
-        _check_space(where, settings, state)
-        _write_plan_file(plan_file, plan)
-        done, failures = _distort(config, where, settings, plan, state)
-        result = _finish(config, where, settings, plan, state, done, failures)
+        seal = _Sealing.of(where, settings, plan)
+        result = _sealed_result(config, where, settings, plan, seal)
+        if result is None:  # not sealed as finished for these inputs: the full take-over decides
+            seal.remove()
+            result = _full_run(config, where, settings, plan, plan_file, seal)
+        else:
+            _write_plan_file(plan_file, plan)
     result.seconds = time.monotonic() - started
+    return result
+
+
+def _full_run(
+    config: DistortConfig,
+    where: _Where,
+    settings: _Settings,
+    plan: _Plan,
+    plan_file: str | None,
+    seal: _Sealing,
+) -> DistortResult:
+    """Plan every job, take the folder over, make what is missing, write the manifest, seal when finished."""
+    plan.jobs = _jobs(settings, plan)
+    check_entries(where.out, [j.dist_img for j in plan.usable])  # no link or special file at an image name
+    check_output_names(where.out, [j.dist_img for j in plan.usable], what="distorted image")
+    listed = seal.listing()  # one listing for the take-over and, when nothing is written, the seal
+    state = take_over(
+        seal.journal.folder, seal.journal, plan.usable, manifest=where.manifest, tag=settings.tag,
+        denoiser=plan.denoiser, overwrite=config.overwrite, listing=listed.files,
+    )  # fmt: skip
+    _check_references(config, settings, plan, state)
+    _check_space(where, settings, state)
+    _write_plan_file(plan_file, plan)
+    done, failures, written = _distort(config, where, settings, plan, state)
+    result = _finish(config, where, settings, plan, state, done, failures)
+    if not failures and not plan.bad and result.n_images == len(plan.jobs):
+        unchanged = not written and not state.n_removed  # the folder is as listed: no second listing
+        seal.seal_finished(plan, state, done, written, listed if unchanged else None)
     return result
 
 
@@ -378,15 +407,12 @@ def _check_local_folder(folder: Path) -> None:
 
 
 def _plan(config: DistortConfig, refs: References, settings: _Settings, type_plan: TypePlan | None) -> _Plan:
-    """Jobs and the type-15 denoiser. The references' header and hash checks wait for the take-over
+    """References, types and the type-15 denoiser; the jobs come later (:func:`_jobs`), once the run is
+    known not to be a sealed rerun. The references' header and hash checks wait for the take-over
     (:func:`_check_references`), so that only references with work still to do are read."""
     paths = type_plan.paths if type_plan is not None and type_plan.paths is not None else refs.paths()
-    if type_plan is None:
-        jobs = plan_jobs(refs.images, paths, settings.types, settings.levels, settings.seed, settings.fmt)
-    else:
-        jobs = plan_jobs_per_reference(type_plan, paths, settings.levels, settings.seed, settings.fmt)
     check_implemented(settings.types)
-    plan = _Plan(refs, jobs, {}, type_plan=type_plan, paths=paths)
+    plan = _Plan(refs, [], {}, type_plan=type_plan, paths=paths)
     plan.weights, plan.denoiser = _load_denoiser(
         settings.types,
         config.dncnn_weights,
@@ -398,8 +424,20 @@ def _plan(config: DistortConfig, refs: References, settings: _Settings, type_pla
     return plan
 
 
+def _jobs(settings: _Settings, plan: _Plan) -> list[DistortJob]:
+    """Every (reference, type, level) image of the plan, in plan order, with its name and seed."""
+    if plan.type_plan is None:
+        return plan_jobs(
+            plan.refs.images, plan.paths, settings.types, settings.levels, settings.seed, settings.fmt
+        )
+    return plan_jobs_per_reference(plan.type_plan, plan.paths, settings.levels, settings.seed, settings.fmt)
+
+
 def _changed_references(
-    refs: References, paths: Sequence[Path], bad: dict[str, str], unchanged: set[str] | None = None
+    refs: References,
+    paths: Sequence[str | os.PathLike[str]],
+    bad: dict[str, str],
+    unchanged: set[str] | None = None,
 ) -> dict[str, str]:
     """References whose bytes differ from the sha256 the selection (or features) artifact recorded: the
     images made from them would no longer match the embeddings the selection was made from. ``unchanged``:
@@ -410,7 +448,7 @@ def _changed_references(
     changed = {}
     for row, (rel, path) in enumerate(zip(refs.images, paths, strict=True)):
         recorded = refs.sha256.get(rel)
-        if rel in bad or not recorded or (unchanged and rel in unchanged) or not path.is_file():
+        if rel in bad or not recorded or (unchanged and rel in unchanged) or not os.path.isfile(path):
             continue
         if sha256_file(path) != recorded:
             changed[rel] = (
@@ -469,9 +507,9 @@ def _pixels(path: str, resize: tuple[int, int] | None) -> int:
 
 def _distort(
     config: DistortConfig, where: _Where, settings: _Settings, plan: _Plan, state: Takeover
-) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, FileStat]]:
     """Make the images still to do; record each finished shard; stop at a bad reference unless
-    --skip-bad. Returns (rows by image name, {ref_img: error})."""
+    --skip-bad. Returns (rows by image name, {ref_img: error}, {written image: its size and mtime})."""
     options = ShardOptions(
         out_dir=where.out, fmt=settings.fmt, resize=settings.resize, dncnn_weights=plan.weights,
         min_size=settings.min_size, denoiser_label=plan.denoiser, settings_tag=settings.tag,
@@ -502,7 +540,7 @@ def _distort(
             records.close()
         raise
     records.close()
-    return done, failures
+    return done, failures, records.written
 
 
 def _execute(
@@ -587,6 +625,101 @@ def _metadata(
         metadata["fingerprint"] = config.fingerprint
     metadata.update(_plan_metadata(config, where, settings, plan))
     return metadata
+
+
+# ----------------------------------------------------------------------------------------------- the seal
+@dataclass
+class _Sealing:
+    """The run's side of :mod:`reshape.distort_seal`: the digest of its inputs and the folder's seal."""
+
+    seal: Seal
+    inputs: str | None
+    n_images: int
+
+    @property
+    def journal(self) -> Journal:
+        return self.seal.journal
+
+    @classmethod
+    def of(cls, where: _Where, settings: _Settings, plan: _Plan) -> _Sealing:
+        if plan.type_plan is not None:
+            types = plan.type_plan.types
+        else:
+            types = [settings.types] * len(plan.refs.images)
+        inputs = inputs_digest(
+            plan.refs.images, types, levels=settings.levels, tag=settings.tag, denoiser=plan.denoiser
+        )
+        folder = OutputFolder(where.out)
+        beside = set()  # the manifest, its sidecar and the drawn plan, when they lie among the images
+        for location in (where.manifest, where.manifest + META_SUFFIX, _plan_file(where)):
+            parent, name = split_location(location)
+            if parent.location == folder.location:
+                beside.add(name)
+        n_images = len(settings.levels) * sum(map(len, types))
+        return cls(Seal(Journal(folder), beside), inputs, n_images)
+
+    def matches(self, plan: _Plan) -> bool:
+        ref_stats = reference_stats(plan.paths) if plan.refs.sha256 else None
+        return self.seal.matches(self.inputs, self.n_images, images=plan.refs.images, ref_stats=ref_stats)
+
+    def remove(self) -> None:
+        self.seal.remove()
+
+    def listing(self) -> Listing:
+        try:
+            return self.seal.listing()
+        except OSError as exc:
+            raise ResourceError(
+                f"{self.journal.folder.location}: cannot list ({exc.strerror or exc})"
+            ) from None
+
+    def seal_finished(
+        self,
+        plan: _Plan,
+        state: Takeover,
+        done: dict[str, dict[str, Any]],
+        written: dict[str, FileStat],
+        listed: Listing | None = None,
+    ) -> bool:
+        """Seal a run that made or reused every planned image (see :meth:`Seal.seal` for the checks).
+        With references whose sha256 the input recorded, each must still have the size and mtime its
+        outputs recorded, so that a rerun would not hash it either."""
+        live = collections.ChainMap(written, state.records)  # this run's records over the journal's
+        ref_stats = None
+        if plan.refs.sha256:
+            paths = dict(zip(plan.refs.images, plan.paths, strict=True))
+            if len(_unchanged_finished(paths, done.values(), set())) != len(paths):
+                return False
+            ref_stats = reference_stats(plan.paths)
+        planned = [job.dist_img for job in plan.jobs]
+        return self.seal.seal(
+            self.inputs, live, planned, images=plan.refs.images, ref_stats=ref_stats,
+            with_references=bool(plan.refs.sha256), listed=listed,
+        )  # fmt: skip
+
+
+def _sealed_result(
+    config: DistortConfig, where: _Where, settings: _Settings, plan: _Plan, sealing: _Sealing
+) -> DistortResult | None:
+    """The result of a rerun the seal proves has nothing to do; None: take the full path."""
+    legacy = where.manifest + LEGACY_JOURNAL_SUFFIX  # an older version's record, to be adopted
+    if storage.is_local(legacy) and storage.is_file(legacy):
+        return None
+    if not sealing.matches(plan):
+        return None
+    n_images = sealing.n_images
+    if not manifest_is_current(where.manifest, _metadata(config, where, settings, plan, [], n_images)):
+        return None
+    announce(
+        "distorting %d reference(s) x %d type(s) x %d level(s): 0 image(s) to write, %d already done "
+        "(the folder is as its last run sealed it)",
+        len(plan.refs.images), len(settings.types), len(settings.levels), n_images,
+    )  # fmt: skip
+    return DistortResult(
+        manifest=where.shown(where.manifest), out_dir=where.shown(where.out),
+        n_references=len(plan.refs.images), n_images=n_images, n_written=0, n_reused=n_images,
+        n_removed=0, denoiser=plan.denoiser,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------- plans
@@ -703,7 +836,7 @@ def _check_references(config: DistortConfig, settings: _Settings, plan: _Plan, s
     todo_refs = dataclasses.replace(plan.refs, images=pending)
     plan.bad = _precheck(todo_refs, [paths[r] for r in pending], settings.min_size, settings.resize)
     if plan.refs.sha256:
-        unchanged = _unchanged_finished(paths, state, set(pending))
+        unchanged = _unchanged_finished(paths, state.done.values(), set(pending))
         images = [r for r in plan.refs.images if r not in unchanged]
         subset = dataclasses.replace(plan.refs, images=images)
         plan.bad.update(_changed_references(subset, [paths[r] for r in images], plan.bad))
@@ -713,10 +846,13 @@ def _check_references(config: DistortConfig, settings: _Settings, plan: _Plan, s
         state.todo = [job for job in state.todo if job.ref_img not in plan.bad]
 
 
-def _unchanged_finished(paths: dict[str, Path], state: Takeover, pending: set[str]) -> set[str]:
-    """Finished references whose size and mtime are those their outputs recorded (one stat each)."""
+def _unchanged_finished(
+    paths: dict[str, str | os.PathLike[str]], rows: Iterable[dict[str, Any]], pending: set[str]
+) -> set[str]:
+    """Finished references whose size and mtime are those their outputs recorded (``rows``: the records'
+    data, with ``ref_stat``), one stat each."""
     recorded: dict[str, Any] = {}
-    for row in state.done.values():
+    for row in rows:
         recorded.setdefault(row["ref_img"], row.get("ref_stat"))
     unchanged = set()
     for rel, stat in recorded.items():

@@ -30,7 +30,7 @@ from reshape.distort_plan import DENOISE_TYPE, DistortJob
 from reshape.errors import BadInputError, ResourceError
 from reshape.fileio import TMP_PREFIX
 from reshape.outputs import check_file_output, refuse_edited, refuse_foreign
-from reshape.writer import FileRecord, Journal, OutputFolder, shard_key
+from reshape.writer import FileRecord, FileStat, Journal, OutputFolder, shard_key
 
 log = logging.getLogger("reshape.distort")
 
@@ -88,10 +88,12 @@ def take_over(
     tag: str,
     denoiser: str | None,
     overwrite: bool,
+    listing: dict[str, FileStat] | None = None,
 ) -> Takeover:
-    """Named steps, in this order, before any image is made (see the module notes)."""
+    """Named steps, in this order, before any image is made (see the module notes). ``listing``: the
+    folder's regular files as the caller listed them a moment ago (else listed here)."""
     previous = _load_records(folder, journal, manifest)
-    listing = folder.listing()
+    listing = folder.listing() if listing is None else listing
     planned = {j.dist_img for j in jobs}
     refuse_foreign(_foreign(planned, listing, previous.records), folder.location, overwrite=overwrite)
     held = _held(folder, planned, listing, previous.records)
@@ -344,9 +346,13 @@ class ShardRecords:
         self.every = every
         self._records: list[FileRecord] = []
         self._segments: list[str] = []
+        #: size and mtime of every output recorded by this run (what the seal checks the folder against)
+        self.written: dict[str, FileStat] = {}
 
     def add(self, jobs: Sequence[DistortJob], rows: Iterable[dict[str, Any]]) -> None:
-        self._records += [self.record(r) for r in rows if "error" not in r]
+        new = [self.record(r) for r in rows if "error" not in r]
+        self._records += new
+        self.written.update((r.name, FileStat(r.size, r.mtime_ns)) for r in new)
         self._segments.append(self.journal.shard_segment(shard_key([j.dist_img for j in jobs])))
         if len(self._segments) >= self.every:
             self.close()

@@ -412,7 +412,7 @@ def _csv_references(src: Path, ref_root: str | os.PathLike[str] | None) -> Refer
 
 
 def precheck_references(
-    refs: References, paths: Sequence[Path], min_size: int, resize: tuple[int, int] | None
+    refs: References, paths: Sequence[str | os.PathLike[str]], min_size: int, resize: tuple[int, int] | None
 ) -> dict[str, str]:
     """Cheap header checks before any work: {ref_img: error} for missing/unreadable/too-small references."""
     bad: dict[str, str] = {}
@@ -455,8 +455,8 @@ class TypePlan:
 
     refs: References
     types: list[list[int]]
-    #: resolved reference paths when the plan resolved them already (read_plan), else None
-    paths: list[Path] | None = None
+    #: resolved reference paths (absolute, as strings) when the plan resolved them already (read_plan)
+    paths: list[str] | None = None
 
     def all_types(self) -> list[int]:
         return sorted({t for ts in self.types for t in ts})
@@ -480,7 +480,7 @@ def _plan_rows(path: Path) -> list[tuple[int, list[str]]]:
 
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
-            return [(n, row) for n, row in enumerate(csv.reader(fh), start=1) if any(c.strip() for c in row)]
+            return [(n, row) for n, row in enumerate(csv.reader(fh), start=1) if "".join(row).strip()]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise BadInputError(f"{path}: not a readable plan CSV ({exc})") from None
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import functools
 import os
-import sys
 from pathlib import Path
 
 import pytest
 from cli_output import without_steps
 from click.testing import CliRunner
+from opened_files import opened_files
 from PIL import Image
 from ray_helpers import local_ray, needs_ray
 from shard_toys import folder_bytes
@@ -176,25 +176,9 @@ def test_plan_and_random_types_exclude_each_other_and_the_grid_options(refs, pla
     assert not (tmp_path / "o").exists()
 
 
-_OPENED: list[str] | None = None
-
-
-def _count_opens(event: str, args: tuple) -> None:
-    if _OPENED is not None and event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
-        _OPENED.append(os.fsdecode(args[0]))
-
-
-@functools.cache
-def _audit_opens() -> None:
-    """Install the counting hook once per process (audit hooks cannot be removed; it is idle when
-    ``_OPENED`` is None)."""
-    sys.addaudithook(_count_opens)
-
-
 def test_rerun_of_a_finished_plan_reads_no_image(one_worker, refs, plan_csv, tmp_path):
     """Every reference is replaced by bytes no decoder reads, with its size and mtime kept, and every
     file open is counted (Python's audit hook): the rerun opens no reference and no output image."""
-    global _OPENED
     copy = tmp_path / "refs"
     copy.mkdir()
     for p in refs.iterdir():
@@ -206,13 +190,8 @@ def test_rerun_of_a_finished_plan_reads_no_image(one_worker, refs, plan_csv, tmp
         st = p.stat()
         p.write_bytes(b"\0" * st.st_size)  # same size, not an image
         os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
-    _audit_opens()
-    _OPENED = []
-    try:
+    with opened_files() as opened:
         result = run_distort(copy, out, fmt="bmp", plan=plan_csv, seed=3)
-        opened = list(_OPENED)
-    finally:
-        _OPENED = None
     assert (result.n_written, result.n_reused) == (0, 25)
     images = [p for p in opened if p.endswith((".png", ".bmp"))]
     assert images == [], images
@@ -278,7 +257,6 @@ def _gpu_shard(shard: list) -> list[int]:
 def test_a_features_reference_is_hashed_only_when_its_size_or_mtime_moved(refs, tmp_path):
     """From a features artifact each reference's sha256 is checked; a finished reference with the size and
     mtime its outputs recorded is not hashed again, a touched one is (once), a changed one is refused."""
-    global _OPENED
     import hashlib
 
     import numpy as np
@@ -306,15 +284,10 @@ def test_a_features_reference_is_hashed_only_when_its_size_or_mtime_moved(refs, 
     run_distort(features, out, random_types=1, levels=[1], seed=2)
 
     def opened_refs() -> list[str]:
-        global _OPENED
-        _audit_opens()
-        _OPENED = []
-        try:
+        with opened_files() as opened:
             result = run_distort(features, out, random_types=1, levels=[1], seed=2)
-            assert result.n_written == 0
-            return sorted(Path(p).name for p in _OPENED if Path(p).parent == copy)
-        finally:
-            _OPENED = None
+        assert result.n_written == 0
+        return sorted(Path(p).name for p in opened if Path(p).parent == copy)
 
     assert opened_refs() == []
     os.utime(copy / "I02.png")  # same bytes, another mtime: hashed once, still the same

@@ -19,6 +19,7 @@ from shard_toys import folder_bytes
 import distortions
 from reshape.cli.main import cli
 from reshape.distort import run_distort
+from reshape.distort_seal import SEAL_NAME
 from reshape.errors import BadInputError, StageError
 from reshape.outputs import OutputLock
 from reshape.writer import JOURNAL_DIR, Journal, OutputFolder
@@ -73,9 +74,16 @@ def test_uri_out_is_byte_identical_to_the_local_folder(store_root, refs, local_r
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [*expected, "manifest.csv.meta.json", JOURNAL_DIR]
     )
-    assert [p.name for p in (folder / JOURNAL_DIR).iterdir()] == ["merged-0000000001.jsonl"]
+    # the journal, and the seal of the finished run (reshape.distort_seal) that lets a rerun skip it
+    assert sorted(p.name for p in (folder / JOURNAL_DIR).iterdir()) == ["merged-0000000001.jsonl", SEAL_NAME]
     meta = json.loads((folder / "manifest.csv.meta.json").read_text())
     assert meta["out_dir"] == f"{STORE}://bucket/a/out"
+    seal = folder / JOURNAL_DIR / SEAL_NAME
+    sealed_at = seal.stat().st_mtime_ns
+    again = store_run(refs, "a/out")
+    assert (again.n_written, again.n_reused) == (0, N_IMAGES)
+    assert seal.stat().st_mtime_ns == sealed_at  # the sealed rerun: the seal is kept, not redone
+    assert folder_bytes(folder) == expected
 
 
 def test_rerun_recreates_only_the_deleted_or_altered_objects(store_root, refs, local_run):
