@@ -23,6 +23,8 @@ from shard_toys import folder_bytes
 from reshape.backends import map_shards
 from reshape.cli.main import cli
 from reshape.distort import run_distort
+from reshape.distort_seal import SEAL_NAME
+from reshape.writer import JOURNAL_DIR
 
 PLAN = "ref_im,dist_type\nI01.png,1\nI02.png,denoise\nI03.png,11\nI03.png,18\nI04.png,gaussian_blur\n"
 
@@ -289,9 +291,13 @@ def test_a_features_reference_is_hashed_only_when_its_size_or_mtime_moved(refs, 
         assert result.n_written == 0
         return sorted(Path(p).name for p in opened if Path(p).parent == copy)
 
+    seal = out / JOURNAL_DIR / SEAL_NAME
+    sealed_at = seal.stat().st_mtime_ns
     assert opened_refs() == []
+    assert seal.stat().st_mtime_ns == sealed_at  # the sealed rerun: it kept the seal and read no reference
     os.utime(copy / "I02.png")  # same bytes, another mtime: hashed once, still the same
     assert opened_refs() == ["I02.png"]
+    assert not seal.exists()  # a reference that moved since its outputs recorded it leaves no seal
     assert opened_refs() == ["I02.png"]  # its outputs still record the old mtime
     data = bytearray((copy / "I03.png").read_bytes())
     data[-20] ^= 0xFF

@@ -190,3 +190,31 @@ def test_a_run_that_does_not_finish_leaves_no_seal(refs, plan_csv, tmp_path):
     assert written(skipped) == 0 and "skipped 1 bad reference" in skipped.stdout
     assert not (out / JOURNAL_DIR / SEAL_NAME).exists()
     assert SEALED not in invoke(copy, plan_csv, out, "--skip-bad").stderr
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"types": [1, 11], "levels": [1, 3]}, {"random_types": 2, "levels": [2, 4]}],
+    ids=["a folder, types x levels", "--random-types"],
+)
+def test_grid_and_drawn_plans_are_sealed_too(refs, tmp_path, options):
+    """The seal of the other inputs (a features Parquet: test_distort_plan_kadis): the rerun keeps it."""
+    out = tmp_path / "out"
+    first = run_distort(refs, out, seed=5, **options)
+    seal = out / JOURNAL_DIR / SEAL_NAME
+    sealed_at = (seal.stat().st_ino, seal.stat().st_mtime_ns)
+    again = run_distort(refs, out, seed=5, **options)
+    assert (again.n_written, again.n_reused, again.n_images) == (0, first.n_images, first.n_images)
+    assert (seal.stat().st_ino, seal.stat().st_mtime_ns) == sealed_at  # not removed and written again
+    assert run_distort(refs, out, seed=6, **options).n_written == first.n_images  # another seed: full path
+
+
+def test_a_seal_that_cannot_be_written_costs_the_next_run_time_only(refs, plan_csv, tmp_path):
+    """Something in the seal's place (here a folder): the run still succeeds, warns, and reruns check all."""
+    out = tmp_path / "out"
+    (out / JOURNAL_DIR / SEAL_NAME).mkdir(parents=True)
+    first = invoke(refs, plan_csv, out)
+    assert written(first) == N_IMAGES and "was not sealed" in first.stderr
+    again = invoke(refs, plan_csv, out)
+    assert written(again) == 0 and SEALED not in again.stderr
+    assert (out / JOURNAL_DIR / SEAL_NAME).is_dir()  # left as it was
