@@ -52,6 +52,18 @@ def natural_photos() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
+def kadid_named_refs(tmp_path_factory, natural_photos) -> Path:
+    """Four 64x48 natural references named like KADID's (I01.png ... I04.png)."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("refs")
+    for i, arr in enumerate(natural_photos.values(), start=1):
+        img = Image.fromarray(arr).convert("RGB").resize((64, 48), Image.Resampling.LANCZOS)
+        img.save(folder / f"I{i:02d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
 def stand_ins():
     """Stand-in kernels in this process for types the distortions library lacks (only for the module)."""
     import shard_toys

@@ -30,13 +30,8 @@ PLAN = "ref_im,dist_type\nI01.png,1\nI02.png,denoise\nI03.png,11\nI03.png,18\nI0
 
 
 @pytest.fixture(scope="module")
-def refs(tmp_path_factory, natural_photos, stand_ins) -> Path:
-    """Four 64x48 natural references named like KADID's (I01.png ... I04.png)."""
-    folder = tmp_path_factory.mktemp("refs")
-    for i, arr in enumerate(natural_photos.values(), start=1):
-        img = Image.fromarray(arr).convert("RGB").resize((64, 48), Image.Resampling.LANCZOS)
-        img.save(folder / f"I{i:02d}.png")
-    return folder
+def refs(kadid_named_refs, stand_ins) -> Path:
+    return kadid_named_refs
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import pytest
 from cli_output import one_line_error
 from click.testing import CliRunner
 from opened_files import opened_files
-from PIL import Image
 from shard_toys import folder_bytes
 
 from reshape.cli.main import cli
@@ -31,20 +30,14 @@ SEALED = "as its last run sealed it"
 
 
 @pytest.fixture(scope="module")
-def refs(tmp_path_factory, natural_photos) -> Path:
-    folder = tmp_path_factory.mktemp("refs")
-    for i, arr in enumerate(list(natural_photos.values())[:3], start=1):
-        Image.fromarray(arr).convert("RGB").resize((64, 48), Image.Resampling.LANCZOS).save(
-            folder / f"I{i:02d}.png"
-        )
-    return folder
+def refs(kadid_named_refs) -> Path:
+    return kadid_named_refs
 
 
-@pytest.fixture(scope="module")
-def plan_csv(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("plan") / "plan.csv"
-    path.write_text(PLAN)
-    return path
+@pytest.fixture
+def plan_csv(tmp_path) -> Path:
+    (tmp_path / "plan.csv").write_text(PLAN)
+    return tmp_path / "plan.csv"
 
 
 def invoke(refs: Path, plan: Path, out: Path, *extra: str, seed: str = "3"):
