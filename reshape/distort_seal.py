@@ -2,7 +2,8 @@
 
 A rerun of a finished plan must change nothing, and the full take-over
 (:func:`reshape.distort_output.take_over`) proves it record by record. At KADIS-700k scale that means
-reading 700,000 journal records, planning 700,000 names and seeds and comparing each (about 30 s). The
+reading 700,000 journal records, planning 700,000 names and seeds and comparing each (25 s on the 2-core
+development machine; docs/kadis700k.md). The
 seal keeps that proof from the run that did it:
 
 1. **Sealing.** A run that ends with every planned image made and recorded, and nothing bad or failed,
@@ -90,9 +91,8 @@ def inputs_digest(
         return None
     head = json.dumps({"code": code, "levels": list(levels), "tag": tag, "denoiser": denoiser})
     digest = hashlib.sha256(head.encode())
-    digest.update(
-        "\n".join(f"{rel}\t{','.join(map(str, ts))}" for rel, ts in zip(images, types, strict=True)).encode()
-    )
+    pairs = [[rel, [int(t) for t in ts]] for rel, ts in zip(images, types, strict=True)]
+    digest.update(json.dumps(pairs, ensure_ascii=False).encode("utf-8", "surrogateescape"))  # unambiguous
     return digest.hexdigest()
 
 
