@@ -218,6 +218,11 @@ def test_ray_plan_is_byte_identical_to_local(ray_cluster, one_worker, refs, plan
     result = run_distort(refs, out, fmt="bmp", plan=plan_csv, seed=3, backend="ray", workers=2)
     assert result.n_written == 25
     assert folder_bytes(out) == folder_bytes(one_worker)
+    # the Ray run sealed its folder; a local rerun with one worker finds it finished without the journal
+    seal = out / JOURNAL_DIR / SEAL_NAME
+    sealed_at = seal.stat().st_mtime_ns
+    assert run_distort(refs, out, fmt="bmp", plan=plan_csv, seed=3, workers=1).n_reused == 25
+    assert seal.stat().st_mtime_ns == sealed_at
 
 
 @needs_ray
