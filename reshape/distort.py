@@ -19,7 +19,6 @@ safe"): inputs are never outputs, files in ``--out`` the stage did not write are
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import functools
@@ -684,7 +683,6 @@ class _Sealing:
         """Seal a run that made or reused every planned image (see :meth:`Seal.seal` for the checks).
         With references whose sha256 the input recorded, each must still have the size and mtime its
         outputs recorded, so that a rerun would not hash it either."""
-        live = collections.ChainMap(written, state.records)  # this run's records over the journal's
         ref_stats = None
         if plan.refs.sha256:
             paths = dict(zip(plan.refs.images, plan.paths, strict=True))
@@ -693,7 +691,7 @@ class _Sealing:
             ref_stats = reference_stats(plan.paths)
         planned = [job.dist_img for job in plan.jobs]
         return self.seal.seal(
-            self.inputs, live, planned, images=plan.refs.images, ref_stats=ref_stats,
+            self.inputs, state.records, written, planned, images=plan.refs.images, ref_stats=ref_stats,
             with_references=bool(plan.refs.sha256), listed=listed,
         )  # fmt: skip
 

@@ -166,13 +166,24 @@ class Listing(NamedTuple):
     files: dict[str, FileStat]
 
 
-def _recorded_stat(record: FileRecord | FileStat | None) -> tuple[int, int] | None:
-    """The size and mtime a record holds; None for none, a claim or a record without them."""
-    if record is None or isinstance(record, FileStat):
-        return record
-    if not record.confirmed or record.size is None or record.mtime_ns is None:
-        return None
-    return (record.size, record.mtime_ns)
+def _all_held(
+    planned: Sequence[str],
+    records: Mapping[str, FileRecord],
+    written: Mapping[str, FileStat],
+    files: Mapping[str, FileStat],
+) -> bool:
+    """Every planned name is a regular file of the size and mtime recorded for it: by this run
+    (``written``), else by the journal (``records``: a confirmed record that holds them)."""
+    for name in planned:
+        recorded = written.get(name)
+        if recorded is None:
+            record = records.get(name)
+            if record is None or not record.confirmed or record.size is None or record.mtime_ns is None:
+                return False
+            recorded = (record.size, record.mtime_ns)
+        if files.get(name) != recorded:
+            return False
+    return True
 
 
 class Seal:
@@ -240,7 +251,8 @@ class Seal:
     def seal(
         self,
         inputs: str | None,
-        live: Mapping[str, FileRecord | FileStat],
+        records: Mapping[str, FileRecord],
+        written: Mapping[str, FileStat],
         planned: Sequence[str],
         *,
         images: Sequence[str] = (),
@@ -248,12 +260,13 @@ class Seal:
         with_references: bool = False,
         listed: Listing | None = None,
     ) -> bool:
-        """Write the seal when the folder is finished for ``planned``: ``live`` (every live record by name,
-        as the journal holds it or as this run wrote it) names exactly the planned images, each confirmed
-        and each file still of its recorded size and mtime, and no temporary file or unfolded shard segment
-        is left. ``listed``: the folder as :meth:`listing` gave it, when the run has not written or
+        """Write the seal when the folder is finished for ``planned``: the live records (``records``, the
+        journal's as the take-over left them, and ``written``, this run's) name exactly the planned images,
+        each confirmed and each file still of its recorded size and mtime, and no temporary file or unfolded
+        shard segment is left. ``listed``: the folder as :meth:`listing` gave it, when the run has not written or
         removed anything since (else it is listed now). Returns whether sealed."""
-        if inputs is None or len(live) != len(planned) or (with_references and ref_stats is None):
+        n_live = len(records) + len(written.keys() - records.keys()) if written else len(records)
+        if inputs is None or n_live != len(planned) or (with_references and ref_stats is None):
             return False
         try:
             names, fields, files = self.listing() if listed is None else listed
@@ -262,7 +275,7 @@ class Seal:
             return False
         if any(n.startswith(TMP_PREFIX) for n in names):
             return False
-        if not all(_recorded_stat(live.get(name)) == files.get(name, False) for name in planned):
+        if not _all_held(planned, records, written, files):
             return False
         kept = [i for i, name in enumerate(names) if name not in self.skip]
         if len(kept) < len(names):
