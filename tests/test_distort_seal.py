@@ -79,16 +79,7 @@ def test_a_sealed_rerun_reads_no_record_and_gives_the_full_result(refs, plan_csv
         full = run_distort(refs, out, fmt="bmp", plan=plan_csv, seed=3, workers=1)
     assert any(Path(p).parent.name == JOURNAL_DIR and p.endswith(".jsonl") for p in opened)
     assert not [p for p in opened if p.endswith((".png", ".bmp"))]  # no image read there either
-    fields = (
-        "n_references",
-        "n_images",
-        "n_written",
-        "n_reused",
-        "n_removed",
-        "skipped",
-        "denoiser",
-        "manifest",
-    )
+    fields = "n_references n_images n_written n_reused n_removed skipped denoiser manifest".split()
     assert [getattr(sealed, f) for f in fields] == [getattr(full, f) for f in fields]
     assert (full.n_written, full.n_reused) == (0, N_IMAGES)
     assert folder_bytes(out) == before
