@@ -159,8 +159,12 @@ def test_journal_claims_records_merges_and_compaction(location):
     assert sorted(Journal(folder).load()) == sorted(live)
 
 
-def test_distort_to_real_s3_matches_the_local_folder_and_resumes(s3, natural_photos, stand_ins, tmp_path):
+def test_distort_to_real_s3_matches_the_local_folder_and_resumes(
+    s3, natural_photos, stand_ins, tmp_path, caplog
+):
     from reshape.distort import run_distort
+    from reshape.distort_seal import SEAL_NAME
+    from reshape.steps import STEP_LOGGER
 
     refs = tmp_path / "refs"
     refs.mkdir()
@@ -175,6 +179,11 @@ def test_distort_to_real_s3_matches_the_local_folder_and_resumes(s3, natural_pho
     assert {
         n: storage.read_bytes(f"{prefix}/{n}") for n in listing if n.endswith((".png", ".csv"))
     } == folder_bytes(tmp_path / "local")
+    # the finished run sealed the prefix: a rerun ends after one listing of it (its step line says so)
+    assert storage.is_file(f"{prefix}/{JOURNAL_DIR}/{SEAL_NAME}")
+    with caplog.at_level("INFO", logger=STEP_LOGGER):
+        assert run_distort(refs, prefix, types=[1, 11, 18], seed=3).n_reused == 18
+    assert "as its last run sealed it" in caplog.text
     storage.remove(f"{prefix}/coffee_11_03.png")
     again = run_distort(refs, prefix, types=[1, 11, 18], seed=3)
     assert (again.n_written, again.n_reused) == (1, 17)
