@@ -104,6 +104,9 @@ def _digest_entries(names: list[str], fields: list[tuple[int, ...]]) -> str:
     return digest.hexdigest()
 
 
+_STAT_AT = os.stat in os.supports_dir_fd
+
+
 def _local_entries(folder: str, skip: frozenset[str]) -> tuple[list[str], list[tuple[int, ...]]]:
     """Every entry of a local folder but ``skip``, sorted by name: (mode, size, mtime, inode) of each,
     not following links (a link or special file at a name shows as such). A sub-folder counts by its
@@ -111,19 +114,24 @@ def _local_entries(folder: str, skip: frozenset[str]) -> tuple[list[str], list[t
     try:
         with os.scandir(folder) as listing:
             names = sorted(e.name for e in listing if e.name not in skip)
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        # one stat per entry, relative to the folder's descriptor where the OS has them (not Windows)
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if _STAT_AT else None
     except (FileNotFoundError, NotADirectoryError):
         return [], []
     try:
-        stat_at, fields = os.stat, []
-        for name in names:  # one stat per entry, relative to the folder's descriptor
-            st = stat_at(name, dir_fd=fd, follow_symlinks=False)
+        fields = []
+        for name in names:
+            if fd is not None:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            else:
+                st = os.stat(os.path.join(folder, name), follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
                 fields.append((st.st_mode, 0, 0, st.st_ino))
             else:
                 fields.append((st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino))
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
     return names, fields
 
 
