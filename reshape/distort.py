@@ -667,6 +667,8 @@ class _Sealing:
     def listing(self) -> Listing:
         try:
             return self.seal.listing()
+        except ResourceError:
+            raise  # one line naming the folder already (an object store's listing)
         except OSError as exc:
             raise ResourceError(
                 f"{self.journal.folder.location}: cannot list ({exc.strerror or exc})"
