@@ -35,10 +35,10 @@ import distortions
 from reshape import __version__, storage
 from reshape.backends import check_backend, import_ray, map_shards
 from reshape.distort_output import (
-    LEGACY_JOURNAL_SUFFIX,
     ShardRecords,
     Takeover,
     check_manifest,
+    legacy_journal,
     manifest_is_current,
     read_sidecar,
     remove_legacy_journal,
@@ -702,8 +702,7 @@ def _sealed_result(
     config: DistortConfig, where: _Where, settings: _Settings, plan: _Plan, sealing: _Sealing
 ) -> DistortResult | None:
     """The result of a rerun the seal proves has nothing to do; None: take the full path."""
-    legacy = where.manifest + LEGACY_JOURNAL_SUFFIX  # an older version's record, to be adopted
-    if storage.is_local(legacy) and storage.is_file(legacy):
+    if legacy_journal(where.manifest) is not None:  # an older version's record, to be adopted
         return None
     if not sealing.matches(plan):
         return None

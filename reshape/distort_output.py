@@ -237,8 +237,8 @@ def _legacy_records(folder: OutputFolder, manifest: str, *, with_manifest: bool 
     of an interrupted run's ``<manifest>.journal.jsonl`` (sha256 only, so they are verified by hash)."""
     previous = _Previous()
     rows = _previous_manifest_rows(folder, manifest) if with_manifest else []
-    journal_file = manifest + LEGACY_JOURNAL_SUFFIX
-    if storage.is_local(journal_file) and storage.is_file(journal_file):
+    journal_file = legacy_journal(manifest)
+    if journal_file is not None:
         rows += _legacy_journal_rows(storage.local_path(journal_file))
         previous.legacy_journal = journal_file
     for row, tag in rows:
@@ -247,6 +247,12 @@ def _legacy_records(folder: OutputFolder, manifest: str, *, with_manifest: bool 
             meta = {**_plain(row), "settings": tag}
             previous.records[name] = FileRecord(name, digest, meta=meta)
     return previous
+
+
+def legacy_journal(manifest: str) -> str | None:
+    """The ``<manifest>.journal.jsonl`` an older reshape left beside a local manifest, when there is one."""
+    journal_file = manifest + LEGACY_JOURNAL_SUFFIX
+    return journal_file if storage.is_local(journal_file) and storage.is_file(journal_file) else None
 
 
 def _previous_manifest_rows(folder: OutputFolder, manifest: str) -> list[tuple[dict[str, Any], str]]:
@@ -460,6 +466,7 @@ __all__ = [
     "ShardRecords",
     "Takeover",
     "check_manifest",
+    "legacy_journal",
     "manifest_row",
     "remove_legacy_journal",
     "settings_tag",
