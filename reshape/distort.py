@@ -281,9 +281,12 @@ def _full_run(
 ) -> DistortResult:
     """Plan every job, take the folder over, make what is missing, write the manifest, seal when finished."""
     plan.jobs = _jobs(settings, plan)
-    check_entries(where.out, [j.dist_img for j in plan.usable])  # no link or special file at an image name
+    # one listing for these checks, the take-over and, when nothing is written, the seal
+    listed = seal.listing()
+    check_entries(  # no link or special file at an image name
+        where.out, [j.dist_img for j in plan.usable], odd=listed.odd()
+    )
     check_output_names(where.out, [j.dist_img for j in plan.usable], what="distorted image")
-    listed = seal.listing()  # one listing for the take-over and, when nothing is written, the seal
     state = take_over(
         seal.journal.folder, seal.journal, plan.usable, manifest=where.manifest, tag=settings.tag,
         denoiser=plan.denoiser, overwrite=config.overwrite, listing=listed.files,

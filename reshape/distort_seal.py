@@ -173,6 +173,14 @@ class Listing(NamedTuple):
     fields: list[tuple[int, ...]]
     files: dict[str, FileStat]
 
+    def odd(self) -> set[str]:
+        """The names that are neither regular files nor folders (links, FIFOs, devices, sockets)."""
+        return {
+            n
+            for n, f in zip(self.names, self.fields, strict=True)
+            if not stat.S_ISREG(f[0]) and not stat.S_ISDIR(f[0])
+        }
+
 
 def _all_held(
     planned: Sequence[str],

@@ -224,10 +224,14 @@ def check_folder_output(path: Location | None, option: str = "--out") -> None:
     raise BadInputError(f"{p}: {option} is a {shown}, not a folder; refusing to write there")
 
 
-def check_entries(folder: Location, names: Iterable[str], *, what: str = "output") -> None:
+def check_entries(
+    folder: Location, names: Iterable[str], *, what: str = "output", odd: Collection[str] | None = None
+) -> None:
     """Refuse, before any work, a symbolic link or special file at a name a stage writes in ``folder``
     (a folder output), or a name whose path leads out of ``folder`` through a link: such an entry is
-    never written through, replaced or deleted, even with --overwrite."""
+    never written through, replaced or deleted, even with --overwrite. ``odd``: the names directly in
+    ``folder`` that are neither regular files nor folders, when the caller has just listed it (not
+    listed again)."""
     if not _is_local(folder):
         return
     root = Path(folder)
@@ -240,20 +244,22 @@ def check_entries(folder: Location, names: Iterable[str], *, what: str = "output
     for parent, bases in by_folder.items():
         where_ = root / parent if parent else root
         check_inside(root, where_, what=what)
-        _check_folder_entries(where_, bases)
+        _check_folder_entries(where_, bases, odd if not parent else None)
 
 
-def _check_folder_entries(folder: Path, bases: list[str]) -> None:
+def _check_folder_entries(folder: Path, bases: list[str], odd: Collection[str] | None = None) -> None:
     """The kind of each of ``bases`` in ``folder`` from one directory listing (the entry types the
-    listing carries, no ``lstat`` per name: a KADIS-700k output holds 700,000 files)."""
+    listing carries, no ``lstat`` per name: a KADIS-700k output holds 700,000 files), or from ``odd``
+    (its names that are neither regular files nor folders) when the caller listed it already."""
     try:
-        with os.scandir(folder) as listing:  # the names that are neither regular files nor folders
-            odd = {
-                e.name
-                for e in listing
-                if not e.is_file(follow_symlinks=False) and not e.is_dir(follow_symlinks=False)
-            }
-        to_check = sorted(odd.intersection(bases))
+        if odd is None:
+            with os.scandir(folder) as listing:
+                odd = {
+                    e.name
+                    for e in listing
+                    if not e.is_file(follow_symlinks=False) and not e.is_dir(follow_symlinks=False)
+                }
+        to_check = sorted(set(odd).intersection(bases))
     except (FileNotFoundError, NotADirectoryError):
         return
     except OSError:  # a folder that can be entered but not listed: one lstat per name, as before
