@@ -308,6 +308,13 @@ class Seal:
             "journal": journal_digest,
             "references": _references_digest(images, ref_stats) if with_references else None,
         }
+        target = self.journal.segments.path(SEAL_NAME)
+        if self.read() is None and storage.exists(target):  # not ours to replace, even in our own folder
+            log.warning(
+                "%s: holds something other than a seal, left as it is; the finished run was not sealed",
+                target,
+            )
+            return False
         try:  # only a shortcut for the next run: a failure to write it costs that run time, nothing else
             self.journal.segments.put_bytes(SEAL_NAME, (json.dumps(record, sort_keys=True) + "\n").encode())
         except (OSError, ReshapeError) as exc:

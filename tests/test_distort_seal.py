@@ -193,12 +193,22 @@ def test_grid_and_drawn_plans_are_sealed_too(refs, tmp_path, options):
     assert run_distort(refs, out, seed=6, **options).n_written == first.n_images  # another seed: full path
 
 
-def test_a_seal_that_cannot_be_written_costs_the_next_run_time_only(refs, plan_csv, tmp_path):
-    """Something in the seal's place (here a folder): the run still succeeds, warns, and reruns check all."""
+MINE = '{"mine": true}\n'
+
+
+@pytest.mark.parametrize("in_place", ["a folder", "a file that is not a seal"])
+def test_a_seal_that_cannot_be_written_costs_the_next_run_time_only(refs, plan_csv, tmp_path, in_place):
+    """Something else in the seal's place is left as it is: the run still succeeds, warns, and reruns
+    check every output."""
     out = tmp_path / "out"
-    (out / JOURNAL_DIR / SEAL_NAME).mkdir(parents=True)
+    where = out / JOURNAL_DIR / SEAL_NAME
+    where.parent.mkdir(parents=True)
+    if in_place == "a folder":
+        where.mkdir()
+    else:
+        where.write_text(MINE)
     first = invoke(refs, plan_csv, out)
     assert written(first) == N_IMAGES and "was not sealed" in first.stderr
     again = invoke(refs, plan_csv, out)
     assert written(again) == 0 and SEALED not in again.stderr
-    assert (out / JOURNAL_DIR / SEAL_NAME).is_dir()  # left as it was
+    assert where.is_dir() if in_place == "a folder" else where.read_text() == MINE  # left as it was
