@@ -283,12 +283,12 @@ def _full_run(
     plan.jobs = _jobs(settings, plan)
     # one listing for these checks, the take-over and, when nothing is written, the seal
     listed = seal.listing()
-    check_entries(  # no link or special file at an image name
-        where.out, [j.dist_img for j in plan.usable], odd=listed.odd()
-    )
-    check_output_names(where.out, [j.dist_img for j in plan.usable], what="distorted image")
+    usable = plan.usable
+    names = [job.dist_img for job in usable]
+    check_entries(where.out, names, odd=listed.odd())  # no link or special file at an image name
+    check_output_names(where.out, names, what="distorted image")
     state = take_over(
-        seal.journal.folder, seal.journal, plan.usable, manifest=where.manifest, tag=settings.tag,
+        seal.journal.folder, seal.journal, usable, manifest=where.manifest, tag=settings.tag,
         denoiser=plan.denoiser, overwrite=config.overwrite, listing=listed.files,
     )  # fmt: skip
     _check_references(config, settings, plan, state)
